@@ -1,0 +1,1 @@
+"""needle example applications: MNIST helpers, MLPResNet, CNN/RNN models and training loops."""

@@ -1,0 +1,480 @@
+"""needle.autograd: the computational graph and reverse-mode automatic differentiation.
+
+A `Value` is a node of the graph: either a leaf holding an array (`op is None`) or the result of
+an `Op` applied to input Values. `Tensor` is the user-facing array node, `TensorTuple` a node
+holding a tuple of arrays (used by `stack` / `split`). In eager mode (`LAZY_MODE = False`, the
+default) every node is computed when it is created.
+
+`Tensor.backward()` walks the graph in reverse topological order (`find_topo_sort`) and stores a
+gradient Tensor on every node (`node.grad`, overwritten on each call). Gradients are themselves
+built from needle ops, so they can be differentiated again.
+"""
+import numpy
+
+from .backend_selection import BACKEND, array_api, cpu, default_device
+
+__all__ = [
+    "LAZY_MODE", "TENSOR_COUNTER", "Value", "Op", "TensorOp", "TensorTupleOp", "Tensor",
+    "TensorTuple", "find_topo_sort", "compute_gradient_of_variables", "no_grad",
+    "is_grad_enabled",
+]
+
+LAZY_MODE = False
+# Live Value count: +1 in every Value initialisation, -1 in __del__ (contract §4.4).
+TENSOR_COUNTER = 0
+
+_NUMPY_MODE = BACKEND == "np"
+_GRAD_ENABLED = True
+
+
+class no_grad:
+    """Context manager (and decorator): ops run inside it return detached constants.
+
+    Example:
+        with ndl.no_grad():
+            y = model(x)        # y.requires_grad is False, no graph is kept
+    """
+
+    def __enter__(self):
+        global _GRAD_ENABLED
+        self._prev = _GRAD_ENABLED
+        _GRAD_ENABLED = False
+        return self
+
+    def __exit__(self, *exc):
+        global _GRAD_ENABLED
+        _GRAD_ENABLED = self._prev
+        return False
+
+    def __call__(self, func):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return func(*args, **kwargs)
+
+        wrapper.__name__ = getattr(func, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(func, "__doc__", None)
+        return wrapper
+
+
+def is_grad_enabled():
+    """False inside a `no_grad()` block."""
+    return _GRAD_ENABLED
+
+
+# ---------------------------------------------------------------------------------------- ops
+class Op:
+    """An operator: `compute` works on raw arrays, `gradient` on Tensors (so it is differentiable)."""
+
+    def __call__(self, *args):
+        raise NotImplementedError()
+
+    def compute(self, *args):
+        """Forward pass on raw arrays (NDArray or numpy); returns a raw array."""
+        raise NotImplementedError()
+
+    def gradient(self, out_grad, node):
+        """Partial adjoints of each input given the output adjoint `out_grad` (Tensor ops only)."""
+        raise NotImplementedError()
+
+    def gradient_as_tuple(self, out_grad, node):
+        """`gradient`, always as a tuple (one entry per input)."""
+        output = self.gradient(out_grad, node)
+        if isinstance(output, tuple):
+            return output
+        if isinstance(output, list):
+            return tuple(output)
+        return (output,)
+
+
+class TensorOp(Op):
+    """An op producing a Tensor."""
+
+    def __call__(self, *args):
+        return Tensor.make_from_op(self, args)
+
+
+class TensorTupleOp(Op):
+    """An op producing a TensorTuple."""
+
+    def __call__(self, *args):
+        return TensorTuple.make_from_op(self, args)
+
+
+def _op_name(op):
+    return type(op).__name__
+
+
+def _describe(data):
+    if isinstance(data, tuple):
+        return "(" + ", ".join(str(getattr(d, "shape", "?")) for d in data) + ")"
+    return str(getattr(data, "shape", type(data).__name__))
+
+
+def _compute(op, inputs):
+    """Run op.compute on the inputs' arrays; errors name the op and the input shapes."""
+    try:
+        arrays = [x.realize_cached_data() for x in inputs]
+    except AttributeError:
+        bad = [type(x).__name__ for x in inputs if not isinstance(x, Value)]
+        raise TypeError(f"{_op_name(op)}: inputs must be Tensors, got {', '.join(bad)}") from None
+    if not _NUMPY_MODE and len(arrays) > 1:
+        _check_devices(op, arrays)
+    try:
+        return op.compute(*arrays)
+    except (ValueError, IndexError, TypeError) as e:
+        shapes = ", ".join(_describe(a) for a in arrays)
+        msg = f"{_op_name(op)}: {e} (input shapes: {shapes})"
+        for kind in (IndexError, TypeError, ValueError):
+            if isinstance(e, kind):
+                raise kind(msg) from e
+        raise
+
+
+def _check_devices(op, arrays):
+    dev = None
+    for a in arrays:
+        d = getattr(a, "device", None) if not isinstance(a, tuple) else None
+        if d is None:
+            continue
+        if dev is None:
+            dev = d
+        elif d is not dev and d != dev:
+            devs = ", ".join(str(getattr(x, "device", "?")) for x in arrays)
+            raise ValueError(f"{_op_name(op)}: inputs are on different devices ({devs}); "
+                             f"move them with Tensor(t, device=...) first")
+
+
+# ---------------------------------------------------------------------------------------- values
+class Value:
+    """A node of the computational graph.
+
+    Fields: `op` (None for leaves), `inputs` (list of Values), `cached_data` (the raw array, or a
+    tuple of arrays for a TensorTuple), `requires_grad`, `num_outputs`.
+    """
+
+    op = None
+    inputs = ()
+    cached_data = None
+    requires_grad = False
+    num_outputs = 1
+
+    def realize_cached_data(self):
+        """The raw array (computed and cached on first use); the object itself, not a copy."""
+        if self.cached_data is not None:
+            return self.cached_data
+        self.cached_data = _compute(self.op, self.inputs)
+        return self.cached_data
+
+    def is_leaf(self):
+        return self.op is None
+
+    def __del__(self):
+        global TENSOR_COUNTER
+        TENSOR_COUNTER -= 1
+
+    def _init(self, op, inputs, *, num_outputs=1, cached_data=None, requires_grad=None):
+        global TENSOR_COUNTER
+        TENSOR_COUNTER += 1
+        if requires_grad is None:
+            requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+        self.op = op
+        self.inputs = list(inputs)
+        self.num_outputs = num_outputs
+        self.cached_data = cached_data
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def make_const(cls, data, *, requires_grad=False):
+        """A leaf wrapping the raw array `data` (shared, not copied)."""
+        value = cls.__new__(cls)
+        value._init(None, [], cached_data=data, requires_grad=requires_grad)
+        return value
+
+    @classmethod
+    def make_from_op(cls, op, inputs):
+        """The node op(*inputs); eager mode computes it now and detaches it if nothing needs grad."""
+        value = cls.__new__(cls)
+        if LAZY_MODE:
+            value._init(op, inputs)
+            return value
+        data = _compute(op, inputs)
+        if _GRAD_ENABLED:
+            for x in inputs:
+                if x.requires_grad:
+                    value._init(op, inputs, cached_data=data, requires_grad=True)
+                    return value
+        value._init(None, [], cached_data=data, requires_grad=False)
+        return value
+
+
+def _is_float32(dtype):
+    if dtype is None:
+        return True
+    try:
+        return numpy.dtype(dtype) == numpy.float32
+    except TypeError:
+        return False
+
+
+class Tensor(Value):
+    """An n-dimensional array node of the graph.
+
+    Args:
+        array: nested list, Python scalar, numpy array, NDArray or another Tensor.
+        device: a device (`ndl.cpu()`, `ndl.cuda()`, `ndl.cpu_numpy()`); None = default device
+            (or the source Tensor's device).
+        dtype: None, "float32", np.float32 or np.dtype("float32"). NDArray mode is float32 only;
+            numpy mode keeps numpy's inferred dtype when None.
+        requires_grad: whether backward() should produce a gradient for this leaf (default True).
+
+    Example:
+        x = ndl.Tensor([[1.0, 2.0]], device=ndl.cpu())   # shape (1, 2)
+        (x * x).sum().backward()                           # x.grad = 2 * x
+    """
+
+    grad = None
+
+    def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
+        if isinstance(array, Tensor):
+            if device is None:
+                device = array.device
+            if dtype is None:
+                dtype = array.dtype
+            if device == array.device and numpy.dtype(dtype) == numpy.dtype(array.dtype):
+                cached_data = array.realize_cached_data()
+            else:
+                cached_data = Tensor._array_from_numpy(array.numpy(), device=device, dtype=dtype)
+        else:
+            device = device if device is not None else default_device()
+            cached_data = Tensor._array_from_numpy(array, device=device, dtype=dtype)
+        self._init(None, [], cached_data=cached_data, requires_grad=requires_grad)
+
+    @staticmethod
+    def _array_from_numpy(numpy_array, device, dtype):
+        if _NUMPY_MODE:
+            return numpy.array(numpy_array, dtype=dtype)
+        if not _is_float32(dtype):
+            raise TypeError(f"Tensor: NDArray mode supports only float32, got dtype {dtype!r}")
+        return array_api.array(numpy_array, device=device)
+
+    @staticmethod
+    def make_const(data, requires_grad=False):
+        """A leaf Tensor wrapping the raw array (or a Tensor's data), sharing memory."""
+        tensor = Tensor.__new__(Tensor)
+        if isinstance(data, Tensor):
+            data = data.realize_cached_data()
+        tensor._init(None, [], cached_data=data, requires_grad=requires_grad)
+        return tensor
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def data(self):
+        """A detached Tensor sharing this tensor's array; assigning replaces the array."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        assert isinstance(value, Tensor), f"Tensor.data: expected a Tensor, got {type(value).__name__}"
+        assert value.dtype == self.dtype, (
+            f"Tensor.data: dtype mismatch, {value.dtype} assigned to {self.dtype}")
+        self.cached_data = value.realize_cached_data()
+
+    def detach(self):
+        """A new constant Tensor sharing the data (no graph)."""
+        return Tensor.make_const(self.realize_cached_data())
+
+    @property
+    def shape(self):
+        return self.realize_cached_data().shape
+
+    @property
+    def dtype(self):
+        return self.realize_cached_data().dtype
+
+    @property
+    def device(self):
+        if _NUMPY_MODE:
+            return cpu()
+        return self.realize_cached_data().device
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def backward(self, out_grad=None):
+        """Reverse-mode AD from this tensor; stores `.grad` on every node of the graph.
+
+        Args:
+            out_grad: adjoint of this tensor, same shape; default ones (also for non-scalars).
+        """
+        if out_grad is None:
+            data = self.realize_cached_data()
+            out_grad = Tensor.make_const(self.device.full(data.shape, 1, dtype=data.dtype))
+        elif not isinstance(out_grad, Tensor):
+            raise TypeError(f"backward: out_grad must be a Tensor, got {type(out_grad).__name__}")
+        elif tuple(out_grad.shape) != tuple(self.shape):
+            raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the tensor "
+                             f"shape {self.shape}")
+        compute_gradient_of_variables(self, out_grad)
+
+    def __repr__(self):
+        return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
+
+    def __str__(self):
+        return str(self.realize_cached_data())
+
+    def numpy(self):
+        """A numpy copy of the data."""
+        data = self.realize_cached_data()
+        if _NUMPY_MODE:
+            return numpy.array(data)
+        return data.numpy()
+
+    # ------------------------------------------------------------------ operators
+    def __add__(self, other):
+        if isinstance(other, Tensor):
+            return _om.EWiseAdd()(self, other)
+        return _om.AddScalar(other)(self)
+
+    def __mul__(self, other):
+        if isinstance(other, Tensor):
+            return _om.EWiseMul()(self, other)
+        return _om.MulScalar(other)(self)
+
+    def __pow__(self, other):
+        if isinstance(other, Tensor):
+            return _om.EWisePow()(self, other)
+        return _om.PowerScalar(other)(self)
+
+    def __sub__(self, other):
+        if isinstance(other, Tensor):
+            return _om.EWiseAdd()(self, _om.Negate()(other))
+        return _om.AddScalar(-other)(self)
+
+    def __rsub__(self, other):
+        return _om.AddScalar(other)(_om.Negate()(self))
+
+    def __truediv__(self, other):
+        if isinstance(other, Tensor):
+            return _om.EWiseDiv()(self, other)
+        return _om.DivScalar(other)(self)
+
+    def __rtruediv__(self, other):
+        return _om.MulScalar(other)(_om.PowerScalar(-1)(self))
+
+    def __matmul__(self, other):
+        return _om.MatMul()(self, other)
+
+    def matmul(self, other):
+        return _om.MatMul()(self, other)
+
+    def sum(self, axes=None):
+        return _om.Summation(axes)(self)
+
+    def broadcast_to(self, shape):
+        return _om.BroadcastTo(shape)(self)
+
+    def reshape(self, shape):
+        return _om.Reshape(shape)(self)
+
+    def __neg__(self):
+        return _om.Negate()(self)
+
+    def transpose(self, axes=None):
+        return _om.Transpose(axes)(self)
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+
+class TensorTuple(Value):
+    """A node holding a tuple of arrays (the output of `make_tuple` / `split`)."""
+
+    def __len__(self):
+        return len(self.realize_cached_data())
+
+    def __getitem__(self, index):
+        return _ot.tuple_get_item(self, index)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def tuple(self):
+        """The elements as a Python tuple of Tensors."""
+        return tuple(self[i] for i in range(len(self)))
+
+    def __repr__(self):
+        return "needle.TensorTuple" + str(self.tuple())
+
+    def __str__(self):
+        return self.__repr__()
+
+    def __add__(self, other):
+        if not isinstance(other, TensorTuple) or len(self) != len(other):
+            raise ValueError(f"TensorTuple add: need a TensorTuple of length {len(self)}, got "
+                             f"{type(other).__name__}")
+        return _ot.make_tuple(*[self[i] + other[i] for i in range(len(self))])
+
+    def detach(self):
+        """A constant TensorTuple sharing the arrays."""
+        return TensorTuple.make_const(self.realize_cached_data())
+
+    @property
+    def device(self):
+        data = self.realize_cached_data()
+        if _NUMPY_MODE or not data:
+            return cpu() if _NUMPY_MODE else default_device()
+        return data[0].device
+
+
+# ---------------------------------------------------------------------------------------- graph
+def find_topo_sort(node_list):
+    """Post-order DFS from each node of `node_list` in order, inputs left to right.
+
+    Returns every reachable node once, inputs before the nodes that use them. Iterative, so deep
+    graphs (long RNN unrolls) do not hit Python's recursion limit.
+    """
+    visited = set()
+    topo_order = []
+    for root in node_list:
+        if root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:
+                stack.pop()
+                topo_order.append(node)
+    return topo_order
+
+
+def compute_gradient_of_variables(output_tensor, out_grad):
+    """Store on every node of output_tensor's graph its gradient (`node.grad`, overwritten).
+
+    Each node's gradient is the sum (tensor `+`) of its contributions, in the order the users
+    appear in reverse topological order.
+    """
+    node_to_output_grads = {output_tensor: [out_grad]}
+    for node in reversed(find_topo_sort([output_tensor])):
+        grads = node_to_output_grads.pop(node, None)
+        if grads is None:
+            continue
+        grad = grads[0]
+        for g in grads[1:]:
+            grad = grad + g
+        node.grad = grad
+        if node.op is None:
+            continue
+        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
+            node_to_output_grads.setdefault(inp, []).append(g)
+
+
+# Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.
+from .ops import ops_mathematic as _om  # noqa: E402
+from .ops import ops_tuple as _ot  # noqa: E402

@@ -1,0 +1,824 @@
+"""NDArray: a strided float32 array over a flat device buffer.
+
+All shape/stride/offset logic lives here; a device is a thin handle over a backend module that
+exports the function table of docs/backends.md. Views (reshape, permute, broadcast_to, getitem,
+as_strided) only edit (shape, strides, offset) and share the buffer.
+"""
+import builtins
+import operator
+from functools import reduce
+
+import numpy as np
+
+from . import ndarray_backend_numpy
+
+__all__ = [
+    "BackendDevice", "NDArray", "array", "empty", "full", "zeros", "ones",
+    "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
+    "broadcast_to", "broadcast_shapes", "reshape", "maximum", "log", "exp", "tanh", "sum", "max",
+    "flip", "pad", "stack", "split", "matmul", "transpose", "power", "negative",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+]
+
+_FLOAT32_NAMES = ("float32",)
+
+
+def prod(x):
+    return reduce(operator.mul, x, 1)
+
+
+def _check_dtype(dtype, op):
+    if dtype is None:
+        return
+    try:
+        ok = np.dtype(dtype) == np.float32
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{op}: NDArray supports only float32, got dtype {dtype!r}")
+
+
+class BackendDevice:
+    """A device: a name plus the backend module implementing the function table."""
+
+    def __init__(self, name, mod):
+        self.name = name
+        self.mod = mod
+
+    def __eq__(self, other):
+        return isinstance(other, BackendDevice) and self.name == other.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __repr__(self):
+        return self.name + "()"
+
+    __str__ = __repr__
+
+    def __getattr__(self, name):
+        # Only reached for names not found normally: forward to the backend module.
+        mod = self.__dict__.get("mod")
+        if mod is None:
+            raise RuntimeError(f"device {self.name}() is not enabled (backend not built or no device)")
+        return getattr(mod, name)
+
+    def enabled(self):
+        return self.mod is not None
+
+    def randn(self, *shape, dtype="float32"):
+        _check_dtype(dtype, "randn")
+        return NDArray(np.random.randn(*shape).astype(np.float32), device=self)
+
+    def rand(self, *shape, dtype="float32"):
+        _check_dtype(dtype, "rand")
+        return NDArray(np.random.rand(*shape).astype(np.float32), device=self)
+
+    def one_hot(self, n, i, dtype="float32"):
+        _check_dtype(dtype, "one_hot")
+        if isinstance(i, NDArray):
+            i = i.numpy()
+        idx = np.asarray(i).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"one_hot: indices must lie in [0, {n}), got range "
+                             f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
+        return NDArray(np.eye(n, dtype=np.float32)[idx], device=self)
+
+    def empty(self, shape, dtype="float32"):
+        _check_dtype(dtype, "empty")
+        return NDArray.make(tuple(shape), device=self)
+
+    def full(self, shape, fill_value, dtype="float32"):
+        arr = self.empty(shape, dtype)
+        arr.fill(fill_value)
+        return arr
+
+
+def cpu_numpy():
+    """The pure-numpy reference backend (always available)."""
+    return _DEVICES.setdefault("cpu_numpy", BackendDevice("cpu_numpy", ndarray_backend_numpy))
+
+
+def cpu():
+    """The C++ CPU backend (OpenMP + SIMD)."""
+    if "cpu" not in _DEVICES:
+        from . import ndarray_backend_cpu
+        _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
+    return _DEVICES["cpu"]
+
+
+def cuda():
+    """The CUDA backend; `enabled()` is False when it was not built or no GPU answers."""
+    if "cuda" not in _DEVICES:
+        try:
+            from . import ndarray_backend_cuda as mod
+            if not mod.is_available():
+                mod = None
+        except ImportError:
+            mod = None
+        _DEVICES["cuda"] = BackendDevice("cuda", mod)
+    return _DEVICES["cuda"]
+
+
+_DEVICES = {}
+
+
+def default_device():
+    return cpu()
+
+
+def all_devices():
+    return [cpu(), cuda(), cpu_numpy()]
+
+
+def _compact_strides(shape):
+    stride, out = 1, []
+    for n in reversed(shape):
+        out.append(stride)
+        stride *= n
+    return tuple(reversed(out))
+
+
+def _normalize_axes(axes, ndim, op):
+    if isinstance(axes, (int, np.integer)):
+        axes = (axes,)
+    out = []
+    for ax in axes:
+        if not isinstance(ax, (int, np.integer)):
+            raise TypeError(f"{op}: axes must be ints, got {axes!r}")
+        if not -ndim <= ax < builtins.max(ndim, 1):
+            raise ValueError(f"{op}: axis {ax} out of range for an array of rank {ndim}")
+        out.append(int(ax) % builtins.max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {tuple(axes)}")
+    return tuple(out)
+
+
+def broadcast_shapes(*shapes):
+    """numpy broadcasting of shapes; ValueError naming the shapes when incompatible."""
+    ndim = builtins.max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"broadcast: shapes {' and '.join(map(str, shapes))} are incompatible")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+class NDArray:
+    """A strided float32 array on a device.
+
+    Construct from a numpy array (any dtype, copied as float32), another NDArray (copied, moved to
+    `device` if given) or anything `np.array` accepts. `strides` and `_offset` are in elements.
+    """
+
+    def __init__(self, other, device=None):
+        if isinstance(other, NDArray):
+            if device is None or device == other.device:
+                self._init(other._copy())
+            else:
+                self._init(other.to(device))
+        elif isinstance(other, np.ndarray):
+            device = device if device is not None else default_device()
+            arr = NDArray.make(other.shape, device=device)
+            device.from_numpy(np.ascontiguousarray(other, dtype=np.float32), arr._handle)
+            self._init(arr)
+        else:
+            try:
+                data = np.array(other, dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"NDArray: cannot build an array from {type(other).__name__}: {e}")
+            self._init(NDArray(data, device=device))
+
+    def _init(self, other):
+        self._shape = other._shape
+        self._strides = other._strides
+        self._offset = other._offset
+        self._device = other._device
+        self._handle = other._handle
+
+    @staticmethod
+    def make(shape, strides=None, device=None, handle=None, offset=0):
+        """A new NDArray with the given layout; allocates an uninitialised buffer if no handle."""
+        arr = NDArray.__new__(NDArray)
+        arr._shape = tuple(int(s) for s in shape)
+        arr._strides = _compact_strides(arr._shape) if strides is None else tuple(int(s) for s in strides)
+        arr._offset = int(offset)
+        arr._device = device if device is not None else default_device()
+        arr._handle = arr._device.Array(prod(arr._shape)) if handle is None else handle
+        return arr
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def strides(self):
+        return self._strides
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def dtype(self):
+        return "float32"
+
+    @property
+    def ndim(self):
+        return len(self._shape)
+
+    @property
+    def size(self):
+        return prod(self._shape)
+
+    def __len__(self):
+        if not self._shape:
+            raise TypeError("len() of a 0-d NDArray")
+        return self._shape[0]
+
+    def __repr__(self):
+        return "NDArray(" + self.numpy().__str__() + f", device={self.device})"
+
+    def __str__(self):
+        return self.numpy().__str__()
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
+    def numpy(self):
+        """A numpy float32 copy honouring strides and offset."""
+        return self.device.to_numpy(self._handle, self._shape, self._strides, self._offset)
+
+    def astype(self, dtype):
+        _check_dtype(dtype, "astype")
+        return self._copy()
+
+    def fill(self, value):
+        """Fill this array's buffer with `value` in place."""
+        self.device.fill(self._handle, float(value))
+
+    def to(self, device):
+        if device == self.device:
+            return self
+        return NDArray(self.numpy(), device=device)
+
+    # ------------------------------------------------------------ layout
+    def is_compact(self):
+        return self._strides == _compact_strides(self._shape) and self.size == self._handle.size
+
+    def _is_row_major(self):
+        """Contiguous row-major strides (dims of size 1 ignored), whatever the offset."""
+        expect = 1
+        for n, s in zip(reversed(self._shape), reversed(self._strides)):
+            if n != 1 and s != expect:
+                return False
+            expect *= n
+        return True
+
+    def _copy(self):
+        out = NDArray.make(self._shape, device=self.device)
+        self.device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+        return out
+
+    def compact(self):
+        """`self` if compact, else a compact copy."""
+        return self if self.is_compact() else self._copy()
+
+    def as_strided(self, shape, strides, offset=None):
+        """A view of the same buffer with the given layout (validated against the buffer)."""
+        shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
+        offset = self._offset if offset is None else int(offset)
+        if len(shape) != len(strides):
+            raise ValueError(f"as_strided: shape {shape} and strides {strides} differ in length")
+        if any(n < 0 for n in shape):
+            raise ValueError(f"as_strided: negative dimension in shape {shape}")
+        if prod(shape):
+            lo = offset + builtins.sum(min(0, (n - 1) * s) for n, s in zip(shape, strides))
+            hi = offset + builtins.sum(builtins.max(0, (n - 1) * s) for n, s in zip(shape, strides))
+            if lo < 0 or hi >= self._handle.size:
+                raise IndexError(f"as_strided: shape {shape} strides {strides} offset {offset} reaches "
+                                 f"elements [{lo}, {hi}] of a buffer of {self._handle.size}")
+        return NDArray.make(shape, strides=strides, device=self.device, handle=self._handle,
+                            offset=offset)
+
+    @property
+    def flat(self):
+        """A 1-D view sharing memory (the array must be compact)."""
+        return self.reshape((self.size,))
+
+    def reshape(self, new_shape):
+        """Row-major reshape: a view when the layout allows (-1 infers one size), else a copy."""
+        if isinstance(new_shape, (int, np.integer)):
+            new_shape = (new_shape,)
+        new_shape = tuple(int(s) for s in new_shape)
+        if new_shape.count(-1) > 1:
+            raise ValueError(f"reshape: only one -1 allowed, got {new_shape}")
+        if -1 in new_shape:
+            known = prod(s for s in new_shape if s != -1)
+            if known == 0 or self.size % known:
+                raise ValueError(f"reshape: cannot reshape array of shape {self._shape} into {new_shape}")
+            new_shape = tuple(self.size // known if s == -1 else s for s in new_shape)
+        if prod(new_shape) != self.size or any(s < 0 for s in new_shape):
+            raise ValueError(f"reshape: cannot reshape array of shape {self._shape} into {new_shape}")
+        src = self if self._is_row_major() else self.compact()
+        return NDArray.make(new_shape, strides=_compact_strides(new_shape), device=self.device,
+                            handle=src._handle, offset=src._offset)
+
+    def permute(self, new_axes):
+        """Reorder axes (a view): result axis i is input axis new_axes[i]."""
+        new_axes = tuple(new_axes)
+        if sorted(_normalize_axes(new_axes, self.ndim, "permute")) != list(range(self.ndim)):
+            raise ValueError(f"permute: {new_axes} is not a permutation of the axes of shape {self._shape}")
+        new_axes = _normalize_axes(new_axes, self.ndim, "permute")
+        return NDArray.make(tuple(self._shape[a] for a in new_axes),
+                            strides=tuple(self._strides[a] for a in new_axes),
+                            device=self.device, handle=self._handle, offset=self._offset)
+
+    transpose = permute
+
+    def broadcast_to(self, new_shape):
+        """Broadcast (a view with stride 0 on grown dims); leading dims may be added."""
+        new_shape = tuple(int(s) for s in new_shape)
+        if len(new_shape) < self.ndim:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}")
+        pad = len(new_shape) - self.ndim
+        shape, strides = (1,) * pad + self._shape, (0,) * pad + self._strides
+        out_strides = []
+        for old, new, st in zip(shape, new_shape, strides):
+            if old == new:
+                out_strides.append(st)
+            elif old == 1 and new >= 0:
+                out_strides.append(0)
+            else:
+                raise ValueError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}")
+        return NDArray.make(new_shape, strides=tuple(out_strides), device=self.device,
+                            handle=self._handle, offset=self._offset)
+
+    # ------------------------------------------------------------ indexing
+    def process_slice(self, sl, dim):
+        """Explicit (start, stop, step) for a slice along `dim`."""
+        start, stop, step = sl.start, sl.stop, sl.step
+        n = self._shape[dim]
+        step = 1 if step is None else step
+        if step <= 0:
+            raise ValueError(f"getitem: only positive slice steps are supported, got {step} "
+                             f"(use flip for reversal)")
+        start, stop, step = slice(start, stop, step).indices(n)
+        return slice(start, builtins.max(stop, start), step)
+
+    def _view_of(self, idxs):
+        if not isinstance(idxs, tuple):
+            idxs = (idxs,)
+        if len(idxs) > self.ndim:
+            raise IndexError(f"getitem: {len(idxs)} indices for an array of shape {self._shape}")
+        idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
+        shape, strides, offset = [], [], self._offset
+        for dim, idx in enumerate(idxs):
+            if isinstance(idx, (int, np.integer)):
+                n = self._shape[dim]
+                if not -n <= idx < n:
+                    raise IndexError(f"getitem: index {idx} out of range for axis {dim} of shape "
+                                     f"{self._shape}")
+                idx = slice(int(idx) % n, int(idx) % n + 1, 1)
+            if not isinstance(idx, slice):
+                raise TypeError(f"getitem: indices must be ints or slices, got {type(idx).__name__}")
+            sl = self.process_slice(idx, dim)
+            shape.append(builtins.max(0, -(-(sl.stop - sl.start) // sl.step)))
+            strides.append(self._strides[dim] * sl.step)
+            offset += sl.start * self._strides[dim] if shape[-1] else 0
+        return NDArray.make(tuple(shape), strides=tuple(strides), device=self.device,
+                            handle=self._handle, offset=offset)
+
+    def __getitem__(self, idxs):
+        """Ints and positive-step slices, one per dim; ints keep their dim (rank never drops)."""
+        return self._view_of(idxs)
+
+    def __setitem__(self, idxs, other):
+        """In-place write of an NDArray (same element count, or broadcastable) or a scalar."""
+        view = self._view_of(idxs)
+        if isinstance(other, NDArray):
+            self._check_device(other, "setitem")
+            if other.size != view.size:
+                try:
+                    fits = broadcast_shapes(other.shape, view.shape) == view.shape
+                except ValueError:
+                    fits = False
+                if not fits:
+                    raise ValueError(f"setitem: value of shape {other.shape} does not fit the "
+                                     f"selected region of shape {view.shape}")
+                other = other.broadcast_to(view.shape)
+            self.device.ewise_setitem(other.compact()._handle, self._handle, view.shape,
+                                      view.strides, view._offset)
+        else:
+            self.device.scalar_setitem(view.size, float(other), self._handle, view.shape,
+                                       view.strides, view._offset)
+
+    def scatter_add_(self, values):
+        """Add `values` into this (possibly self-overlapping) view's buffer, in place (col2im)."""
+        if not isinstance(values, NDArray):
+            raise TypeError(f"scatter_add_: values must be an NDArray, got {type(values).__name__}")
+        self._check_device(values, "scatter_add_")
+        if values.size != self.size:
+            raise ValueError(f"scatter_add_: values of shape {values.shape} into a view of shape "
+                             f"{self._shape}")
+        self.device.scatter_add(values.compact()._handle, self._handle, self._shape,
+                                self._strides, self._offset)
+
+    # ------------------------------------------------------------ element-wise
+    def _check_device(self, other, op):
+        if other.device != self.device:
+            raise ValueError(f"{op}: arrays on different devices ({self.device} and {other.device})")
+
+    def _ewise_or_scalar(self, other, ewise_func, scalar_func, op):
+        out = NDArray.make(self._shape, device=self.device)
+        if isinstance(other, NDArray):
+            self._check_device(other, op)
+            if other._shape != self._shape:
+                raise ValueError(f"{op}: shapes {self._shape} and {other._shape} differ "
+                                 f"(NDArray ops do not broadcast; use broadcast_to)")
+            ewise_func(self.compact()._handle, other.compact()._handle, out._handle)
+        else:
+            scalar_func(self.compact()._handle, _as_scalar(other, op), out._handle)
+        return out
+
+    def __add__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_add, self.device.scalar_add, "add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __mul__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_mul, self.device.scalar_mul, "mul")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_div, self.device.scalar_div, "div")
+
+    def __rtruediv__(self, other):
+        return (self ** -1.0) * other
+
+    def __neg__(self):
+        return self * (-1.0)
+
+    def __pow__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_pow, self.device.scalar_power, "pow")
+
+    def maximum(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_maximum, self.device.scalar_maximum,
+                                     "maximum")
+
+    def __eq__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_eq, self.device.scalar_eq, "eq")
+
+    def __ge__(self, other):
+        return self._ewise_or_scalar(other, self.device.ewise_ge, self.device.scalar_ge, "ge")
+
+    def __ne__(self, other):
+        return 1 - (self == other)
+
+    def __gt__(self, other):
+        return (self >= other) - (self == other)
+
+    def __lt__(self, other):
+        return 1 - (self >= other)
+
+    def __le__(self, other):
+        return 1 - (self > other)
+
+    __hash__ = None
+
+    def _unary(self, func):
+        out = NDArray.make(self._shape, device=self.device)
+        func(self.compact()._handle, out._handle)
+        return out
+
+    def log(self):
+        return self._unary(self.device.ewise_log)
+
+    def exp(self):
+        return self._unary(self.device.ewise_exp)
+
+    def tanh(self):
+        return self._unary(self.device.ewise_tanh)
+
+    # ------------------------------------------------------------ matmul
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def matmul_tiled(self, other):
+        """The contract's tiled path (both 2-D, sizes multiples of `device.__tile_size__`)."""
+        t = self.device.__tile_size__
+        (m, n), (n2, p) = self._shape, other._shape
+        if n != n2 or m % t or n % t or p % t:
+            raise ValueError(f"matmul_tiled: shapes {self._shape} @ {other._shape} need matching inner "
+                             f"sizes, all multiples of {t}")
+
+        def tile(a, rows, cols):
+            return a.compact().as_strided((rows // t, cols // t, t, t), (cols * t, t, cols, 1)).compact()
+
+        out = NDArray.make((m // t, p // t, t, t), device=self.device)
+        self.device.matmul_tiled(tile(self, m, n)._handle, tile(other, n, p)._handle, out._handle, m, n, p)
+        return out.permute((0, 2, 1, 3)).compact().reshape((m, p))
+
+    # ------------------------------------------------------------ reductions
+    def _reduce(self, axis, keepdims, func, op):
+        if axis is None:
+            view = self.compact().reshape((1, self.size))
+            out_shape = (1,) * self.ndim if keepdims else (1,)
+        else:
+            axes = _normalize_axes(axis, self.ndim, op)
+            keep = tuple(a for a in range(self.ndim) if a not in axes)
+            view = self.permute(keep + axes)
+            view = view.compact().reshape((prod(self._shape[a] for a in keep),
+                                           prod(self._shape[a] for a in axes)))
+            out_shape = (tuple(1 if a in axes else n for a, n in enumerate(self._shape)) if keepdims
+                         else tuple(self._shape[a] for a in keep))
+        if view.shape[1] == 0 and op == "max":
+            raise ValueError(f"max: zero-size reduction over axis {axis} of shape {self._shape}")
+        out = NDArray.make(out_shape, device=self.device)
+        func(view._handle, out._handle, view.shape[1])
+        return out
+
+    def sum(self, axis=None, keepdims=False):
+        """Sum over `axis` (None, int or tuple of ints)."""
+        return self._reduce(axis, keepdims, self.device.reduce_sum, "sum")
+
+    def max(self, axis=None, keepdims=False):
+        """Max over `axis` (None, int or tuple of ints)."""
+        return self._reduce(axis, keepdims, self.device.reduce_max, "max")
+
+    # ------------------------------------------------------------ softmax
+    def _rowwise(self, axis, func, op):
+        (axis,) = _normalize_axes(axis, self.ndim, op)
+        order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
+        moved = self.permute(order).compact()
+        out = NDArray.make(moved.shape, device=self.device)
+        if out.size:
+            func(moved._handle, out._handle, self._shape[axis])
+        inverse = tuple(np.argsort(order))
+        return out.permute(inverse).compact()
+
+    def softmax(self, axis=-1):
+        """Numerically stable softmax along `axis`."""
+        return self._rowwise(axis, self.device.softmax_rows, "softmax")
+
+    def log_softmax(self, axis=-1):
+        """Numerically stable log-softmax along `axis`."""
+        return self._rowwise(axis, self.device.log_softmax_rows, "log_softmax")
+
+    # ------------------------------------------------------------ flip and pad
+    def flip(self, axes):
+        """Reverse along `axes` (compact result; the input is unchanged)."""
+        if axes is None:
+            axes = tuple(range(self.ndim))
+        axes = _normalize_axes(axes, self.ndim, "flip")
+        strides, offset = list(self._strides), self._offset
+        for a in axes:
+            if self._shape[a] > 0:
+                offset += (self._shape[a] - 1) * strides[a]
+            strides[a] = -strides[a]
+        view = NDArray.make(self._shape, strides=tuple(strides), device=self.device,
+                            handle=self._handle, offset=offset)
+        out = NDArray.make(self._shape, device=self.device)
+        self.device.compact(view._handle, out._handle, view._shape, view._strides, view._offset)
+        return out
+
+    def pad(self, axes):
+        """Zero padding, `axes` = one (left, right) pair per dimension, like np.pad."""
+        axes = tuple(tuple(p) for p in axes)
+        if len(axes) != self.ndim or any(len(p) != 2 or min(p) < 0 for p in axes):
+            raise ValueError(f"pad: need one non-negative (left, right) pair per dim of shape "
+                             f"{self._shape}, got {axes}")
+        out = full(tuple(n + l + r for n, (l, r) in zip(self._shape, axes)), 0.0, device=self.device)
+        out[tuple(slice(l, l + n) for n, (l, _) in zip(self._shape, axes))] = self
+        return out
+
+
+def _as_scalar(value, op):
+    if isinstance(value, (int, float, np.integer, np.floating, bool)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return float(value.reshape(-1)[0])
+    raise TypeError(f"{op}: expected an NDArray or a scalar, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- module-level helpers
+def array(a, dtype="float32", device=None):
+    """An NDArray copy of `a` (float32 only)."""
+    _check_dtype(dtype, "array")
+    return NDArray(a, device=device)
+
+
+def empty(shape, dtype="float32", device=None):
+    device = device if device is not None else default_device()
+    return device.empty(shape, dtype)
+
+
+def full(shape, fill_value, dtype="float32", device=None):
+    device = device if device is not None else default_device()
+    return device.full(shape, fill_value, dtype)
+
+
+def zeros(shape, dtype="float32", device=None):
+    return full(shape, 0.0, dtype, device)
+
+
+def ones(shape, dtype="float32", device=None):
+    return full(shape, 1.0, dtype, device)
+
+
+def broadcast_to(a, shape):
+    return a.broadcast_to(shape)
+
+
+def reshape(a, shape):
+    return a.reshape(shape)
+
+
+def transpose(a, axes=None):
+    return a.permute(tuple(reversed(range(a.ndim))) if axes is None else axes)
+
+
+def maximum(a, b):
+    return a.maximum(b)
+
+
+def power(a, b):
+    return a ** b
+
+
+def negative(a):
+    return -a
+
+
+def log(a):
+    return a.log()
+
+
+def exp(a):
+    return a.exp()
+
+
+def tanh(a):
+    return a.tanh()
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001  (numpy-compatible name)
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
+def max(a, axis=None, keepdims=False):  # noqa: A001
+    return a.max(axis=axis, keepdims=keepdims)
+
+
+def flip(a, axes):
+    return a.flip(axes)
+
+
+def pad(a, axes):
+    return a.pad(axes)
+
+
+def stack(arrays, axis=0):
+    """Join same-shape arrays along a new axis `axis` (numpy semantics)."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: need at least one array")
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        raise ValueError(f"stack: all shapes must match, got {[a.shape for a in arrays]}")
+    (axis,) = _normalize_axes(axis, len(shape) + 1, "stack")
+    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], device=arrays[0].device)
+    for i, a in enumerate(arrays):
+        out[(slice(None),) * axis + (i,)] = a
+    return out
+
+
+def split(a, axis=0):
+    """Compact arrays a[..., i, ...] for every i along `axis`, with that axis removed."""
+    (axis,) = _normalize_axes(axis, a.ndim, "split")
+    shape = a.shape[:axis] + a.shape[axis + 1:]
+    return [a[(slice(None),) * axis + (i,)].compact().reshape(shape) for i in range(a.shape[axis])]
+
+
+def _gemm_operand(x, batch_shape):
+    """(handle, offset, batch_stride, transposed) describing x broadcast to batch_shape + (r, c)."""
+    r, c = x.shape[-2:]
+    xb = x.broadcast_to(batch_shape + (r, c))
+    s_r, s_c = xb.strides[-2:]
+    if s_c == 1 and (s_r == c or r == 1):
+        transposed = False
+    elif s_r == 1 and (s_c == r or c == 1):
+        transposed = True
+    else:
+        return _gemm_operand(xb.compact(), batch_shape)
+    bstrides = [s for n, s in zip(batch_shape, xb.strides[:-2]) if n > 1]
+    if all(s == 0 for s in bstrides):
+        return xb._handle, xb._offset, 0, transposed
+    expect, ok = r * c, True
+    for n, s in reversed([(n, s) for n, s in zip(batch_shape, xb.strides[:-2]) if n > 1]):
+        ok &= s == expect
+        expect *= n
+    if not ok:
+        return _gemm_operand(xb.compact(), batch_shape)
+    return xb._handle, xb._offset, r * c, transposed
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """Batched matmul with numpy broadcasting: (..., m, n) @ (..., n, p) -> (..., m, p).
+
+    `transpose_a` / `transpose_b` swap the last two axes of an operand first, without a copy.
+    """
+    if not isinstance(a, NDArray) or not isinstance(b, NDArray):
+        raise TypeError("matmul: both operands must be NDArrays")
+    a._check_device(b, "matmul")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul: operands must be at least 2-D, got shapes {a.shape} and {b.shape}")
+    if transpose_a:
+        a = a.permute(tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2))
+    if transpose_b:
+        b = b.permute(tuple(range(b.ndim - 2)) + (b.ndim - 1, b.ndim - 2))
+    (m, n), (n2, p) = a.shape[-2:], b.shape[-2:]
+    if n != n2:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned ({n} != {n2})")
+    batch_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = prod(batch_shape)
+    out = NDArray.make(batch_shape + (m, p), device=a.device)
+    if out.size == 0:
+        return out
+    ah, aoff, abs_, at = _gemm_operand(a, batch_shape)
+    bh, boff, bbs, bt = _gemm_operand(b, batch_shape)
+    a.device.gemm(ah, bh, out._handle, batch, m, n, p, aoff, abs_, at, boff, bbs, bt)
+    return out
+
+
+# ---------------------------------------------------------------- pooling (NHWC)
+def _pair(v, name, op):
+    v = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(v) != 2:
+        raise ValueError(f"{op}: {name} must be an int or a pair, got {v}")
+    return int(v[0]), int(v[1])
+
+
+def _pool_args(a, kernel, stride, padding, op):
+    if a.ndim != 4:
+        raise ValueError(f"{op}: expected an N x H x W x C array, got shape {a.shape}")
+    kh, kw = _pair(kernel, "kernel", op)
+    sh, sw = _pair(kernel if stride is None else stride, "stride", op)
+    ph, pw = _pair(padding, "padding", op)
+    N, H, W, C = a.shape
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{op}: kernel/stride must be >= 1 and padding >= 0, got kernel=({kh},{kw}) "
+                         f"stride=({sh},{sw}) padding=({ph},{pw})")
+    if kh > H + 2 * ph or kw > W + 2 * pw:
+        raise ValueError(f"{op}: kernel ({kh},{kw}) larger than padded input "
+                         f"({H + 2 * ph},{W + 2 * pw}) for input shape {a.shape}")
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    return (N, H, W, C, kh, kw, sh, sw, ph, pw), (N, Ho, Wo, C)
+
+
+def max_pool2d(a, kernel, stride=None, padding=0):
+    """Max pooling of an N x H x W x C array -> N x Ho x Wo x C (padding never wins)."""
+    args, out_shape = _pool_args(a, kernel, stride, padding, "max_pool2d")
+    out = NDArray.make(out_shape, device=a.device)
+    a.device.max_pool2d(a.compact()._handle, out._handle, *args)
+    return out
+
+
+def max_pool2d_backward(a, dout, kernel, stride=None, padding=0):
+    """Gradient of max_pool2d w.r.t. its N x H x W x C input; ties go to the first max."""
+    args, out_shape = _pool_args(a, kernel, stride, padding, "max_pool2d_backward")
+    if dout.shape != out_shape:
+        raise ValueError(f"max_pool2d_backward: dout shape {dout.shape}, expected {out_shape}")
+    dinp = NDArray.make(a.shape, device=a.device)
+    a.device.max_pool2d_backward(a.compact()._handle, dout.compact()._handle, dinp._handle, *args)
+    return dinp
+
+
+def avg_pool2d(a, kernel, stride=None, padding=0):
+    """Average pooling (zero padding counted in the window) of N x H x W x C -> N x Ho x Wo x C."""
+    args, out_shape = _pool_args(a, kernel, stride, padding, "avg_pool2d")
+    out = NDArray.make(out_shape, device=a.device)
+    a.device.avg_pool2d(a.compact()._handle, out._handle, *args)
+    return out
+
+
+def avg_pool2d_backward(dout, input_shape, kernel, stride=None, padding=0):
+    """Gradient of avg_pool2d w.r.t. its input of shape `input_shape` (N x H x W x C)."""
+    probe = NDArray.make(tuple(input_shape), device=dout.device, handle=dout._handle)
+    args, out_shape = _pool_args(probe, kernel, stride, padding, "avg_pool2d_backward")
+    if dout.shape != out_shape:
+        raise ValueError(f"avg_pool2d_backward: dout shape {dout.shape}, expected {out_shape}")
+    dinp = NDArray.make(tuple(input_shape), device=dout.device)
+    dout.device.avg_pool2d_backward(dout.compact()._handle, dinp._handle, *args)
+    return dinp

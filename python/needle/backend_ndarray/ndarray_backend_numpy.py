@@ -1,0 +1,356 @@
+"""The numpy reference backend: the executable specification of the backend function table.
+
+Every backend (this one, C++ `ndarray_backend_cpu`, CUDA `ndarray_backend_cuda`) exports exactly
+these names. Argument order, always: inputs, then `out`, then sizes. Buffers are flat float32
+`Array`s; all shape/stride logic lives in NDArray. See docs/backends.md.
+Letters: N batch, H/W spatial, C channels, kh/kw kernel, sh/sw stride, ph/pw padding.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = [
+    "Array", "is_available", "synchronize", "__tile_size__",
+    "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
+    "ewise_add", "ewise_mul", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
+    "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
+    "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
+    "matmul", "matmul_tiled", "gemm", "reduce_sum", "reduce_max",
+    "softmax_rows", "log_softmax_rows",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+]
+__tile_size__ = 8
+_ITEM = 4  # bytes per float32
+
+
+class Array:
+    """A flat float32 buffer of `size` elements."""
+
+    def __init__(self, size):
+        if size < 0:
+            raise ValueError(f"Array: size must be >= 0, got {size}")
+        self.array = np.empty(size, dtype=np.float32)
+
+    @property
+    def size(self):
+        return self.array.size
+
+    def ptr(self):
+        return self.array.ctypes.data
+
+
+def is_available():
+    return True
+
+
+def synchronize():
+    pass
+
+
+# ---------------------------------------------------------------- validation (same rules as native)
+def _check_view(fn, buf_size, shape, strides, offset):
+    if len(shape) != len(strides):
+        raise ValueError(f"{fn}: shape {tuple(shape)} and strides {tuple(strides)} differ in length")
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{fn}: negative dimension in shape {tuple(shape)}")
+    if any(s == 0 for s in shape):
+        return
+    lo = offset + sum(min(0, (n - 1) * s) for n, s in zip(shape, strides))
+    hi = offset + sum(max(0, (n - 1) * s) for n, s in zip(shape, strides))
+    if lo < 0 or hi >= buf_size:
+        raise IndexError(
+            f"{fn}: view shape {tuple(shape)} strides {tuple(strides)} offset {offset} reaches "
+            f"elements [{lo}, {hi}] of a buffer of {buf_size}")
+
+
+def _check_size(fn, what, arr, need):
+    if arr.size < need:
+        raise ValueError(f"{fn}: {what} holds {arr.size} elements, needs {need}")
+
+
+def _view(fn, a, shape, strides, offset):
+    _check_view(fn, a.size, shape, strides, offset)
+    shape, strides = tuple(shape), tuple(strides)
+    if 0 in shape:
+        return np.empty(shape, dtype=np.float32)
+    base = a.array[offset:] if offset < a.size else a.array
+    return as_strided(base, shape, tuple(s * _ITEM for s in strides))
+
+
+def _flat_indices(shape, strides, offset):
+    """Buffer index of every element of a strided view, row-major."""
+    idx = np.full((), offset, dtype=np.int64)
+    for n, s in zip(shape, strides):
+        idx = idx[..., None] + np.arange(n, dtype=np.int64) * s
+    return idx.reshape(-1)
+
+
+# ---------------------------------------------------------------- copies
+def to_numpy(a, shape, strides, offset):
+    return _view("to_numpy", a, shape, strides, offset).copy()
+
+
+def from_numpy(a, out):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.size != out.size:
+        raise ValueError(f"from_numpy: array of {a.size} elements into a buffer of {out.size}")
+    out.array[:] = a.reshape(-1)
+
+
+def fill(out, val):
+    out.array[:] = val
+
+
+def compact(a, out, shape, strides, offset):
+    n = int(np.prod(shape))
+    _check_size("compact", "out", out, n)
+    out.array[:n] = _view("compact", a, shape, strides, offset).reshape(-1)
+
+
+def ewise_setitem(a, out, shape, strides, offset):
+    n = int(np.prod(shape))
+    _check_size("ewise_setitem", "a", a, n)
+    _view("ewise_setitem", out, shape, strides, offset)[...] = a.array[:n].reshape(shape)
+
+
+def scalar_setitem(size, val, out, shape, strides, offset):
+    if size != int(np.prod(shape)):
+        raise ValueError(f"scalar_setitem: size {size} != prod{tuple(shape)}")
+    _view("scalar_setitem", out, shape, strides, offset)[...] = val
+
+
+def scatter_add(a, out, shape, strides, offset):
+    n = int(np.prod(shape))
+    _check_size("scatter_add", "a", a, n)
+    _check_view("scatter_add", out.size, shape, strides, offset)
+    np.add.at(out.array, _flat_indices(shape, strides, offset), a.array[:n])
+
+
+# ---------------------------------------------------------------- element-wise
+def _ewise(fn, a, b, out, f):
+    _check_size(fn, "a", a, out.size)
+    _check_size(fn, "b", b, out.size)
+    out.array[:] = f(a.array[: out.size], b.array[: out.size])
+
+
+def _scalar(fn, a, out, f):
+    _check_size(fn, "a", a, out.size)
+    out.array[:] = f(a.array[: out.size])
+
+
+def ewise_add(a, b, out):
+    _ewise("ewise_add", a, b, out, np.add)
+
+
+def ewise_mul(a, b, out):
+    _ewise("ewise_mul", a, b, out, np.multiply)
+
+
+def ewise_div(a, b, out):
+    with np.errstate(all="ignore"):
+        _ewise("ewise_div", a, b, out, np.divide)
+
+
+def ewise_pow(a, b, out):
+    with np.errstate(all="ignore"):
+        _ewise("ewise_pow", a, b, out, np.power)
+
+
+def ewise_maximum(a, b, out):
+    _ewise("ewise_maximum", a, b, out, np.maximum)
+
+
+def ewise_eq(a, b, out):
+    _ewise("ewise_eq", a, b, out, lambda x, y: x == y)
+
+
+def ewise_ge(a, b, out):
+    _ewise("ewise_ge", a, b, out, lambda x, y: x >= y)
+
+
+def scalar_add(a, val, out):
+    _scalar("scalar_add", a, out, lambda x: x + np.float32(val))
+
+
+def scalar_mul(a, val, out):
+    _scalar("scalar_mul", a, out, lambda x: x * np.float32(val))
+
+
+def scalar_div(a, val, out):
+    with np.errstate(all="ignore"):
+        _scalar("scalar_div", a, out, lambda x: x / np.float32(val))
+
+
+def scalar_power(a, val, out):
+    with np.errstate(all="ignore"):
+        _scalar("scalar_power", a, out, lambda x: x ** np.float32(val))
+
+
+def scalar_maximum(a, val, out):
+    _scalar("scalar_maximum", a, out, lambda x: np.maximum(x, np.float32(val)))
+
+
+def scalar_eq(a, val, out):
+    _scalar("scalar_eq", a, out, lambda x: x == np.float32(val))
+
+
+def scalar_ge(a, val, out):
+    _scalar("scalar_ge", a, out, lambda x: x >= np.float32(val))
+
+
+def ewise_log(a, out):
+    with np.errstate(all="ignore"):
+        _scalar("ewise_log", a, out, np.log)
+
+
+def ewise_exp(a, out):
+    with np.errstate(all="ignore"):
+        _scalar("ewise_exp", a, out, np.exp)
+
+
+def ewise_tanh(a, out):
+    _scalar("ewise_tanh", a, out, np.tanh)
+
+
+# ---------------------------------------------------------------- matmul
+def _check_mnp(fn, m, n, p):
+    if m < 0 or n < 0 or p < 0:
+        raise ValueError(f"{fn}: sizes must be >= 0, got m={m} n={n} p={p}")
+
+
+def matmul(a, b, out, m, n, p):
+    _check_mnp("matmul", m, n, p)
+    _check_size("matmul", "a", a, m * n)
+    _check_size("matmul", "b", b, n * p)
+    _check_size("matmul", "out", out, m * p)
+    out.array[: m * p] = (a.array[: m * n].reshape(m, n) @ b.array[: n * p].reshape(n, p)).reshape(-1)
+
+
+def matmul_tiled(a, b, out, m, n, p):
+    """Tiled layout: tile [i, j] holds rows i*t.. and columns j*t.., row-major inside the tile."""
+    t = __tile_size__
+    _check_mnp("matmul_tiled", m, n, p)
+    if m % t or n % t or p % t:
+        raise ValueError(f"matmul_tiled: m={m} n={n} p={p} must be multiples of the tile size {t}")
+    _check_size("matmul_tiled", "a", a, m * n)
+    _check_size("matmul_tiled", "b", b, n * p)
+    _check_size("matmul_tiled", "out", out, m * p)
+    out.array[: m * p] = 0
+    at = a.array[: m * n].reshape(m // t, n // t, t, t)
+    bt = b.array[: n * p].reshape(n // t, p // t, t, t)
+    out.array[: m * p] = np.einsum("ikab,kjbc->ijac", at, bt).reshape(-1)
+
+
+def gemm(a, b, out, batch, m, n, p, a_offset, a_batch_stride, a_transposed,
+         b_offset, b_batch_stride, b_transposed):
+    """out[i] (m x p) = opA_i (m x n) @ opB_i (n x p) for i < batch; see docs/backends.md."""
+    _check_mnp("gemm", m, n, p)
+    if batch < 0:
+        raise ValueError(f"gemm: batch must be >= 0, got {batch}")
+    _check_size("gemm", "out", out, batch * m * p)
+    a_strides = (a_batch_stride, 1, m) if a_transposed else (a_batch_stride, n, 1)
+    b_strides = (b_batch_stride, 1, n) if b_transposed else (b_batch_stride, p, 1)
+    av = _view("gemm", a, (batch, m, n), a_strides, a_offset)
+    bv = _view("gemm", b, (batch, n, p), b_strides, b_offset)
+    out.array[: batch * m * p] = np.matmul(av, bv).reshape(-1)
+
+
+# ---------------------------------------------------------------- reductions and softmax
+def _rows(fn, a, out, row_size):
+    if row_size <= 0:
+        raise ValueError(f"{fn}: row size must be > 0, got {row_size}")
+    _check_size(fn, "a", a, out.size * row_size)
+    return a.array[: out.size * row_size].reshape(out.size, row_size)
+
+
+def reduce_sum(a, out, reduce_size):
+    if reduce_size == 0:
+        out.array[:] = 0
+        return
+    out.array[:] = _rows("reduce_sum", a, out, reduce_size).sum(axis=1)
+
+
+def reduce_max(a, out, reduce_size):
+    out.array[:] = _rows("reduce_max", a, out, reduce_size).max(axis=1)
+
+
+def _row_count(fn, a, out, row_size):
+    if row_size <= 0 or a.size % row_size:
+        raise ValueError(f"{fn}: buffer of {a.size} is not a whole number of rows of {row_size}")
+    _check_size(fn, "out", out, a.size)
+    return a.array.reshape(-1, row_size)
+
+
+def softmax_rows(a, out, row_size):
+    x = _row_count("softmax_rows", a, out, row_size)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    out.array[: a.size] = (e / e.sum(axis=1, keepdims=True)).reshape(-1)
+
+
+def log_softmax_rows(a, out, row_size):
+    x = _row_count("log_softmax_rows", a, out, row_size)
+    z = x - x.max(axis=1, keepdims=True)
+    out.array[: a.size] = (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).reshape(-1)
+
+
+# ---------------------------------------------------------------- pooling (NHWC)
+def _pool_dims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw):
+    if min(N, H, W, C) < 0 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{fn}: bad sizes N={N} H={H} W={W} C={C} kernel=({kh},{kw}) "
+                         f"stride=({sh},{sw}) padding=({ph},{pw})")
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{fn}: kernel ({kh},{kw}) larger than padded input ({H + 2 * ph},{W + 2 * pw})")
+    return Ho, Wo
+
+
+def _windows(x, kh, kw, sh, sw, Ho, Wo):
+    """View of the padded NHWC input as N x Ho x Wo x C x kh x kw windows."""
+    n, h, w, c = x.strides
+    return as_strided(x, (x.shape[0], Ho, Wo, x.shape[3], kh, kw), (n, h * sh, w * sw, c, h, w))
+
+
+def _padded(fn, a, N, H, W, C, ph, pw, pad_value):
+    _check_size(fn, "a", a, N * H * W * C)
+    x = a.array[: N * H * W * C].reshape(N, H, W, C)
+    return np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=pad_value)
+
+
+def max_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw):
+    Ho, Wo = _pool_dims("max_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw)
+    _check_size("max_pool2d", "out", out, N * Ho * Wo * C)
+    x = _padded("max_pool2d", a, N, H, W, C, ph, pw, -np.inf)
+    out.array[: N * Ho * Wo * C] = _windows(x, kh, kw, sh, sw, Ho, Wo).max(axis=(4, 5)).reshape(-1)
+
+
+def max_pool2d_backward(a, dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw):
+    Ho, Wo = _pool_dims("max_pool2d_backward", N, H, W, C, kh, kw, sh, sw, ph, pw)
+    _check_size("max_pool2d_backward", "dout", dout, N * Ho * Wo * C)
+    _check_size("max_pool2d_backward", "dinp", dinp, N * H * W * C)
+    x = _padded("max_pool2d_backward", a, N, H, W, C, ph, pw, -np.inf)
+    win = _windows(x, kh, kw, sh, sw, Ho, Wo).reshape(N, Ho, Wo, C, kh * kw)
+    first = win.argmax(axis=4)  # argmax returns the first maximum: the tie rule
+    ki, kj = first // kw, first % kw
+    n, i, j, c = np.indices((N, Ho, Wo, C))
+    hi, wj = i * sh + ki - ph, j * sw + kj - pw
+    grad = np.zeros((N, H, W, C), dtype=np.float32)
+    np.add.at(grad, (n, hi, wj, c), dout.array[: N * Ho * Wo * C].reshape(N, Ho, Wo, C))
+    dinp.array[: N * H * W * C] = grad.reshape(-1)
+
+
+def avg_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw):
+    Ho, Wo = _pool_dims("avg_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw)
+    _check_size("avg_pool2d", "out", out, N * Ho * Wo * C)
+    x = _padded("avg_pool2d", a, N, H, W, C, ph, pw, 0.0)
+    out.array[: N * Ho * Wo * C] = _windows(x, kh, kw, sh, sw, Ho, Wo).mean(axis=(4, 5)).reshape(-1)
+
+
+def avg_pool2d_backward(dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw):
+    Ho, Wo = _pool_dims("avg_pool2d_backward", N, H, W, C, kh, kw, sh, sw, ph, pw)
+    _check_size("avg_pool2d_backward", "dout", dout, N * Ho * Wo * C)
+    _check_size("avg_pool2d_backward", "dinp", dinp, N * H * W * C)
+    g = dout.array[: N * Ho * Wo * C].reshape(N, Ho, Wo, C) / np.float32(kh * kw)
+    grad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=np.float32)
+    for di in range(kh):
+        for dj in range(kw):
+            grad[:, di: di + sh * (Ho - 1) + 1: sh, dj: dj + sw * (Wo - 1) + 1: sw, :] += g
+    dinp.array[: N * H * W * C] = grad[:, ph: ph + H, pw: pw + W, :].reshape(-1)

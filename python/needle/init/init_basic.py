@@ -1,0 +1,80 @@
+"""Tensor creation: random (one numpy draw each, then an affine map), constant and one-hot."""
+from ..autograd import Tensor, _is_float32
+from ..backend_selection import BACKEND, cpu
+
+__all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
+           "ones_like"]
+
+_NUMPY_MODE = BACKEND == "np"
+
+
+def _wrap(array, device, dtype, requires_grad):
+    """A leaf Tensor around a freshly made raw array (cast in numpy mode, no extra copy)."""
+    if _NUMPY_MODE:
+        if dtype is not None and array.dtype != dtype:
+            array = array.astype(dtype)
+        return Tensor.make_const(array, requires_grad=requires_grad)
+    if not _is_float32(dtype):
+        raise TypeError(f"init: NDArray mode supports only float32, got dtype {dtype!r}")
+    return Tensor.make_const(array, requires_grad=requires_grad)
+
+
+def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
+    """Uniform U(low, high) of `shape`: one `np.random.rand(*shape)` draw, v * (high - low) + low."""
+    device = cpu() if device is None else device
+    array = device.rand(*shape) * (high - low) + low
+    return _wrap(array, device, dtype, requires_grad)
+
+
+def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
+    """Normal N(mean, std^2) of `shape`: one `np.random.randn(*shape)` draw, v * std + mean."""
+    device = cpu() if device is None else device
+    array = device.randn(*shape) * std + mean
+    return _wrap(array, device, dtype, requires_grad)
+
+
+def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
+    """A tensor of `shape` filled with `c` (no draw)."""
+    device = cpu() if device is None else device
+    array = device.full(shape, c, dtype=dtype)
+    return _wrap(array, device, dtype, requires_grad)
+
+
+def ones(*shape, device=None, dtype="float32", requires_grad=False):
+    """A tensor of `shape` filled with 1."""
+    return constant(*shape, c=1.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+    """A tensor of `shape` filled with 0."""
+    return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
+    """Bernoulli(p) mask of `shape`: one `np.random.rand(*shape)` draw, v <= p.
+
+    NDArray mode holds only float32, so callers pass dtype="float32" (values 1.0 / 0.0).
+    """
+    device = cpu() if device is None else device
+    array = device.rand(*shape) <= p
+    return _wrap(array, device, dtype, requires_grad)
+
+
+def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
+    """Rows of the n x n identity picked by the index tensor `i`: shape i.shape + (n,) (no draw)."""
+    device = cpu() if device is None else device
+    idx = i.numpy() if isinstance(i, Tensor) else i
+    array = device.one_hot(n, idx.astype("int32"), dtype=dtype)
+    return _wrap(array, device, dtype, requires_grad)
+
+
+def zeros_like(array, *, device=None, requires_grad=False):
+    """Zeros with the shape, dtype and device (unless given) of the Tensor `array`."""
+    device = device if device is not None else array.device
+    return zeros(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(array, *, device=None, requires_grad=False):
+    """Ones with the shape, dtype and device (unless given) of the Tensor `array`."""
+    device = device if device is not None else array.device
+    return ones(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)

@@ -1,0 +1,477 @@
+"""Basic modules: the Module machinery, Linear, activations, losses, normalisation, Dropout.
+
+Every module is built from `needle.ops` and `needle.init` only. Random draws follow the
+RNG-order contract: Linear draws weight then bias; Dropout draws one `rand(*x.shape)` per
+training forward; nothing else here draws.
+"""
+from collections import OrderedDict
+from typing import Iterator, List, Tuple
+
+import numpy as np
+
+from .. import init, ops
+from ..autograd import Tensor
+
+__all__ = [
+    "Parameter",
+    "Module",
+    "Identity",
+    "Linear",
+    "Flatten",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "Sequential",
+    "SoftmaxLoss",
+    "BatchNorm1d",
+    "LayerNorm1d",
+    "Dropout",
+    "Residual",
+]
+
+
+class Parameter(Tensor):
+    """A Tensor that `Module.parameters()` collects (a marker subclass)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The attribute walk shared by parameters(), train()/eval(), state_dict() and __repr__.
+
+
+def _walk(value, prefix, ancestors):
+    """Yield (dotted_name, kind, obj) for everything reachable from `value`.
+
+    kind is "module", "param" or "buffer". Modules are entered, as are lists, tuples and dicts
+    (dict keys become name parts). `ancestors` guards against a module that refers back to one
+    of its parents.
+    """
+    if isinstance(value, Parameter):
+        yield prefix, "param", value
+    elif isinstance(value, Module):
+        if any(value is a for a in ancestors):
+            return
+        yield prefix, "module", value
+        buffers = value.__dict__.get("_buffer_names", ())
+        inner = ancestors + (value,)
+        for key, item in value.__dict__.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if key in buffers and isinstance(item, Tensor) and not isinstance(item, Parameter):
+                yield name, "buffer", item
+            else:
+                yield from _walk(item, name, inner)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{prefix}.{key}" if prefix else str(key), ancestors)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{prefix}.{i}" if prefix else str(i), ancestors)
+
+
+def _direct_children(module) -> List[Tuple[str, "Module"]]:
+    """(name, module) for the modules one level below `module` (through containers)."""
+    out = []
+
+    def visit(value, name):
+        if isinstance(value, Module):
+            out.append((name, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{name}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{name}.{i}")
+
+    for key, item in module.__dict__.items():
+        if item is not module:
+            visit(item, key)
+    return out
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.numpy()
+    return np.asarray(value)
+
+
+class Module:
+    """Base class of all layers.
+
+    Subclasses set attributes in `__init__` (after `super().__init__()`) and implement
+    `forward`. Parameters are found by walking the attributes in insertion order, descending
+    into modules, lists, tuples and dicts. Non-parameter state that belongs in `state_dict`
+    (running statistics) is declared with `register_buffer`.
+    """
+
+    def __init__(self):
+        self.training = True
+
+    # -- structure ------------------------------------------------------------------------
+    def register_buffer(self, name: str, tensor: Tensor) -> None:
+        """Store `tensor` as attribute `name` and include it in `state_dict()` (not a parameter)."""
+        if "_buffer_names" not in self.__dict__:
+            self._buffer_names = []
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        setattr(self, name, tensor)
+
+    def parameters(self) -> List[Parameter]:
+        """All Parameters reachable from this module, in attribute insertion order."""
+        return [obj for _, kind, obj in _walk(self, "", ()) if kind == "param"]
+
+    def named_parameters(self) -> Iterator[Tuple[str, Parameter]]:
+        """Yield (dotted name, Parameter), e.g. ("modules.0.weight", W), in parameters() order."""
+        for name, kind, obj in _walk(self, "", ()):
+            if kind == "param":
+                yield name, obj
+
+    def named_buffers(self) -> Iterator[Tuple[str, Tensor]]:
+        """Yield (dotted name, Tensor) for registered buffers (e.g. BatchNorm running stats)."""
+        for name, kind, obj in _walk(self, "", ()):
+            if kind == "buffer":
+                yield name, obj
+
+    def named_modules(self) -> Iterator[Tuple[str, "Module"]]:
+        """Yield (dotted name, Module) for self (name "") and every nested module."""
+        for name, kind, obj in _walk(self, "", ()):
+            if kind == "module":
+                yield name, obj
+
+    def _children(self) -> List["Module"]:
+        return [m for name, m in self.named_modules() if m is not self]
+
+    def eval(self):
+        """Put self and every nested module in evaluation mode; returns self."""
+        self.training = False
+        for m in self._children():
+            m.training = False
+        return self
+
+    def train(self):
+        """Put self and every nested module in training mode; returns self."""
+        self.training = True
+        for m in self._children():
+            m.training = True
+        return self
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameters and buffers as an OrderedDict of dotted name -> numpy copy."""
+        sd = OrderedDict()
+        for name, kind, obj in _walk(self, "", ()):
+            if kind in ("param", "buffer"):
+                sd[name] = obj.numpy()
+        return sd
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> None:
+        """Copy values from `state_dict` (name -> numpy array / Tensor) into this module.
+
+        Raises:
+            KeyError: with strict=True, if names are missing or unexpected (all are listed).
+            ValueError: if an entry's shape differs from the current tensor's shape.
+        """
+        targets = OrderedDict(
+            (name, obj) for name, kind, obj in _walk(self, "", ()) if kind in ("param", "buffer")
+        )
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in targets]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        values = {}
+        bad = []
+        for name, target in targets.items():
+            if name not in state_dict:
+                continue
+            arr = _to_numpy(state_dict[name])
+            if tuple(arr.shape) != tuple(target.shape):
+                bad.append(f"{name}: expected {tuple(target.shape)}, got {tuple(arr.shape)}")
+            values[name] = arr
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: shape mismatch for " + "; ".join(bad)
+            )
+        # Assign only after every check passed, so a failed load leaves the module untouched.
+        for name, arr in values.items():
+            target = targets[name]
+            target.data = Tensor(
+                arr, device=target.device, dtype=target.dtype, requires_grad=False
+            )
+
+    # -- calling and printing -------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        """Hyper-parameters shown inside the parentheses of `repr(module)`."""
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        children = _direct_children(self)
+        if not children:
+            return head + ")"
+        lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in children]
+        return head + "\n" + "\n".join(lines) + "\n)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stateless modules
+
+
+class Identity(Module):
+    """y = x, any shape."""
+
+    def forward(self, x):
+        return x
+
+
+class ReLU(Module):
+    """y = max(x, 0), any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    """y = tanh(x), any shape (an extension: the reference has no nn.Tanh)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + exp(-x)), any shape (finite value and gradient for large |x|)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+
+class Flatten(Module):
+    """(B, d1, d2, ...) -> (B, d1*d2*...); input rank must be >= 2."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(x.shape) < 2:
+            raise ValueError(f"Flatten: expected input of rank >= 2 (B, ...), got {x.shape}")
+        return ops.reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))
+
+
+class Residual(Module):
+    """y = fn(x) + x."""
+
+    def __init__(self, fn: Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x) + x
+
+
+class Sequential(Module):
+    """Apply `modules` in order; they are kept in the list attribute `.modules`."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.modules = list(modules)
+
+    def forward(self, x):
+        for module in self.modules:
+            x = module(x)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers with parameters
+
+
+class Linear(Module):
+    """y = x @ weight + bias.
+
+    Args:
+        in_features, out_features: sizes of the last axis of input and output.
+        bias: whether to add a bias (shape 1 x out_features).
+    Shapes: x (..., in_features) -> y (..., out_features); any number of leading axes.
+    Draws: weight `rand(in, out)` then bias `rand(out, 1)` (kaiming uniform, fan_in = in for the
+    weight and out for the bias, as in the reference).
+
+    Example:
+        >>> layer = nn.Linear(784, 100)
+        >>> layer(ndl.Tensor(np.zeros((32, 784)))).shape
+        (32, 100)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(
+            init.kaiming_uniform(in_features, out_features, device=device, dtype=dtype,
+                                 requires_grad=True)
+        )
+        self.bias = None
+        if bias:
+            b = init.kaiming_uniform(out_features, 1, device=device, dtype=dtype,
+                                     requires_grad=True)
+            self.bias = Parameter(ops.reshape(b, (1, out_features)))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, X: Tensor) -> Tensor:
+        shape = tuple(X.shape)
+        if len(shape) < 1 or shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear: expected input (..., {self.in_features}), got {shape}"
+            )
+        lead = shape[:-1]
+        flat = X if len(shape) == 2 else ops.reshape(X, (int(np.prod(lead)), self.in_features))
+        out = ops.matmul(flat, self.weight)
+        if self.bias is not None:
+            # The bias may have been replaced by a (out,) tensor; reshape covers both layouts.
+            b = ops.reshape(self.bias, (1, self.out_features))
+            out = out + ops.broadcast_to(b, out.shape)
+        if len(shape) != 2:
+            out = ops.reshape(out, lead + (self.out_features,))
+        return out
+
+
+class SoftmaxLoss(Module):
+    """Mean cross-entropy of integer labels under softmax(logits).
+
+    Shapes: logits (n, k), y (n,) with integer values in [0, k) of any int/uint/float dtype
+    (a Tensor or a numpy array). Returns a scalar Tensor:
+    mean_i (logsumexp(logits[i]) - logits[i, y[i]]).
+    """
+
+    def forward(self, logits: Tensor, y) -> Tensor:
+        if len(logits.shape) != 2:
+            raise ValueError(f"SoftmaxLoss: expected logits (n, k), got {tuple(logits.shape)}")
+        n, k = logits.shape
+        labels = _to_numpy(y)
+        if labels.shape != (n,):
+            raise ValueError(
+                f"SoftmaxLoss: expected labels of shape ({n},) for logits {(n, k)}, "
+                f"got {tuple(labels.shape)}"
+            )
+        if n and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
+                  or labels.min() < 0 or labels.max() >= k):
+            raise ValueError(
+                f"SoftmaxLoss: labels must be integers in [0, {k}) for logits {(n, k)}, "
+                f"got values in [{labels.min()}, {labels.max()}]"
+            )
+        # Fused op: one stable log-softmax pass forward, (softmax - onehot) / n backward.
+        return ops.softmax_cross_entropy(logits, labels)
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation over axis 0 of an N x dim input.
+
+    Train: y = weight * (x - mean) / sqrt(var + eps) + bias with the batch mean and the biased
+    batch variance; running = (1 - momentum) * running + momentum * batch_stat (detached).
+    Eval: the same formula with the running statistics.
+    Parameters `weight` (dim,) ones, `bias` (dim,) zeros; buffers `running_mean` (dim,) zeros,
+    `running_var` (dim,) ones. Subclasses (BatchNorm2d) reshape to N x dim and call
+    `BatchNorm1d.forward`.
+    """
+
+    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
+        self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
+        self.register_buffer("running_mean", init.zeros(dim, device=device, dtype=dtype))
+        self.register_buffer("running_var", init.ones(dim, device=device, dtype=dtype))
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__}: expected input (N, {self.dim}), got {tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        row = (1, self.dim)
+        if self.training:
+            mean = ops.summation(x, axes=(0,)) / n
+            centered = x - ops.broadcast_to(ops.reshape(mean, row), x.shape)
+            var = ops.summation(centered * centered, axes=(0,)) / n
+            m = self.momentum
+            self.running_mean = ((1 - m) * self.running_mean + m * mean.detach()).detach()
+            self.running_var = ((1 - m) * self.running_var + m * var.detach()).detach()
+        else:
+            centered = x - ops.broadcast_to(ops.reshape(self.running_mean, row), x.shape)
+            var = self.running_var
+        std = ops.power_scalar(ops.reshape(var, row) + self.eps, 0.5)
+        normed = centered / ops.broadcast_to(std, x.shape)
+        w = ops.broadcast_to(ops.reshape(self.weight, row), x.shape)
+        b = ops.broadcast_to(ops.reshape(self.bias, row), x.shape)
+        return normed * w + b
+
+
+class LayerNorm1d(Module):
+    """Layer normalisation over the last axis.
+
+    Shapes: x (..., dim) (the contract case is N x dim) -> same shape.
+    y = weight * (x - mean) / sqrt(var + eps) + bias, biased mean/var over the last axis.
+    """
+
+    def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
+        self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = tuple(x.shape)
+        if len(shape) < 1 or shape[-1] != self.dim:
+            raise ValueError(f"LayerNorm1d: expected input (..., {self.dim}), got {shape}")
+        if len(shape) != 2:
+            x = ops.reshape(x, (int(np.prod(shape[:-1])), self.dim))
+        n = x.shape[0]
+        col = (n, 1)
+        mean = ops.summation(x, axes=(1,)) / self.dim
+        centered = x - ops.broadcast_to(ops.reshape(mean, col), x.shape)
+        var = ops.summation(centered * centered, axes=(1,)) / self.dim
+        std = ops.power_scalar(ops.reshape(var, col) + self.eps, 0.5)
+        normed = centered / ops.broadcast_to(std, x.shape)
+        w = ops.broadcast_to(ops.reshape(self.weight, (1, self.dim)), x.shape)
+        b = ops.broadcast_to(ops.reshape(self.bias, (1, self.dim)), x.shape)
+        out = normed * w + b
+        return out if len(shape) == 2 else ops.reshape(out, shape)
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training, scaling survivors by 1/(1-p).
+
+    One `np.random.rand(*x.shape)` draw per training forward; an element is kept where the
+    draw <= 1 - p. Identity (and no draw) in eval mode. Shapes: any -> same.
+    """
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
+        if self.p == 1.0:
+            return x * mask
+        return x * mask / (1 - self.p)

@@ -1,0 +1,146 @@
+// needle CPU backend: the buffer, argument validation and the OpenMP range splitter.
+//
+// Every entry point validates all its views and compact operands with the helpers below
+// BEFORE touching memory: std::invalid_argument (-> ValueError) for bad sizes,
+// std::out_of_range (-> IndexError) for a view leaving its buffer. Kernels never throw.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace needle {
+namespace cpu {
+
+using Shape = std::vector<int64_t>;
+
+constexpr size_t kAlignment = 64;
+// Below these element counts one thread is faster than waking the team.
+constexpr int64_t kParallelMinCopy = int64_t(1) << 15;  // memory-bound loops
+constexpr int64_t kParallelMinMath = int64_t(1) << 12;  // exp / log / tanh / pow
+
+// A flat float32 buffer, 64-byte aligned, freed in the destructor.
+struct AlignedArray {
+  explicit AlignedArray(int64_t n) {
+    if (n < 0) throw std::invalid_argument("Array: size must be >= 0, got " + std::to_string(n));
+    if (n > (INT64_MAX - int64_t(kAlignment)) / int64_t(sizeof(float))) throw std::bad_alloc();
+    size_t bytes = (size_t(n) * sizeof(float) + kAlignment - 1) / kAlignment * kAlignment;
+    ptr = static_cast<float*>(std::aligned_alloc(kAlignment, bytes == 0 ? kAlignment : bytes));
+    if (ptr == nullptr) throw std::bad_alloc();
+    size = n;
+  }
+  ~AlignedArray() { std::free(ptr); }
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  uintptr_t ptr_as_int() const { return reinterpret_cast<uintptr_t>(ptr); }
+
+  float* ptr = nullptr;
+  int64_t size = 0;
+};
+
+// ------------------------------------------------------------------------ messages
+inline std::string Str(__int128 v) {
+  if (v == 0) return "0";
+  bool neg = v < 0;
+  unsigned __int128 u = neg ? -static_cast<unsigned __int128>(v) : static_cast<unsigned __int128>(v);
+  std::string s;
+  while (u > 0) {
+    s.insert(s.begin(), char('0' + int(u % 10)));
+    u /= 10;
+  }
+  return neg ? "-" + s : s;
+}
+
+// Python tuple style: (2, 3), (5,), ().
+inline std::string Str(const Shape& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+// ------------------------------------------------------------------------ validation
+// Number of elements of the view (shape, strides, offset) over a buffer of buf_size elements;
+// throws unless every reachable element lies inside the buffer (docs/backends.md).
+inline int64_t CheckView(const char* fn, const Shape& shape, const Shape& strides, int64_t offset,
+                         int64_t buf_size) {
+  const std::string f(fn);
+  if (shape.size() != strides.size())
+    throw std::invalid_argument(f + ": shape " + Str(shape) + " and strides " + Str(strides) +
+                                " differ in length");
+  int64_t count = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw std::invalid_argument(f + ": negative dimension in shape " + Str(shape));
+    if (__builtin_mul_overflow(count, d, &count))
+      throw std::invalid_argument(f + ": shape " + Str(shape) + " has too many elements");
+  }
+  if (count == 0) return 0;
+  __int128 lo = offset, hi = offset;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    __int128 reach = static_cast<__int128>(shape[i] - 1) * strides[i];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  if (lo < 0 || hi >= buf_size)
+    throw std::out_of_range(f + ": view shape " + Str(shape) + " strides " + Str(strides) +
+                            " offset " + std::to_string(offset) + " reaches elements [" + Str(lo) +
+                            ", " + Str(hi) + "] of a buffer of " + std::to_string(buf_size));
+  return count;
+}
+
+// A compact operand `what` must hold at least `need` elements.
+inline void CheckHolds(const char* fn, const char* what, int64_t have, int64_t need) {
+  if (have < need)
+    throw std::invalid_argument(std::string(fn) + ": " + what + " holds " + std::to_string(have) +
+                                " elements, needs " + std::to_string(need));
+}
+
+// Product of non-negative sizes, throwing on overflow.
+inline int64_t CheckedProduct(const char* fn, std::initializer_list<int64_t> sizes) {
+  int64_t r = 1;
+  for (int64_t s : sizes)
+    if (__builtin_mul_overflow(r, s, &r))
+      throw std::invalid_argument(std::string(fn) + ": sizes overflow int64");
+  return r;
+}
+
+// ------------------------------------------------------------------------ threads
+inline int MaxThreads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Calls body(i0, i1) on disjoint pieces covering [0, n): one piece per thread when `work`
+// reaches `min_work`, else one piece. Piece borders are multiples of `align` (false sharing).
+template <class F>
+void ParallelRange(int64_t n, int64_t work, int64_t min_work, int64_t align, const F& body) {
+  if (n <= 0) return;
+  const int nt = MaxThreads();
+  if (nt <= 1 || work < min_work || n < 2) {
+    body(int64_t(0), n);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
+    const int64_t i0 = std::min(n, n * t / k / align * align);
+    const int64_t i1 = t + 1 == k ? n : std::min(n, n * (t + 1) / k / align * align);
+    if (i0 < i1) body(i0, i1);
+  }
+#endif
+}
+
+}  // namespace cpu
+}  // namespace needle

@@ -1,0 +1,216 @@
+// needle CPU backend: loops over a strided view paired with a compact operand
+// (compact / to_numpy gather, ewise_setitem / scalar_setitem scatter, scatter_add col2im).
+//
+// The view's dims are simplified first (size-1 dims dropped, dims contiguous in both the view
+// and the compact operand merged), then walked as rows: an index counter over the outer dims,
+// and a tight loop over the innermost dim (memmove when both strides are 1, a fill for a
+// broadcast source).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cpu_common.h"
+
+namespace needle {
+namespace cpu {
+
+struct Dim {
+  int64_t n;   // length
+  int64_t vs;  // stride in the strided view
+  int64_t cs;  // stride in the compact operand
+};
+
+struct RowPlan {
+  std::vector<Dim> outer;  // all dims but the innermost, outermost first
+  Dim inner{1, 0, 0};
+  int64_t rows = 1;
+};
+
+// Dims of a non-empty view with the row-major strides of its compact partner (or 0 when
+// there is no partner); size-1 dims dropped.
+inline std::vector<Dim> MakeDims(const Shape& shape, const Shape& strides, bool with_compact = true) {
+  std::vector<Dim> dims;
+  int64_t cs = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] != 1) dims.push_back({shape[i], strides[i], with_compact ? cs : 0});
+    cs *= shape[i];
+  }
+  std::reverse(dims.begin(), dims.end());
+  return dims;
+}
+
+inline RowPlan PlanRows(const std::vector<Dim>& dims) {
+  RowPlan p;
+  std::vector<Dim> merged;
+  for (const Dim& d : dims) {
+    if (!merged.empty() && merged.back().vs == d.vs * d.n && merged.back().cs == d.cs * d.n)
+      merged.back() = {merged.back().n * d.n, d.vs, d.cs};  // outer dim continues the inner one
+    else
+      merged.push_back(d);
+  }
+  if (!merged.empty()) {
+    p.inner = merged.back();
+    merged.pop_back();
+  }
+  p.outer = merged;
+  for (const Dim& d : p.outer) p.rows *= d.n;
+  return p;
+}
+
+// Offsets of row r in the view and in the compact operand.
+inline void RowOffsets(const RowPlan& p, int64_t r, int64_t* vo, int64_t* co) {
+  *vo = *co = 0;
+  for (size_t k = p.outer.size(); k-- > 0;) {
+    const int64_t i = r % p.outer[k].n;
+    r /= p.outer[k].n;
+    *vo += i * p.outer[k].vs;
+    *co += i * p.outer[k].cs;
+  }
+}
+
+// Calls f(view_row, vs, compact_row, cs, len) for rows r0 .. r1-1, in row-major order.
+template <class F>
+void RunRows(const RowPlan& p, float* v, float* c, int64_t r0, int64_t r1, const F& f) {
+  const size_t nd = p.outer.size();
+  std::vector<int64_t> idx(nd);
+  int64_t vo, co, rem = r0;
+  RowOffsets(p, r0, &vo, &co);
+  for (size_t k = nd; k-- > 0;) {
+    idx[k] = rem % p.outer[k].n;
+    rem /= p.outer[k].n;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    f(v + vo, p.inner.vs, c + co, p.inner.cs, p.inner.n);
+    for (size_t k = nd; k-- > 0;) {  // odometer step
+      vo += p.outer[k].vs;
+      co += p.outer[k].cs;
+      if (++idx[k] < p.outer[k].n) break;
+      vo -= p.outer[k].vs * p.outer[k].n;
+      co -= p.outer[k].cs * p.outer[k].n;
+      idx[k] = 0;
+    }
+  }
+}
+
+// All rows, split over threads when `parallel` and the view is big; few long rows are cut
+// into pieces. Only for kernels where different elements never touch the same memory.
+template <class F>
+void ForEachRow(const RowPlan& p, float* v, float* c, bool parallel, const F& f) {
+  const int64_t len = p.inner.n, nt = MaxThreads();
+  if (!parallel || nt <= 1 || p.rows * len < kParallelMinCopy) {
+    RunRows(p, v, c, 0, p.rows, f);
+  } else if (p.rows >= 4 * nt) {
+    ParallelRange(p.rows, p.rows * len, 0, 1,
+                  [&](int64_t r0, int64_t r1) { RunRows(p, v, c, r0, r1, f); });
+  } else {
+    const int64_t pieces = (4 * nt + p.rows - 1) / p.rows;
+    const int64_t piece = ((len + pieces - 1) / pieces + 15) / 16 * 16;
+    const int64_t per_row = (len + piece - 1) / piece;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#endif
+    for (int64_t item = 0; item < p.rows * per_row; ++item) {
+      int64_t vo, co;
+      RowOffsets(p, item / per_row, &vo, &co);
+      const int64_t j0 = item % per_row * piece, j1 = std::min(len, j0 + piece);
+      f(v + vo + j0 * p.inner.vs, p.inner.vs, c + co + j0 * p.inner.cs, p.inner.cs, j1 - j0);
+    }
+  }
+}
+
+inline int64_t Abs(int64_t x) { return x < 0 ? -x : x; }
+
+// True when no two indices of the view reach the same element (a sufficient test: sorted by
+// |stride|, each stride jumps past everything the smaller dims reach).
+inline bool ViewIsInjective(std::vector<Dim> dims) {
+  std::sort(dims.begin(), dims.end(), [](const Dim& a, const Dim& b) { return Abs(a.vs) < Abs(b.vs); });
+  __int128 reach = 0;
+  for (const Dim& d : dims) {
+    if (Abs(d.vs) <= reach) return false;
+    reach += static_cast<__int128>(d.n - 1) * Abs(d.vs);
+  }
+  return true;
+}
+
+// A dim whose index ranges never overlap (|stride| beyond the reach of all other dims), the
+// longest such; -1 when there is none.
+inline int DisjointDim(const std::vector<Dim>& dims) {
+  __int128 total = 0;
+  for (const Dim& d : dims) total += static_cast<__int128>(d.n - 1) * Abs(d.vs);
+  int best = -1;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const __int128 others = total - static_cast<__int128>(dims[i].n - 1) * Abs(dims[i].vs);
+    if (Abs(dims[i].vs) > others && (best < 0 || dims[i].n > dims[size_t(best)].n)) best = int(i);
+  }
+  return best;
+}
+
+// Writes through a view that may map several indices to one element (setitem keeps the last
+// write in row-major order, scatter_add sums in row-major order): parallel over the whole view
+// when it is injective, else over a dim with disjoint ranges, else serial.
+template <class F>
+void ForEachRowScatter(std::vector<Dim> dims, float* v, float* c, const F& f) {
+  int64_t total = 1;
+  for (const Dim& d : dims) total *= d.n;
+  if (ViewIsInjective(dims)) {
+    ForEachRow(PlanRows(dims), v, c, true, f);
+    return;
+  }
+  const int d = DisjointDim(dims);
+  const int nt = MaxThreads();
+  if (d < 0 || nt <= 1 || total < kParallelMinCopy) {
+    ForEachRow(PlanRows(dims), v, c, false, f);
+    return;
+  }
+  const Dim part = dims[size_t(d)];
+  dims.erase(dims.begin() + d);
+  const RowPlan p = PlanRows(dims);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#endif
+  for (int64_t i = 0; i < part.n; ++i) RunRows(p, v + i * part.vs, c + i * part.cs, 0, p.rows, f);
+}
+
+// ------------------------------------------------------------------------ row kernels
+// dst[i*ds] = src[i*ss], i < n
+inline void CopyRow(const float* src, int64_t ss, float* dst, int64_t ds, int64_t n) {
+  if (ss == 1 && ds == 1) {
+    std::memmove(dst, src, size_t(n) * sizeof(float));
+  } else if (ss == 0) {
+    const float x = *src;
+    if (ds == 1)
+      std::fill_n(dst, n, x);
+    else
+      for (int64_t i = 0; i < n; ++i) dst[i * ds] = x;
+  } else if (ds == 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i * ss];
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i * ds] = src[i * ss];
+  }
+}
+
+inline void FillRow(float* dst, int64_t ds, float x, int64_t n) {
+  if (ds == 1)
+    std::fill_n(dst, n, x);
+  else
+    for (int64_t i = 0; i < n; ++i) dst[i * ds] = x;
+}
+
+// dst[i*ds] += src[i*ss], i < n, in order (ds may be 0)
+inline void AddRow(const float* src, int64_t ss, float* dst, int64_t ds, int64_t n) {
+  if (ds == 0) {
+    float acc = *dst;
+    for (int64_t i = 0; i < n; ++i) acc += src[i * ss];
+    *dst = acc;
+  } else if (ss == 1 && ds == 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i * ds] += src[i * ss];
+  }
+}
+
+}  // namespace cpu
+}  // namespace needle

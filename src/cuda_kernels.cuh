@@ -1,0 +1,334 @@
+// needle CUDA backend: element-wise, strided-view, reduction, softmax and pooling kernels.
+// Launch configurations live in ndarray_backend_cuda.cu; every kernel here is grid-stride, so
+// any grid size is correct. Argument order: inputs, then out, then sizes.
+#pragma once
+
+#include "cuda_common.cuh"
+
+namespace needle {
+namespace cuda {
+
+// ------------------------------------------------------------------------------------ functors
+
+struct AddOp { __device__ float operator()(float x, float y) const { return x + y; } };
+struct MulOp { __device__ float operator()(float x, float y) const { return x * y; } };
+struct DivOp { __device__ float operator()(float x, float y) const { return x / y; } };
+struct PowOp { __device__ float operator()(float x, float y) const { return powf(x, y); } };
+struct MaximumOp { __device__ float operator()(float x, float y) const { return NanMax(x, y); } };
+struct EqOp { __device__ float operator()(float x, float y) const { return x == y ? 1.0f : 0.0f; } };
+struct GeOp { __device__ float operator()(float x, float y) const { return x >= y ? 1.0f : 0.0f; } };
+
+struct LogOp { __device__ float operator()(float x) const { return logf(x); } };
+struct ExpOp { __device__ float operator()(float x) const { return expf(x); } };
+struct TanhOp { __device__ float operator()(float x) const { return tanhf(x); } };
+
+// x op val, for the scalar_* family.
+template <typename Op>
+struct WithScalar {
+  Op op;
+  float val;
+  __device__ float operator()(float x) const { return op(x, val); }
+};
+
+// ------------------------------------------------------------------------------------ element-wise
+
+__device__ __forceinline__ int64_t GlobalThread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t GridThreads() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+// out[i] = op(a[i], b[i]) for i < n. `vec`: all three pointers are 16-byte aligned, so the
+// body moves float4s; the tail (n % 4) goes element by element.
+template <typename Op>
+__global__ void EwiseBinaryKernel(const float* a, const float* b, float* out, int64_t n,
+                                  bool vec, Op op) {
+  int64_t start = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    const float4* a4 = reinterpret_cast<const float4*>(a);
+    const float4* b4 = reinterpret_cast<const float4*>(b);
+    float4* o4 = reinterpret_cast<float4*>(out);
+    for (int64_t i = GlobalThread(); i < n4; i += GridThreads()) {
+      const float4 x = a4[i], y = b4[i];
+      o4[i] = make_float4(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
+    }
+    start = n4 * 4;
+  }
+  for (int64_t i = start + GlobalThread(); i < n; i += GridThreads()) out[i] = op(a[i], b[i]);
+}
+
+// out[i] = op(a[i]) for i < n (unary functions and scalar ops).
+template <typename Op>
+__global__ void EwiseUnaryKernel(const float* a, float* out, int64_t n, bool vec, Op op) {
+  int64_t start = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    const float4* a4 = reinterpret_cast<const float4*>(a);
+    float4* o4 = reinterpret_cast<float4*>(out);
+    for (int64_t i = GlobalThread(); i < n4; i += GridThreads()) {
+      const float4 x = a4[i];
+      o4[i] = make_float4(op(x.x), op(x.y), op(x.z), op(x.w));
+    }
+    start = n4 * 4;
+  }
+  for (int64_t i = start + GlobalThread(); i < n; i += GridThreads()) out[i] = op(a[i]);
+}
+
+__global__ void FillKernel(float* out, int64_t n, bool vec, float val) {
+  int64_t start = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    float4* o4 = reinterpret_cast<float4*>(out);
+    for (int64_t i = GlobalThread(); i < n4; i += GridThreads())
+      o4[i] = make_float4(val, val, val, val);
+    start = n4 * 4;
+  }
+  for (int64_t i = start + GlobalThread(); i < n; i += GridThreads()) out[i] = val;
+}
+
+// ------------------------------------------------------------------------------------ strided views
+// One thread per element of the view, in row-major order: compact writes (and setitem reads)
+// are coalesced; the strided side is gathered/scattered. IdxT is uint32_t whenever n < 2^31,
+// which makes the index decode much cheaper than 64-bit division.
+
+template <typename IdxT>
+__global__ void CompactKernel(const float* a, float* out, ViewMeta v, IdxT n) {
+  const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
+  for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[i] = a[ViewOffset(v, i)];
+}
+
+template <typename IdxT>
+__global__ void SetitemKernel(const float* a, float* out, ViewMeta v, IdxT n) {
+  const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
+  for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[ViewOffset(v, i)] = a[i];
+}
+
+template <typename IdxT>
+__global__ void ScalarSetitemKernel(float val, float* out, ViewMeta v, IdxT n) {
+  const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
+  for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[ViewOffset(v, i)] = val;
+}
+
+// col2im: several i may map to one element, so the add is atomic.
+template <typename IdxT>
+__global__ void ScatterAddKernel(const float* a, float* out, ViewMeta v, IdxT n) {
+  const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
+  for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    atomicAdd(out + ViewOffset(v, i), a[i]);
+}
+
+// ------------------------------------------------------------------------------------ reductions
+
+// One warp per row of `row_len` consecutive elements (short rows): lanes stride through the row
+// so every load instruction of the warp is coalesced.
+template <typename Op>
+__global__ void ReduceWarpKernel(const float* a, float* out, int64_t rows, int64_t row_len) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = GridThreads() / kWarp;
+  for (int64_t row = GlobalThread() / kWarp; row < rows; row += warps) {
+    const float* r = a + row * row_len;
+    float acc = Op::Identity();
+    for (int64_t j = lane; j < row_len; j += kWarp) acc = Op::Combine(acc, r[j]);
+    acc = WarpReduce<Op>(acc);
+    if (lane == 0) out[row] = acc;
+  }
+}
+
+// One block per (chunk, row): reduces a[row*row_len + chunk*chunk_len ...] (at most chunk_len
+// elements, clipped to the row) into out[row*chunks + chunk]. chunks == 1 reduces whole rows;
+// chunks > 1 is the first pass of a two-pass reduction of a few very long rows.
+template <typename Op>
+__global__ void ReduceBlockKernel(const float* a, float* out, int64_t rows, int64_t row_len,
+                                  int64_t chunk_len, int64_t chunks) {
+  __shared__ float scratch[kWarp];
+  const int64_t items = rows * chunks;
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int64_t row = item / chunks, chunk = item % chunks;
+    const int64_t begin = chunk * chunk_len;
+    const int64_t end = begin + chunk_len < row_len ? begin + chunk_len : row_len;
+    const float* r = a + row * row_len;
+    float acc = Op::Identity();
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) acc = Op::Combine(acc, r[j]);
+    acc = BlockReduce<Op>(acc, scratch);
+    if (threadIdx.x == 0) out[item] = acc;
+  }
+}
+
+// ------------------------------------------------------------------------------------ softmax
+// Stable softmax / log-softmax of each row: m = max(x), s = sum(exp(x - m)),
+// softmax = exp(x - m) / s, log-softmax = (x - m) - log(s) (the numpy reference's formulas).
+
+// Rows of at most 32 * kPerLane elements: one warp per row, the row held in registers, so x is
+// read from memory once.
+template <int kPerLane, bool kLog>
+__global__ void SoftmaxWarpKernel(const float* a, float* out, int64_t rows, int row_len) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = GridThreads() / kWarp;
+  for (int64_t row = GlobalThread() / kWarp; row < rows; row += warps) {
+    const float* x = a + row * row_len;
+    float v[kPerLane];
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int j = lane + k * kWarp;
+      v[k] = j < row_len ? x[j] : -INFINITY;
+      if (j < row_len) m = NanMax(m, v[k]);
+    }
+    m = WarpReduce<MaxOp>(m);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int j = lane + k * kWarp;
+      if (j < row_len) {
+        v[k] -= m;
+        s += expf(v[k]);
+      }
+    }
+    s = WarpReduce<SumOp>(s);
+    const float log_s = logf(s);
+    float* y = out + row * row_len;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int j = lane + k * kWarp;
+      if (j < row_len) y[j] = kLog ? v[k] - log_s : expf(v[k]) / s;
+    }
+  }
+}
+
+// Long rows: one block per row, three sweeps (max, sum, write); the row is usually still in L2
+// for the second and third sweep.
+template <bool kLog>
+__global__ void SoftmaxBlockKernel(const float* a, float* out, int64_t rows, int64_t row_len) {
+  __shared__ float scratch[kWarp];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* x = a + row * row_len;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < row_len; j += blockDim.x) m = NanMax(m, x[j]);
+    m = BlockReduce<MaxOp>(m, scratch);
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < row_len; j += blockDim.x) s += expf(x[j] - m);
+    s = BlockReduce<SumOp>(s, scratch);
+    const float log_s = logf(s);
+    float* y = out + row * row_len;
+    for (int64_t j = threadIdx.x; j < row_len; j += blockDim.x) {
+      const float z = x[j] - m;
+      y[j] = kLog ? z - log_s : expf(z) / s;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ pooling (NHWC)
+
+struct PoolDims {
+  int64_t N, H, W, C, Ho, Wo;
+  int kh, kw, sh, sw, ph, pw;
+};
+
+// Splits a flat N x Ho x Wo x C index (C fastest, so neighbouring threads read neighbouring
+// channels: coalesced).
+__device__ __forceinline__ void SplitOutIndex(const PoolDims& d, int64_t idx, int64_t* n,
+                                              int64_t* ho, int64_t* wo, int64_t* c) {
+  *c = idx % d.C;
+  idx /= d.C;
+  *wo = idx % d.Wo;
+  idx /= d.Wo;
+  *ho = idx % d.Ho;
+  *n = idx / d.Ho;
+}
+
+// Arg-max of one window in row-major (kh, kw) order, padding counting as -inf, with np.argmax's
+// rules: the first maximum wins, and a NaN beats everything (the first NaN). Returns the
+// window position; *best gets the maximum.
+__device__ __forceinline__ int WindowArgMax(const float* a, const PoolDims& d, int64_t n,
+                                            int64_t ho, int64_t wo, int64_t c, float* best) {
+  int arg = 0;
+  float m = -INFINITY;
+  for (int i = 0; i < d.kh; ++i) {
+    const int64_t h = ho * d.sh - d.ph + i;
+    for (int j = 0; j < d.kw; ++j) {
+      const int64_t w = wo * d.sw - d.pw + j;
+      const bool inside = h >= 0 && h < d.H && w >= 0 && w < d.W;
+      const float v = inside ? a[((n * d.H + h) * d.W + w) * d.C + c] : -INFINITY;
+      if (v > m || (v != v && m == m)) {
+        m = v;
+        arg = i * d.kw + j;
+      }
+    }
+  }
+  *best = m;
+  return arg;
+}
+
+__global__ void MaxPoolKernel(const float* a, float* out, PoolDims d, int64_t total) {
+  for (int64_t idx = GlobalThread(); idx < total; idx += GridThreads()) {
+    int64_t n, ho, wo, c;
+    SplitOutIndex(d, idx, &n, &ho, &wo, &c);
+    float best;
+    WindowArgMax(a, d, n, ho, wo, c, &best);
+    out[idx] = best;
+  }
+}
+
+// dinp must be zeroed before: each dout element is added at its window's arg-max.
+__global__ void MaxPoolBackwardKernel(const float* a, const float* dout, float* dinp,
+                                      PoolDims d, int64_t total) {
+  for (int64_t idx = GlobalThread(); idx < total; idx += GridThreads()) {
+    int64_t n, ho, wo, c;
+    SplitOutIndex(d, idx, &n, &ho, &wo, &c);
+    float best;
+    const int arg = WindowArgMax(a, d, n, ho, wo, c, &best);
+    const int64_t h = ho * d.sh - d.ph + arg / d.kw, w = wo * d.sw - d.pw + arg % d.kw;
+    // A window whose maximum is padding (all -inf) routes its gradient nowhere.
+    if (h >= 0 && h < d.H && w >= 0 && w < d.W)
+      atomicAdd(dinp + ((n * d.H + h) * d.W + w) * d.C + c, dout[idx]);
+  }
+}
+
+__global__ void AvgPoolKernel(const float* a, float* out, PoolDims d, int64_t total) {
+  const float count = static_cast<float>(d.kh * d.kw);
+  for (int64_t idx = GlobalThread(); idx < total; idx += GridThreads()) {
+    int64_t n, ho, wo, c;
+    SplitOutIndex(d, idx, &n, &ho, &wo, &c);
+    float s = 0.0f;
+    for (int i = 0; i < d.kh; ++i) {
+      const int64_t h = ho * d.sh - d.ph + i;
+      if (h < 0 || h >= d.H) continue;
+      for (int j = 0; j < d.kw; ++j) {
+        const int64_t w = wo * d.sw - d.pw + j;
+        if (w >= 0 && w < d.W) s += a[((n * d.H + h) * d.W + w) * d.C + c];
+      }
+    }
+    out[idx] = s / count;
+  }
+}
+
+// Gather form (no atomics, deterministic): each input element sums dout / (kh*kw) over the
+// output windows that contain it: ho with ho*sh <= h+ph <= ho*sh + kh - 1.
+__global__ void AvgPoolBackwardKernel(const float* dout, float* dinp, PoolDims d, int64_t total) {
+  const float count = static_cast<float>(d.kh * d.kw);
+  for (int64_t idx = GlobalThread(); idx < total; idx += GridThreads()) {
+    const int64_t c = idx % d.C;
+    int64_t t = idx / d.C;
+    const int64_t w = t % d.W;
+    t /= d.W;
+    const int64_t h = t % d.H, n = t / d.H;
+    const int64_t hp = h + d.ph, wp = w + d.pw;
+    const int64_t ho_lo = hp - d.kh + 1 <= 0 ? 0 : (hp - d.kh + 1 + d.sh - 1) / d.sh;
+    const int64_t wo_lo = wp - d.kw + 1 <= 0 ? 0 : (wp - d.kw + 1 + d.sw - 1) / d.sw;
+    const int64_t ho_hi = hp / d.sh < d.Ho - 1 ? hp / d.sh : d.Ho - 1;
+    const int64_t wo_hi = wp / d.sw < d.Wo - 1 ? wp / d.sw : d.Wo - 1;
+    float s = 0.0f;
+    for (int64_t ho = ho_lo; ho <= ho_hi; ++ho)
+      for (int64_t wo = wo_lo; wo <= wo_hi; ++wo)
+        s += dout[((n * d.Ho + ho) * d.Wo + wo) * d.C + c] / count;
+    dinp[idx] = s;
+  }
+}
+
+}  // namespace cuda
+}  // namespace needle

@@ -1,0 +1,536 @@
+// needle C++ CPU backend: the function table of docs/backends.md (same names as the numpy
+// reference backend, ndarray_backend_numpy.py, which is the executable specification).
+//
+// Argument order, always: inputs, then out, then sizes/params. Buffers are flat float32
+// `Array`s; all shape/stride logic lives in the Python NDArray, kernels see flat buffers plus
+// explicit (shape, strides, offset) views. Letters: N batch, H/W spatial, C channels,
+// kh/kw kernel, sh/sw stride, ph/pw padding, m/n/p matmul sizes.
+//
+// Every entry point validates its arguments (cpu_common.h) before touching memory.
+// Speed: OpenMP over elements / rows / images (only above a size threshold), 8-lane vector
+// kernels compiled twice (baseline and AVX2+FMA, picked at run time, cpu_simd.h), and the
+// packed GEMM of gemm.h for every matmul.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "cpu_common.h"
+#include "cpu_pool.h"
+#include "cpu_simd.h"
+#include "cpu_strided.h"
+#include "gemm.h"
+
+namespace needle {
+namespace cpu {
+
+constexpr int64_t kTile = 8;
+static_assert(kTile == kLanes, "the tiled matmul kernel holds one tile row per vector");
+
+using Array = AlignedArray;
+
+// Runs kernel k over [0, n) with the best ISA, in parallel when n >= min_work.
+template <class K>
+void Launch(const K& k, int64_t n, int64_t min_work) {
+  ParallelRange(n, n, min_work, 16, [&](int64_t i0, int64_t i1) { Dispatch(k, i0, i1); });
+}
+
+// ------------------------------------------------------------------------ copies
+pybind11::array_t<float> ToNumpy(const Array& a, const Shape& shape, const Shape& strides, int64_t offset) {
+  const int64_t n = CheckView("to_numpy", shape, strides, offset, a.size);
+  pybind11::array_t<float> result(std::vector<pybind11::ssize_t>(shape.begin(), shape.end()));
+  if (n == 0) return result;
+  float* dst = result.mutable_data();
+  pybind11::gil_scoped_release release;
+  ForEachRow(PlanRows(MakeDims(shape, strides)), a.ptr + offset, dst, true,
+             [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(v, vs, c, cs, len); });
+  return result;
+}
+
+void FromNumpy(pybind11::array_t<float, pybind11::array::c_style | pybind11::array::forcecast> a, Array& out) {
+  if (int64_t(a.size()) != out.size)
+    throw std::invalid_argument("from_numpy: array of " + std::to_string(a.size()) +
+                                " elements into a buffer of " + std::to_string(out.size));
+  if (out.size > 0) std::memcpy(out.ptr, a.data(), size_t(out.size) * sizeof(float));
+}
+
+void Fill(Array& out, double val) {
+  const float x = float(val);
+  float* p = out.ptr;
+  ParallelRange(out.size, out.size, kParallelMinCopy, 16,
+                [&](int64_t i0, int64_t i1) { std::fill(p + i0, p + i1, x); });
+}
+
+// out[i] = a[view index i]
+void Compact(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
+  const int64_t n = CheckView("compact", shape, strides, offset, a.size);
+  CheckHolds("compact", "out", out.size, n);
+  if (n == 0) return;
+  ForEachRow(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr, true,
+             [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(v, vs, c, cs, len); });
+}
+
+// out[view index i] = a[i]
+void EwiseSetitem(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
+  const int64_t n = CheckView("ewise_setitem", shape, strides, offset, out.size);
+  CheckHolds("ewise_setitem", "a", a.size, n);
+  if (n == 0) return;
+  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, a.ptr,
+                    [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(c, cs, v, vs, len); });
+}
+
+// out[view index i] = val, i < size
+void ScalarSetitem(int64_t size, double val, Array& out, const Shape& shape, const Shape& strides,
+                   int64_t offset) {
+  const int64_t n = CheckView("scalar_setitem", shape, strides, offset, out.size);
+  if (size != n)
+    throw std::invalid_argument("scalar_setitem: size " + std::to_string(size) + " != prod" + Str(shape));
+  if (n == 0) return;
+  const float x = float(val);
+  ForEachRowScatter(MakeDims(shape, strides, false), out.ptr + offset, nullptr,
+                    [x](float* v, int64_t vs, float*, int64_t, int64_t len) { FillRow(v, vs, x, len); });
+}
+
+// out[view index i] += a[i]; the view may map several i to one element (col2im)
+void ScatterAdd(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
+  const int64_t n = CheckView("scatter_add", shape, strides, offset, out.size);
+  CheckHolds("scatter_add", "a", a.size, n);
+  if (n == 0) return;
+  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, a.ptr,
+                    [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { AddRow(c, cs, v, vs, len); });
+}
+
+// ------------------------------------------------------------------------ element-wise
+template <class Op>
+struct MapUnary {  // out[i] = op(a[i])
+  const float* a;
+  float* out;
+  Op op;
+  NEEDLE_INLINE void operator()(int64_t i0, int64_t i1) const {
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) Store(out + i, op(Load(a + i)));
+    if (i < i1) StorePartial(out + i, op(LoadPartial(a + i, i1 - i, 1.0f)), i1 - i);
+  }
+};
+
+template <class Op>
+struct MapBinary {  // out[i] = op(a[i], b[i])
+  const float* a;
+  const float* b;
+  float* out;
+  Op op;
+  NEEDLE_INLINE void operator()(int64_t i0, int64_t i1) const {
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) Store(out + i, op(Load(a + i), Load(b + i)));
+    if (i < i1)
+      StorePartial(out + i, op(LoadPartial(a + i, i1 - i, 1.0f), LoadPartial(b + i, i1 - i, 1.0f)), i1 - i);
+  }
+};
+
+struct PowRange {  // out[i] = powf(a[i], b[i]) (or powf(a[i], c)): no vector pow, scalar libm
+  const float* a;
+  const float* b;
+  float c;
+  float* out;
+  NEEDLE_INLINE void operator()(int64_t i0, int64_t i1) const {
+    if (b != nullptr)
+      for (int64_t i = i0; i < i1; ++i) out[i] = std::pow(a[i], b[i]);
+    else
+      for (int64_t i = i0; i < i1; ++i) out[i] = std::pow(a[i], c);
+  }
+};
+
+struct AddOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x + y; } };
+struct MulOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x * y; } };
+struct DivOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x / y; } };
+struct MaxOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return MaxNan(x, y); } };
+struct EqOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x == y ? Splat(1.0f) : Splat(0.0f); } };
+struct GeOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x >= y ? Splat(1.0f) : Splat(0.0f); } };
+struct ExpOp { NEEDLE_INLINE V operator()(const V& x) const { return Exp(x); } };
+struct LogOp { NEEDLE_INLINE V operator()(const V& x) const { return Log(x); } };
+struct TanhOp { NEEDLE_INLINE V operator()(const V& x) const { return Tanh(x); } };
+struct SquareOp { NEEDLE_INLINE V operator()(const V& x) const { return x * x; } };
+
+template <class Op>
+struct WithScalar {  // op(x, c): the scalar variant of a binary op
+  V c;
+  NEEDLE_INLINE V operator()(const V& x) const { return Op()(x, c); }
+};
+
+template <class Op>
+void Ewise(const char* fn, const Array& a, const Array& b, Array& out) {
+  CheckHolds(fn, "a", a.size, out.size);
+  CheckHolds(fn, "b", b.size, out.size);
+  Launch(MapBinary<Op>{a.ptr, b.ptr, out.ptr, Op()}, out.size, kParallelMinCopy);
+}
+
+template <class Op>
+void Scalar(const char* fn, const Array& a, double val, Array& out) {
+  CheckHolds(fn, "a", a.size, out.size);
+  Launch(MapUnary<WithScalar<Op>>{a.ptr, out.ptr, {Splat(float(val))}}, out.size, kParallelMinCopy);
+}
+
+template <class Op>
+void Unary(const char* fn, const Array& a, Array& out) {
+  CheckHolds(fn, "a", a.size, out.size);
+  Launch(MapUnary<Op>{a.ptr, out.ptr, Op()}, out.size, kParallelMinMath);
+}
+
+void EwiseAdd(const Array& a, const Array& b, Array& out) { Ewise<AddOp>("ewise_add", a, b, out); }
+void EwiseMul(const Array& a, const Array& b, Array& out) { Ewise<MulOp>("ewise_mul", a, b, out); }
+void EwiseDiv(const Array& a, const Array& b, Array& out) { Ewise<DivOp>("ewise_div", a, b, out); }
+void EwiseMaximum(const Array& a, const Array& b, Array& out) { Ewise<MaxOp>("ewise_maximum", a, b, out); }
+void EwiseEq(const Array& a, const Array& b, Array& out) { Ewise<EqOp>("ewise_eq", a, b, out); }
+void EwiseGe(const Array& a, const Array& b, Array& out) { Ewise<GeOp>("ewise_ge", a, b, out); }
+
+void EwisePow(const Array& a, const Array& b, Array& out) {
+  CheckHolds("ewise_pow", "a", a.size, out.size);
+  CheckHolds("ewise_pow", "b", b.size, out.size);
+  Launch(PowRange{a.ptr, b.ptr, 0.0f, out.ptr}, out.size, kParallelMinMath);
+}
+
+void ScalarAdd(const Array& a, double val, Array& out) { Scalar<AddOp>("scalar_add", a, val, out); }
+void ScalarMul(const Array& a, double val, Array& out) { Scalar<MulOp>("scalar_mul", a, val, out); }
+void ScalarDiv(const Array& a, double val, Array& out) { Scalar<DivOp>("scalar_div", a, val, out); }
+void ScalarMaximum(const Array& a, double val, Array& out) { Scalar<MaxOp>("scalar_maximum", a, val, out); }
+void ScalarEq(const Array& a, double val, Array& out) { Scalar<EqOp>("scalar_eq", a, val, out); }
+void ScalarGe(const Array& a, double val, Array& out) { Scalar<GeOp>("scalar_ge", a, val, out); }
+
+void ScalarPower(const Array& a, double val, Array& out) {
+  CheckHolds("scalar_power", "a", a.size, out.size);
+  const float c = float(val);
+  if (c == 2.0f)  // x*x is what powf(x, 2) returns, and vectorises
+    Launch(MapUnary<SquareOp>{a.ptr, out.ptr, SquareOp()}, out.size, kParallelMinCopy);
+  else
+    Launch(PowRange{a.ptr, nullptr, c, out.ptr}, out.size, kParallelMinMath);
+}
+
+void EwiseLog(const Array& a, Array& out) { Unary<LogOp>("ewise_log", a, out); }
+void EwiseExp(const Array& a, Array& out) { Unary<ExpOp>("ewise_exp", a, out); }
+void EwiseTanh(const Array& a, Array& out) { Unary<TanhOp>("ewise_tanh", a, out); }
+
+// ------------------------------------------------------------------------ reductions, softmax
+NEEDLE_INLINE double RowSum(const float* x, int64_t n) {  // double lanes: accurate for long rows
+  VD acc0 = {}, acc1 = {};
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    acc0 += __builtin_convertvector(Load(x + i), VD);
+    acc1 += __builtin_convertvector(Load(x + i + kLanes), VD);
+  }
+  double s = HorizontalSum(acc0 + acc1);
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+NEEDLE_INLINE float RowMax(const float* x, int64_t n) {  // n >= 1; NaN wins
+  V acc = Splat(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) acc = MaxNan(Load(x + i), acc);
+  float m = HorizontalMax(acc);
+  for (; i < n; ++i) m = MaxNan(x[i], m);
+  return m;
+}
+
+// Item i: piece i % per_row of row i / per_row; a whole row goes straight to out.
+template <bool kMax>
+struct ReducePieces {
+  const float* a;
+  float* out;
+  double* part;
+  int64_t row_size, per_row, piece;
+  NEEDLE_INLINE void operator()(int64_t i0, int64_t i1) const {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t j0 = i % per_row * piece, len = std::min(row_size - j0, piece);
+      const float* x = a + i / per_row * row_size + j0;
+      const double v = kMax ? double(RowMax(x, len)) : RowSum(x, len);
+      if (per_row == 1)
+        out[i] = float(v);
+      else
+        part[i] = v;
+    }
+  }
+};
+
+template <bool kMax>
+void Reduce(const char* fn, const Array& a, Array& out, int64_t row_size) {
+  if (!kMax && row_size == 0) {
+    Fill(out, 0.0);
+    return;
+  }
+  if (row_size <= 0)
+    throw std::invalid_argument(std::string(fn) + ": row size must be > 0, got " + std::to_string(row_size));
+  const int64_t rows = out.size, total = CheckedProduct(fn, {rows, row_size});
+  CheckHolds(fn, "a", a.size, total);
+  const int64_t nt = MaxThreads();
+  // Few long rows: cut each row into pieces reduced in parallel, then combine.
+  const int64_t per_row = (rows >= 2 * nt || total < kParallelMinCopy) ? 1 : std::min(
+      (2 * nt + rows - 1) / rows, (row_size + 1023) / 1024);
+  const int64_t piece = (row_size + per_row - 1) / per_row;
+  std::vector<double> part(per_row > 1 ? size_t(rows * per_row) : 0);
+  const ReducePieces<kMax> k{a.ptr, out.ptr, part.data(), row_size, per_row, piece};
+  ParallelRange(rows * per_row, total, kParallelMinCopy, per_row > 1 ? 1 : 16,
+                [&](int64_t i0, int64_t i1) { Dispatch(k, i0, i1); });
+  if (per_row > 1)
+    for (int64_t r = 0; r < rows; ++r) {
+      double v = part[size_t(r * per_row)];
+      for (int64_t j = 1; j < per_row; ++j) {
+        const double x = part[size_t(r * per_row + j)];
+        v = kMax ? ((x != x || x > v) ? x : v) : v + x;
+      }
+      out.ptr[r] = float(v);
+    }
+}
+
+void ReduceSum(const Array& a, Array& out, int64_t reduce_size) { Reduce<false>("reduce_sum", a, out, reduce_size); }
+void ReduceMax(const Array& a, Array& out, int64_t reduce_size) { Reduce<true>("reduce_max", a, out, reduce_size); }
+
+// Rows r0 .. r1-1 of length L: max, then sum of exp(x - max) (stored for softmax), then write.
+template <bool kLog>
+struct SoftmaxRows {
+  const float* a;
+  float* out;
+  int64_t L;
+  NEEDLE_INLINE void operator()(int64_t r0, int64_t r1) const {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* x = a + r * L;
+      float* y = out + r * L;
+      const V m = Splat(RowMax(x, L));
+      VD acc = {};
+      int64_t i = 0;
+      for (; i + kLanes <= L; i += kLanes) {
+        const V e = Exp(Load(x + i) - m);
+        if (!kLog) Store(y + i, e);
+        acc += __builtin_convertvector(e, VD);
+      }
+      if (i < L) {  // padding lanes are -inf: exp gives 0
+        const V e = Exp(LoadPartial(x + i, L - i, -inf) - m);
+        if (!kLog) StorePartial(y + i, e, L - i);
+        acc += __builtin_convertvector(e, VD);
+      }
+      const double s = HorizontalSum(acc);
+      const V t = Splat(kLog ? float(std::log(s)) : float(s));
+      for (i = 0; i + kLanes <= L; i += kLanes)
+        Store(y + i, kLog ? (Load(x + i) - m) - t : Load(y + i) / t);
+      if (i < L) {
+        const V v = kLog ? (LoadPartial(x + i, L - i, 0.0f) - m) - t : LoadPartial(y + i, L - i, 1.0f) / t;
+        StorePartial(y + i, v, L - i);
+      }
+    }
+  }
+};
+
+template <bool kLog>
+void Softmax(const char* fn, const Array& a, Array& out, int64_t row_size) {
+  if (row_size <= 0 || a.size % row_size)
+    throw std::invalid_argument(std::string(fn) + ": buffer of " + std::to_string(a.size) +
+                                " is not a whole number of rows of " + std::to_string(row_size));
+  CheckHolds(fn, "out", out.size, a.size);
+  const SoftmaxRows<kLog> k{a.ptr, out.ptr, row_size};
+  ParallelRange(a.size / row_size, a.size, kParallelMinMath, 1,
+                [&](int64_t r0, int64_t r1) { Dispatch(k, r0, r1); });
+}
+
+void SoftmaxRowsFn(const Array& a, Array& out, int64_t row_size) { Softmax<false>("softmax_rows", a, out, row_size); }
+void LogSoftmaxRows(const Array& a, Array& out, int64_t row_size) { Softmax<true>("log_softmax_rows", a, out, row_size); }
+
+// ------------------------------------------------------------------------ matmul
+void CheckMnp(const char* fn, int64_t m, int64_t n, int64_t p) {
+  if (m < 0 || n < 0 || p < 0)
+    throw std::invalid_argument(std::string(fn) + ": sizes must be >= 0, got m=" + std::to_string(m) +
+                                " n=" + std::to_string(n) + " p=" + std::to_string(p));
+}
+
+// out (m x p) = a (m x n) @ b (n x p), all compact row-major
+void Matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+  CheckMnp("matmul", m, n, p);
+  CheckHolds("matmul", "a", a.size, CheckedProduct("matmul", {m, n}));
+  CheckHolds("matmul", "b", b.size, CheckedProduct("matmul", {n, p}));
+  CheckHolds("matmul", "out", out.size, CheckedProduct("matmul", {m, p}));
+  pybind11::gil_scoped_release release;
+  sgemm_batched(false, false, 1, m, p, n, a.ptr, 0, n, b.ptr, 0, p, out.ptr, 0, p, false);
+}
+
+// Output tiles q in [q0, q1) of the tiled layout: out[i, j] = sum_k a[i, k] @ b[k, j].
+struct TiledKernel {
+  const float* a;
+  const float* b;
+  float* out;
+  int64_t mt, nt, pt;  // tile counts
+  NEEDLE_INLINE void operator()(int64_t q0, int64_t q1) const {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t i = q / pt, j = q % pt;
+      V acc[kTile] = {};  // zeroed first: out may be uninitialised
+      for (int64_t k = 0; k < nt; ++k) {
+        const float* A = a + (i * nt + k) * kTile * kTile;
+        const float* B = b + (k * pt + j) * kTile * kTile;
+        for (int64_t r = 0; r < kTile; ++r)
+          for (int64_t kk = 0; kk < kTile; ++kk) acc[r] += Splat(A[r * kTile + kk]) * Load(B + kk * kTile);
+      }
+      for (int64_t r = 0; r < kTile; ++r) Store(out + q * kTile * kTile + r * kTile, acc[r]);
+    }
+  }
+};
+
+// Tiled layout of contract §3.6: tile [i, j] holds rows i*t.., cols j*t.., row-major inside.
+void MatmulTiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+  CheckMnp("matmul_tiled", m, n, p);
+  if (m % kTile || n % kTile || p % kTile)
+    throw std::invalid_argument("matmul_tiled: m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                " p=" + std::to_string(p) + " must be multiples of the tile size 8");
+  CheckHolds("matmul_tiled", "a", a.size, CheckedProduct("matmul_tiled", {m, n}));
+  CheckHolds("matmul_tiled", "b", b.size, CheckedProduct("matmul_tiled", {n, p}));
+  CheckHolds("matmul_tiled", "out", out.size, CheckedProduct("matmul_tiled", {m, p}));
+  const int64_t mt = m / kTile, nt = n / kTile, pt = p / kTile;
+  if (m * p == 0) return;
+  pybind11::gil_scoped_release release;
+  if (double(m) * double(n) * double(p) < 64.0 * 64.0 * 64.0) {
+    const TiledKernel k{a.ptr, b.ptr, out.ptr, mt, nt, pt};
+    ParallelRange(mt * pt, m * n * p / kTile, kParallelMinCopy, 1,
+                  [&](int64_t q0, int64_t q1) { Dispatch(k, q0, q1); });
+    return;
+  }
+  // Big: untile into row-major copies, run the packed GEMM, tile the result (O(n^2) copies).
+  const auto copy = [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(v, vs, c, cs, len); };
+  Array ra(m * n), rb(n * p), rc(m * p);
+  // Row-major (r, c) of a tiled matrix sits at view (r/t, r%t, c/t, c%t) of these strides.
+  ForEachRow(PlanRows(MakeDims({mt, kTile, nt, kTile}, {n * kTile, kTile, kTile * kTile, 1})), a.ptr, ra.ptr,
+             true, copy);
+  ForEachRow(PlanRows(MakeDims({nt, kTile, pt, kTile}, {p * kTile, kTile, kTile * kTile, 1})), b.ptr, rb.ptr,
+             true, copy);
+  sgemm_batched(false, false, 1, m, p, n, ra.ptr, 0, n, rb.ptr, 0, p, rc.ptr, 0, p, false);
+  ForEachRow(PlanRows(MakeDims({mt, pt, kTile, kTile}, {p * kTile, kTile, p, 1})), rc.ptr, out.ptr, true, copy);
+}
+
+// out[i] (m x p) = opA_i (m x n) @ opB_i (n x p), i < batch; A_i at a[a_offset + i*a_batch_stride],
+// stored m x n (or n x m when a_transposed); same for B_i (n x p or p x n). Stride 0 broadcasts.
+void Gemm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, int64_t n, int64_t p,
+          int64_t a_offset, int64_t a_batch_stride, bool a_transposed, int64_t b_offset,
+          int64_t b_batch_stride, bool b_transposed) {
+  CheckMnp("gemm", m, n, p);
+  if (batch < 0) throw std::invalid_argument("gemm: batch must be >= 0, got " + std::to_string(batch));
+  CheckHolds("gemm", "out", out.size, CheckedProduct("gemm", {batch, m, p}));
+  const Shape a_strides = a_transposed ? Shape{a_batch_stride, 1, m} : Shape{a_batch_stride, n, 1};
+  const Shape b_strides = b_transposed ? Shape{b_batch_stride, 1, n} : Shape{b_batch_stride, p, 1};
+  CheckView("gemm", {batch, m, n}, a_strides, a_offset, a.size);
+  CheckView("gemm", {batch, n, p}, b_strides, b_offset, b.size);
+  if (batch == 0 || m == 0 || p == 0) return;
+  if (n == 0) {
+    Fill(out, 0.0);
+    return;
+  }
+  pybind11::gil_scoped_release release;
+  sgemm_batched(a_transposed, b_transposed, batch, m, p, n, a.ptr + a_offset, a_batch_stride,
+                a_transposed ? m : n, b.ptr + b_offset, b_batch_stride, b_transposed ? n : p, out.ptr,
+                m * p, p, false);
+}
+
+// ------------------------------------------------------------------------ pooling (NHWC)
+void MaxPool2d(const Array& a, Array& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
+               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolDims d = CheckPool("max_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw);
+  CheckHolds("max_pool2d", "a", a.size, d.in_size());
+  CheckHolds("max_pool2d", "out", out.size, d.out_size());
+  const PoolForward<true> k{a.ptr, out.ptr, d};
+  ParallelRange(N * d.Ho, d.out_size() * kh * kw, kParallelMinCopy, 1,
+                [&](int64_t r0, int64_t r1) { Dispatch(k, r0, r1); });
+}
+
+void MaxPool2dBackward(const Array& a, const Array& dout, Array& dinp, int64_t N, int64_t H, int64_t W,
+                       int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolDims d = CheckPool("max_pool2d_backward", N, H, W, C, kh, kw, sh, sw, ph, pw);
+  CheckHolds("max_pool2d_backward", "a", a.size, d.in_size());
+  CheckHolds("max_pool2d_backward", "dout", dout.size, d.out_size());
+  CheckHolds("max_pool2d_backward", "dinp", dinp.size, d.in_size());
+  const int64_t nt = MaxThreads();
+  std::vector<float> best(size_t(nt * C));
+  std::vector<int64_t> where(size_t(nt * C));
+  const MaxPoolBackward k{a.ptr, dout.ptr, dinp.ptr, best.data(), where.data(), d};
+  ParallelRange(N, d.out_size() * kh * kw + d.in_size(), kParallelMinCopy, 1,
+                [&](int64_t n0, int64_t n1) { Dispatch(k, n0, n1); });
+}
+
+void AvgPool2d(const Array& a, Array& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
+               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolDims d = CheckPool("avg_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw);
+  CheckHolds("avg_pool2d", "a", a.size, d.in_size());
+  CheckHolds("avg_pool2d", "out", out.size, d.out_size());
+  const PoolForward<false> k{a.ptr, out.ptr, d};
+  ParallelRange(N * d.Ho, d.out_size() * kh * kw, kParallelMinCopy, 1,
+                [&](int64_t r0, int64_t r1) { Dispatch(k, r0, r1); });
+}
+
+void AvgPool2dBackward(const Array& dout, Array& dinp, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolDims d = CheckPool("avg_pool2d_backward", N, H, W, C, kh, kw, sh, sw, ph, pw);
+  CheckHolds("avg_pool2d_backward", "dout", dout.size, d.out_size());
+  CheckHolds("avg_pool2d_backward", "dinp", dinp.size, d.in_size());
+  const AvgPoolBackward k{dout.ptr, dinp.ptr, d};
+  ParallelRange(N, d.out_size() * kh * kw + d.in_size(), kParallelMinCopy, 1,
+                [&](int64_t n0, int64_t n1) { Dispatch(k, n0, n1); });
+}
+
+}  // namespace cpu
+}  // namespace needle
+
+// ------------------------------------------------------------------------ bindings
+PYBIND11_MODULE(ndarray_backend_cpu, m) {
+  namespace py = pybind11;
+  using namespace needle::cpu;
+  using py::call_guard;
+  using Release = py::gil_scoped_release;
+  m.doc() = "needle C++ CPU backend (OpenMP + SIMD); same function table as ndarray_backend_numpy";
+  m.attr("__tile_size__") = kTile;
+
+  py::class_<AlignedArray, std::unique_ptr<AlignedArray>>(m, "Array")
+      .def(py::init<int64_t>(), py::arg("size"))
+      .def("ptr", &AlignedArray::ptr_as_int)
+      .def_readonly("size", &AlignedArray::size);
+
+  m.def("is_available", [] { return true; });
+  m.def("synchronize", [] {});
+
+  m.def("to_numpy", ToNumpy);
+  m.def("from_numpy", FromNumpy);
+  m.def("fill", Fill, call_guard<Release>());
+  m.def("compact", Compact, call_guard<Release>());
+  m.def("ewise_setitem", EwiseSetitem, call_guard<Release>());
+  m.def("scalar_setitem", ScalarSetitem, call_guard<Release>());
+  m.def("scatter_add", ScatterAdd, call_guard<Release>());
+
+  m.def("ewise_add", EwiseAdd, call_guard<Release>());
+  m.def("ewise_mul", EwiseMul, call_guard<Release>());
+  m.def("ewise_div", EwiseDiv, call_guard<Release>());
+  m.def("ewise_pow", EwisePow, call_guard<Release>());
+  m.def("ewise_maximum", EwiseMaximum, call_guard<Release>());
+  m.def("ewise_eq", EwiseEq, call_guard<Release>());
+  m.def("ewise_ge", EwiseGe, call_guard<Release>());
+  m.def("scalar_add", ScalarAdd, call_guard<Release>());
+  m.def("scalar_mul", ScalarMul, call_guard<Release>());
+  m.def("scalar_div", ScalarDiv, call_guard<Release>());
+  m.def("scalar_power", ScalarPower, call_guard<Release>());
+  m.def("scalar_maximum", ScalarMaximum, call_guard<Release>());
+  m.def("scalar_eq", ScalarEq, call_guard<Release>());
+  m.def("scalar_ge", ScalarGe, call_guard<Release>());
+  m.def("ewise_log", EwiseLog, call_guard<Release>());
+  m.def("ewise_exp", EwiseExp, call_guard<Release>());
+  m.def("ewise_tanh", EwiseTanh, call_guard<Release>());
+
+  m.def("matmul", Matmul);  // these release the GIL themselves, after validation
+  m.def("matmul_tiled", MatmulTiled);
+  m.def("gemm", Gemm);
+  m.def("reduce_sum", ReduceSum, call_guard<Release>());
+  m.def("reduce_max", ReduceMax, call_guard<Release>());
+  m.def("softmax_rows", SoftmaxRowsFn, call_guard<Release>());
+  m.def("log_softmax_rows", LogSoftmaxRows, call_guard<Release>());
+
+  m.def("max_pool2d", MaxPool2d, call_guard<Release>());
+  m.def("max_pool2d_backward", MaxPool2dBackward, call_guard<Release>());
+  m.def("avg_pool2d", AvgPool2d, call_guard<Release>());
+  m.def("avg_pool2d_backward", AvgPool2dBackward, call_guard<Release>());
+}

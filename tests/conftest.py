@@ -1,0 +1,38 @@
+"""One device fixture for the whole suite: cpu_numpy, cpu, and cuda when a GPU answers."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import needle.backend_ndarray as nd
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_DEVICES = [
+    pytest.param(nd.cpu_numpy, id="cpu_numpy"),
+    pytest.param(nd.cpu, id="cpu"),
+    pytest.param(nd.cuda, id="cuda",
+                 marks=pytest.mark.skipif(not nd.cuda().enabled(), reason="no CUDA device")),
+]
+
+
+@pytest.fixture(params=_DEVICES)
+def device(request):
+    """Each NDArray device in turn (cuda only when enabled)."""
+    return request.param()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The shared MNIST test set: $NEEDLE_DATA/mnist, else ../shared/data/mnist beside the repo."""
+    root = pathlib.Path(os.environ.get("NEEDLE_DATA", REPO.parent / "shared" / "data"))
+    path = root / "mnist" if (root / "mnist").is_dir() else root
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST files not found in {path}: set NEEDLE_DATA to the folder holding mnist/")
+    return path

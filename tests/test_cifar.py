@@ -1,0 +1,219 @@
+"""Dataset readers and acquisition: CIFAR-10 (on a fixture written here), Normalize, the
+sklearn-digits dataset, and downloading / offline errors (file:// URLs, no network needed)."""
+import hashlib
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle.data import (CIFAR10Dataset, DataLoader, DigitsDataset, Normalize, RandomCrop,
+                         RandomFlipHorizontal, resize_bilinear)
+from needle.data import data_download
+
+N_PER_BATCH = 6
+NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def _write_cifar(folder, seed=1):
+    """Six CIFAR-format pickle batches (uint8 N x 3072, list of labels); returns their contents."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(folder, exist_ok=True)
+    contents = {}
+    for name in NAMES:
+        data = rng.randint(0, 256, (N_PER_BATCH, 3072)).astype(np.uint8)
+        labels = [int(v) for v in rng.randint(0, 10, N_PER_BATCH)]
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        contents[name] = (data, labels)
+    return contents
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    return str(folder), _write_cifar(str(folder))
+
+
+def test_cifar_train_and_test_contents(cifar):
+    folder, contents = cifar
+    train = CIFAR10Dataset(folder, train=True)
+    test = CIFAR10Dataset(folder, train=False)
+    assert len(train) == 5 * N_PER_BATCH and len(test) == N_PER_BATCH
+    X, y = train[N_PER_BATCH + 2]  # third image of data_batch_2
+    data, labels = contents["data_batch_2"]
+    assert X.shape == (3, 32, 32) and X.dtype == np.float32
+    # Rows are 1024 red, then 1024 green, then 1024 blue values, each plane row-major.
+    np.testing.assert_array_equal(X, data[2].reshape(3, 32, 32).astype(np.float32) / 255)
+    assert X[1, 0, 5] == np.float32(data[2][1024 + 5]) / 255
+    assert y == labels[2]
+    Xt, yt = test[np.array([0, 3])]
+    assert Xt.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(yt, np.array(contents["test_batch"][1])[[0, 3]])
+
+
+def test_cifar_transforms_per_image_in_order(cifar):
+    folder, _ = cifar
+    tforms = [RandomCrop(4), RandomFlipHorizontal(0.5), Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]
+    ds = CIFAR10Dataset(folder, train=True, transforms=tforms)
+    plain = CIFAR10Dataset(folder, train=True)
+    idx = np.array([4, 0, 7])
+    np.random.seed(3)
+    X, _ = ds[idx]
+    # Same draws by hand: crop then flip then normalise, image after image, on H x W x C views.
+    np.random.seed(3)
+    expected = []
+    for img in plain[idx][0]:
+        hwc = img.transpose(1, 2, 0)
+        for t in tforms:
+            hwc = t(hwc)
+        expected.append(hwc.transpose(2, 0, 1))
+    np.testing.assert_allclose(X, np.stack(expected), rtol=1e-6)
+    assert X.shape == (3, 3, 32, 32) and X.dtype == np.float32
+
+
+def test_cifar_dataloader_batches(cifar):
+    folder, _ = cifar
+    loader = DataLoader(CIFAR10Dataset(folder, train=True), batch_size=8, shuffle=True,
+                        device=ndl.cpu_numpy())
+    shapes = [tuple(X.shape) for X, _ in loader]
+    assert shapes == [(8, 3, 32, 32)] * 3 + [(6, 3, 32, 32)]
+
+
+def test_cifar_bad_files(cifar):
+    folder, _ = cifar
+    path = os.path.join(folder, "test_batch")
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="test_batch"):
+        CIFAR10Dataset(folder, train=False)
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"N x 3072"):
+        CIFAR10Dataset(folder, train=False)
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        CIFAR10Dataset(folder, train=False)
+
+
+def test_normalize():
+    img = np.random.rand(4, 5, 3).astype(np.float32)
+    out = Normalize((0.1, 0.2, 0.3), (0.5, 0.25, 2.0))(img)
+    np.testing.assert_allclose(out, (img - [0.1, 0.2, 0.3]) / [0.5, 0.25, 2.0], rtol=1e-6)
+    assert out.dtype == np.float32
+    with pytest.raises(ValueError, match="Normalize.*channels"):
+        Normalize((0.1, 0.2), (1, 1))(img)
+    with pytest.raises(ValueError, match="Normalize"):
+        Normalize(0.5, 0.0)
+
+
+# ------------------------------------------------------------------------------ sklearn digits
+
+
+def test_digits_dataset():
+    train = DigitsDataset(train=True, image_size=28)
+    test = DigitsDataset(train=False, image_size=32)
+    assert len(train) + len(test) == 1797 and len(test) == 359
+    X, y = train[np.arange(5)]
+    assert X.shape == (5, 1, 28, 28) and X.dtype == np.float32
+    assert test[0][0].shape == (1, 32, 32)
+    assert 0 <= train.images.min() and train.images.max() <= 1
+    np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])  # sklearn's order starts 0..9
+    assert set(np.unique(test.labels)) == set(range(10))
+    native = DigitsDataset(train=True, image_size=8)
+    from sklearn.datasets import load_digits
+    np.testing.assert_allclose(native.images[:3, 0], load_digits().images[:3] / 16, rtol=1e-6)
+
+
+def test_resize_bilinear():
+    x = np.random.rand(2, 8, 8).astype(np.float32)
+    np.testing.assert_allclose(resize_bilinear(x, 8), x, rtol=1e-6)
+    up = resize_bilinear(x, (16, 12))
+    assert up.shape == (2, 16, 12)
+    # Half-pixel centres: a constant image stays constant, the mean is roughly preserved.
+    np.testing.assert_allclose(resize_bilinear(np.full((1, 8, 8), 0.3), 28), 0.3, rtol=1e-6)
+    with pytest.raises(ValueError, match="resize_bilinear"):
+        resize_bilinear(np.zeros((8, 8)), 4)
+
+
+def test_resize_bilinear_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.rand(3, 8, 8).astype(np.float32)
+    for size in ((28, 28), (32, 32), (5, 3)):
+        ref = torch.nn.functional.interpolate(torch.tensor(x)[:, None], size=size,
+                                              mode="bilinear", align_corners=False)
+        np.testing.assert_allclose(resize_bilinear(x, size), ref[:, 0].numpy(), atol=1e-6)
+
+
+# ------------------------------------------------------------------------- download / offline
+
+
+def _md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def test_download_file_verifies_and_is_atomic(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"needle" * 1000)
+    dest = tmp_path / "out" / "dest.bin"
+    data_download.download_file(src.as_uri(), str(dest), md5=_md5(src.read_bytes()))
+    assert dest.read_bytes() == src.read_bytes()
+    bad = tmp_path / "out" / "bad.bin"
+    with pytest.raises(ValueError, match="md5"):
+        data_download.download_file(src.as_uri(), str(bad), md5="0" * 32)
+    assert sorted(os.listdir(tmp_path / "out")) == ["dest.bin"]  # no partial file left
+
+
+def test_ensure_cifar10_downloads_and_extracts(tmp_path, monkeypatch):
+    contents = _write_cifar(str(tmp_path / "src" / "cifar-10-batches-py"))
+    archive = tmp_path / "src" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    files = {n: _md5((tmp_path / "src" / "cifar-10-batches-py" / n).read_bytes()) for n in NAMES}
+    monkeypatch.setattr(data_download, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(data_download, "CIFAR10_MD5", _md5(archive.read_bytes()))
+    monkeypatch.setattr(data_download, "CIFAR10_FILES", files)
+    root = tmp_path / "data"
+    folder = data_download.ensure_cifar10(str(root))
+    assert folder == str(root / "cifar-10-batches-py")
+    ds = CIFAR10Dataset(folder, train=False)
+    np.testing.assert_array_equal(ds.labels, contents["test_batch"][1])
+    # Present files are used as they are (no second download).
+    monkeypatch.setattr(data_download, "CIFAR10_URL", "http://127.0.0.1:9/none.tar.gz")
+    assert data_download.ensure_cifar10(str(root)) == folder
+
+
+def test_offline_errors_name_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_download, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr(data_download, "CIFAR10_URL", "http://127.0.0.1:9/c.tar.gz")
+    with pytest.raises(data_download.DataUnavailableError,
+                       match=r"no network access\?.*" + str(tmp_path / "mnist")):
+        data_download.ensure_mnist(str(tmp_path), ("t10k",))
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        data_download.ensure_cifar10(str(tmp_path))
+    with pytest.raises(data_download.DataUnavailableError, match="not found"):
+        data_download.ensure_mnist(str(tmp_path), ("train",), download=False)
+    assert sorted(os.listdir(tmp_path)) == ["mnist"]  # nothing half-written
+
+
+def test_ensure_mnist_finds_both_layouts(tmp_path, mnist_dir):
+    names = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    for folder in (tmp_path / "nested" / "mnist", tmp_path / "flat"):
+        folder.mkdir(parents=True)
+        for name in names:
+            os.symlink(mnist_dir / name, folder / name)
+    for root, folder in ((tmp_path / "nested", tmp_path / "nested" / "mnist"),
+                         (tmp_path / "flat", tmp_path / "flat")):
+        found = data_download.ensure_mnist(str(root), ("t10k",), download=False)
+        assert found == {"t10k": tuple(str(folder / n) for n in names)}
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEEDLE_DATA", str(tmp_path))
+    monkeypatch.setattr(data_download, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    with pytest.raises(data_download.DataUnavailableError, match=str(tmp_path)):
+        data_download.ensure_mnist(None, ("t10k",))

@@ -1,0 +1,215 @@
+"""The packed SGEMM (src/gemm.h) through the backend `gemm` / `matmul` entry points and NDArray
+matmul, against numpy in float64.
+
+Sizes mix 1, 2, 7, 16, 33, 65, 257 so that every edge of the 6 x 16 (AVX2) and 4 x 8 (generic)
+micro-tiles and of the 144 / 256 cache blocks is crossed. `accumulate` and leading dims wider than
+the matrix are only reachable from C++: `test_native_harness` compiles the standalone harness
+benchmarks/bench_gemm_native.cc and runs its correctness sweep.
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+
+import needle.backend_ndarray as nd
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# (m, n, p) = (rows of out, reduction size, cols of out); every size appears in every position.
+SIZES = [
+    (1, 1, 1), (2, 7, 16), (7, 16, 2), (16, 2, 7), (33, 65, 257), (257, 33, 65), (65, 257, 33),
+    (1, 257, 7), (257, 1, 16), (16, 33, 1), (65, 65, 65), (7, 2, 257),
+]
+
+
+def tolerance(k):
+    """float32 accumulation error grows with the reduction length k; bugs give O(1) errors."""
+    return dict(rtol=1e-5, atol=2e-6 * max(k, 1))
+
+
+def to_buffer(device, flat):
+    buf = device.Array(flat.size)
+    device.from_numpy(np.ascontiguousarray(flat, dtype=np.float32), buf)
+    return buf
+
+
+def stored(op, transposed):
+    """The row-major storage of an operand whose math value is `op` (transposed if asked)."""
+    return np.ascontiguousarray(op.T if transposed else op)
+
+
+def run_gemm(device, a_ops, b_ops, ta, tb, a_shared=False, b_shared=False, lead=3):
+    """out[i] = a_ops[i] @ b_ops[i] via device.gemm; operands stored after `lead` junk floats,
+    one after the other (batch stride = matrix size), or once with batch stride 0 when shared."""
+    batch, m, n = a_ops.shape
+    p = b_ops.shape[2]
+    a_mats = a_ops[:1] if a_shared else a_ops
+    b_mats = b_ops[:1] if b_shared else b_ops
+    a_flat = np.concatenate([np.full(lead, np.nan, np.float32)]
+                            + [stored(x, ta).ravel() for x in a_mats])
+    b_flat = np.concatenate([np.full(lead + 1, np.nan, np.float32)]
+                            + [stored(x, tb).ravel() for x in b_mats])
+    out = device.Array(batch * m * p)
+    device.gemm(to_buffer(device, a_flat), to_buffer(device, b_flat), out, batch, m, n, p,
+                lead, 0 if a_shared else m * n, ta, lead + 1, 0 if b_shared else n * p, tb)
+    return device.to_numpy(out, (batch, m, p), (m * p, p, 1), 0)
+
+
+def random_ops(batch, rows, cols):
+    return np.random.uniform(-1, 1, (batch, rows, cols)).astype(np.float32)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["NN", "TN", "NT", "TT"])
+@pytest.mark.parametrize("m,n,p", SIZES, ids=[f"{m}x{n}x{p}" for m, n, p in SIZES])
+def test_backend_gemm_sizes(device, m, n, p, ta, tb):
+    a, b = random_ops(1, m, n), random_ops(1, n, p)
+    got = run_gemm(device, a, b, ta, tb)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(got, want, **tolerance(n), err_msg=f"gemm {m}x{n}x{p} ta={ta} tb={tb}")
+
+
+@pytest.mark.parametrize("a_shared,b_shared", [(False, False), (True, False), (False, True)],
+                         ids=["strided", "a_stride0", "b_stride0"])
+@pytest.mark.parametrize("batch,m,n,p", [(3, 7, 33, 17), (2, 150, 140, 170), (40, 20, 24, 30)],
+                         ids=["small", "team_threads", "batch_threads"])
+def test_backend_gemm_batched(device, batch, m, n, p, a_shared, b_shared):
+    a, b = random_ops(batch, m, n), random_ops(batch, n, p)
+    if a_shared:
+        a[:] = a[0]
+    if b_shared:
+        b[:] = b[0]
+    for ta, tb in [(False, False), (True, True)]:
+        got = run_gemm(device, a, b, ta, tb, a_shared, b_shared)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(got, want, **tolerance(n), err_msg=f"ta={ta} tb={tb}")
+
+
+def test_backend_gemm_zero_reduction_and_empty(device):
+    a, b = device.Array(1), device.Array(1)
+    out = device.Array(2 * 3 * 4)
+    device.fill(out, 7.0)
+    device.gemm(a, b, out, 2, 3, 0, 4, 0, 0, False, 0, 0, False)
+    assert np.array_equal(device.to_numpy(out, (24,), (1,), 0), np.zeros(24, np.float32))
+    device.fill(out, 7.0)
+    device.gemm(a, b, out, 0, 3, 5, 4, 0, 0, False, 0, 0, False)  # empty batch: untouched
+    assert np.array_equal(device.to_numpy(out, (24,), (1,), 0), np.full(24, 7.0, np.float32))
+
+
+def test_backend_gemm_rejects_views_outside_buffer(device):
+    a, b, out4, out8 = device.Array(6), device.Array(6), device.Array(4), device.Array(8)
+    with pytest.raises(IndexError, match="gemm"):
+        device.gemm(a, b, out4, 1, 2, 3, 2, 1, 0, False, 0, 0, False)  # A needs 7 elements
+    with pytest.raises(IndexError, match="gemm"):
+        device.gemm(a, b, out8, 2, 2, 3, 2, 0, 6, False, 0, 0, False)  # second A past the end
+    with pytest.raises(ValueError, match="gemm"):
+        device.gemm(a, b, out4, 1, 3, 2, 2, 0, 0, False, 0, 0, False)  # out holds 4, needs 6
+
+
+@pytest.mark.parametrize("m,n,p", [(1, 1, 1), (7, 65, 33), (257, 16, 2), (64, 64, 64)])
+def test_backend_matmul(device, m, n, p):
+    a, b = random_ops(1, m, n)[0], random_ops(1, n, p)[0]
+    out = device.Array(m * p)
+    device.matmul(to_buffer(device, a), to_buffer(device, b), out, m, n, p)
+    got = device.to_numpy(out, (m, p), (p, 1), 0)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, **tolerance(n))
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["NN", "TN", "NT", "TT"])
+def test_ndarray_matmul_transposes(device, ta, tb):
+    a, b = random_ops(1, 33, 65)[0], random_ops(1, 65, 17)[0]
+    x = nd.array(stored(a, ta), device=device)
+    y = nd.array(stored(b, tb), device=device)
+    got = nd.matmul(x, y, transpose_a=ta, transpose_b=tb).numpy()
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, **tolerance(65))
+    # The same through permuted views, which NDArray hands to gemm without copies.
+    xv = x.permute((1, 0)) if ta else x
+    yv = y.permute((1, 0)) if tb else y
+    np.testing.assert_allclose((xv @ yv).numpy(), a.astype(np.float64) @ b, **tolerance(65))
+
+
+@pytest.mark.parametrize("sa,sb", [((4, 7, 16), (16, 33)), ((7, 16), (3, 16, 9)),
+                                   ((2, 3, 5, 6), (3, 6, 4)), ((3, 1, 5, 6), (1, 2, 6, 4))],
+                         ids=["batch_at_2d", "2d_at_batch", "bcast_rank", "bcast_ones"])
+def test_ndarray_matmul_broadcast(device, sa, sb):
+    a = np.random.uniform(-1, 1, sa).astype(np.float32)
+    b = np.random.uniform(-1, 1, sb).astype(np.float32)
+    got = (nd.array(a, device=device) @ nd.array(b, device=device)).numpy()
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, **tolerance(sa[-1]))
+
+
+def test_ndarray_matmul_offset_views(device):
+    base = np.random.uniform(-1, 1, (40, 50)).astype(np.float32)
+    x = nd.array(base, device=device)
+    a, b = x[3:20, 5:38], x[7:40, 11:23]  # non-zero offsets, leading dim 50
+    want = base[3:20, 5:38].astype(np.float64) @ base[7:40, 11:23]
+    np.testing.assert_allclose((a @ b).numpy(), want, **tolerance(33))
+
+
+def run_python(code, **env):
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+GENERIC_CHECK = """
+import numpy as np
+import needle.backend_ndarray as nd
+rng = np.random.default_rng(1)
+worst = 0.0
+for m, n, p in [(1, 1, 1), (5, 7, 9), (33, 65, 17), (257, 33, 65), (150, 300, 140)]:
+    a = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    b = rng.uniform(-1, 1, (n, p)).astype(np.float32)
+    x, y = nd.array(a, device=nd.cpu()), nd.array(b, device=nd.cpu())
+    want = a.astype(np.float64) @ b
+    for got in [x @ y, nd.matmul(nd.array(a.T.copy(), device=nd.cpu()), y, transpose_a=True),
+                nd.matmul(x, nd.array(b.T.copy(), device=nd.cpu()), transpose_b=True)]:
+        worst = max(worst, float(np.abs(got.numpy() - want).max() / (2e-6 * n + 1e-5)))
+print(worst)
+"""
+
+
+def test_generic_kernel_forced_by_env():
+    """NEEDLE_GEMM_KERNEL=generic runs the portable kernel (what CPUs without AVX2 get)."""
+    res = run_python(GENERIC_CHECK, NEEDLE_GEMM_KERNEL="generic")
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.split()[-1]) < 1.0, res.stdout
+
+
+def test_unknown_kernel_name_raises():
+    code = ("import needle.backend_ndarray as nd\n"
+            "a = nd.ones((2, 2), device=nd.cpu())\n"
+            "try:\n    a @ a\nexcept ValueError as e:\n    print('ValueError:', e)\n")
+    res = run_python(code, NEEDLE_GEMM_KERNEL="no-such-kernel")
+    assert res.returncode == 0, res.stderr
+    assert "ValueError:" in res.stdout and "NEEDLE_GEMM_KERNEL" in res.stdout, res.stdout
+
+
+def _cxx():
+    for name in [os.environ.get("CXX"), sysconfig.get_config_var("CXX"), "c++", "g++", "clang++"]:
+        if name and shutil.which(name.split()[0]):
+            return name.split()[0]
+    pytest.fail("no C++ compiler found (the package build needs one too); set CXX")
+
+
+def test_native_harness(tmp_path):
+    """accumulate=true, leading dims wider than the matrix, k = 0, NaN-filled C (never read
+    unless accumulating), untouched padding columns: the C++ correctness sweep, both kernels."""
+    exe = tmp_path / "bench_gemm"
+    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}",
+           str(REPO / "benchmarks" / "bench_gemm_native.cc"), "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    for kernel in ["auto", "generic"]:
+        res = subprocess.run([str(exe), "check"], capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "failed=0" in res.stdout, res.stdout

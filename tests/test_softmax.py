@@ -1,0 +1,140 @@
+"""softmax / log_softmax over any axis and the fused softmax_cross_entropy: numpy loops, the
+composed max/exp/sum version, finite differences, large logits, torch."""
+import numpy as np
+import pytest
+
+import needle as ndl
+import needle.backend_ndarray as nd
+import needle.nn as nn
+from needle.testing import assert_close, gradient_check
+
+from conv_reference import log_softmax_loops, softmax_loops
+
+
+def T(x, device, requires_grad=True):
+    return ndl.Tensor(np.asarray(x, dtype=np.float32), device=device, requires_grad=requires_grad)
+
+
+SHAPES_AXES = [((5,), 0), ((3, 7), 1), ((3, 7), 0), ((2, 3, 4), 1), ((2, 3, 4), -1),
+               ((2, 1, 3, 2), 2)]
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+def test_softmax_forward_and_gradient(device, shape, axis):
+    x = np.random.randn(*shape) * 3
+    assert_close(ndl.softmax(T(x, device), axis), softmax_loops(x, axis), rtol=1e-5, atol=1e-6,
+                 what="softmax")
+    assert_close(ndl.log_softmax(T(x, device), axis), log_softmax_loops(x, axis), rtol=1e-5,
+                 atol=1e-5, what="log_softmax")
+    gradient_check(ndl.softmax, T(x, device), axis=axis)
+    gradient_check(ndl.log_softmax, T(x, device), axis=axis)
+
+
+def test_softmax_backward_closed_form(device):
+    """dx = y * (g - sum(g * y)) along the axis."""
+    x, g = np.random.randn(4, 6), np.random.randn(4, 6)
+    X = T(x, device)
+    ndl.softmax(X, 1).backward(T(g, device))
+    y = softmax_loops(x, 1)
+    assert_close(X.grad, y * (g - (g * y).sum(1, keepdims=True)), rtol=1e-5, atol=1e-6,
+                 what="softmax backward")
+
+
+def test_softmax_double_backward(device):
+    x = T(np.random.randn(3, 4), device)
+    gradient_check(lambda a: ndl.softmax(a, 0) * ndl.softmax(a, 0), x)
+    g = T(np.random.randn(3, 4), device)
+
+    def grad_of_softmax(a, gg):
+        (a_grad,) = ndl.ops.Softmax(1).gradient_as_tuple(gg, ndl.softmax(a, 1))
+        return a_grad
+
+    gradient_check(grad_of_softmax, x, g)
+
+
+def test_native_rows_match_composed_max_exp_sum(device):
+    x = (np.random.randn(4, 5, 6) * 10).astype(np.float32)
+    a = nd.array(x, device=device)
+    for axis in (0, 1, 2):
+        z = a - a.max(axis=axis, keepdims=True).broadcast_to(a.shape)
+        e = z.exp()
+        s = e.sum(axis=axis, keepdims=True).broadcast_to(a.shape)
+        np.testing.assert_allclose(a.softmax(axis).numpy(), (e / s).numpy(), rtol=1e-5,
+                                   atol=1e-7)
+        np.testing.assert_allclose(a.log_softmax(axis).numpy(), (z - s.log()).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e5, 1e30])
+def test_large_logits_stay_finite(device, scale):
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]]) * scale
+    y = ndl.softmax(T(x, device), 1).numpy()
+    ly = ndl.log_softmax(T(x, device), 1).numpy()
+    assert np.isfinite(y).all() and np.isfinite(ly).all()
+    assert_close(y, softmax_loops(x, 1), atol=1e-6, what="softmax of large logits")
+    assert_close(ly, log_softmax_loops(x, 1), rtol=1e-6, atol=1e-6 * scale,
+                 what="log_softmax of large logits")
+    loss = ndl.softmax_cross_entropy(T(x, device), np.array([2, 0]))
+    assert np.isfinite(loss.numpy()).all()
+
+
+def test_softmax_cross_entropy(device):
+    logits, y = np.random.randn(6, 5), np.array([0, 4, 2, 2, 1, 3])
+    X = T(logits, device)
+    loss = ndl.softmax_cross_entropy(X, y)
+    expected = -log_softmax_loops(logits, 1)[np.arange(6), y].mean()
+    assert loss.shape == (1,)
+    assert_close(loss.numpy().reshape(()), expected, rtol=1e-5, what="loss")
+    loss.backward()
+    assert_close(X.grad, (softmax_loops(logits, 1) - np.eye(5)[y]) / 6, rtol=1e-5, atol=1e-6,
+                 what="p - onehot")
+    # agrees with the unfused SoftmaxLoss module, labels given as a float Tensor
+    ref = nn.SoftmaxLoss()(T(logits, device), T(y, device, requires_grad=False))
+    labels = T(y, device, requires_grad=False)
+    assert_close(ndl.softmax_cross_entropy(T(logits, device), labels), ref.numpy(), rtol=1e-5,
+                 what="fused vs SoftmaxLoss")
+    gradient_check(lambda a: ndl.softmax_cross_entropy(a, y), T(logits, device))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda X: ndl.softmax(X, 2), ValueError, "axis 2 out of range"),
+    (lambda X: ndl.log_softmax(X, 5), ValueError, "out of range"),
+    (lambda X: ndl.softmax(X, 1.0), TypeError, "axis must be an int"),
+    (lambda X: ndl.softmax_cross_entropy(X, [0, 1]), ValueError, "2 labels"),
+    (lambda X: ndl.softmax_cross_entropy(X, [0, 1, 4]), ValueError, r"in \[0, 4\)"),
+    (lambda X: ndl.softmax_cross_entropy(X, [0, 1, 0.5]), ValueError, "integers"),
+    (lambda X: ndl.softmax_cross_entropy(ndl.reshape(X, (12,)), [0]), ValueError, "N x K"),
+])
+def test_softmax_bad_input(device, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call(T(np.zeros((3, 4)), device))
+
+
+def test_softmax_modules(device):
+    x = np.random.randn(2, 3, 4)
+    assert_close(nn.Softmax(1)(T(x, device)), softmax_loops(x, 1), rtol=1e-5, atol=1e-6,
+                 what="nn.Softmax")
+    assert_close(nn.LogSoftmax()(T(x, device)), log_softmax_loops(x, -1), rtol=1e-5, atol=1e-5,
+                 what="nn.LogSoftmax")
+
+
+def test_softmax_against_torch(device):
+    torch = pytest.importorskip("torch")
+    x = np.random.randn(3, 4, 5) * 5
+    for axis in (0, 1, 2):
+        for ours, theirs in [(ndl.softmax, torch.softmax), (ndl.log_softmax, torch.log_softmax)]:
+            xt = torch.tensor(x, requires_grad=True)
+            yt = theirs(xt, axis)
+            X = T(x, device)
+            y = ours(X, axis)
+            go = np.random.randn(*x.shape)
+            yt.backward(torch.tensor(go))
+            y.backward(T(go, device))
+            assert_close(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5, what=f"{ours.__name__}")
+            assert_close(X.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5, what="grad")
+    logits, y = np.random.randn(5, 4), np.array([3, 0, 1, 1, 2])
+    lt = torch.tensor(logits, requires_grad=True)
+    torch.nn.functional.cross_entropy(lt, torch.tensor(y)).backward()
+    X = T(logits, device)
+    ndl.softmax_cross_entropy(X, y).backward()
+    assert_close(X.grad, lt.grad.numpy(), rtol=1e-5, atol=1e-6, what="cross entropy grad")
