@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import needle as ndl
-import needle.nn as nn
+from needle import nn
 from needle.data import DataLoader, MNISTDataset, find_data_dir
 from needle.data.data_mnist import mnist_files
 
@@ -26,7 +26,7 @@ def ResidualBlock(dim, hidden_dim, norm=nn.BatchNorm1d, drop_prob=0.1, device=No
 
     Shapes: N x dim -> N x dim. `device`/`dtype` (extensions) go to the Linear and norm layers.
     """
-    kw = dict(device=device, dtype=dtype)
+    kw = {"device": device, "dtype": dtype}
     return nn.Sequential(
         nn.Residual(
             nn.Sequential(
@@ -49,7 +49,7 @@ def MLPResNet(dim, hidden_dim=100, num_blocks=3, num_classes=10, norm=nn.BatchNo
     Shapes: N x dim -> N x num_classes. Modules are created (and draw) in that order.
     `device`/`dtype` (extensions) go to every layer.
     """
-    kw = dict(device=device, dtype=dtype)
+    kw = {"device": device, "dtype": dtype}
     return nn.Sequential(
         nn.Linear(dim, hidden_dim, **kw),
         nn.ReLU(),

@@ -1,14 +1,15 @@
-"""Image classifiers built from needle.nn modules: ResNet9, LeNet-5, VGG and ResNet-18.
+"""Models built from needle.nn modules: the image classifiers ResNet9, LeNet-5, VGG and
+ResNet-18, and the Penn Treebank LanguageModel.
 
-All take NCHW input (N x C x H x W) and return logits N x num_classes; every layer gets the
-model's `device` and `dtype`. Parameters are drawn from numpy's global RNG in construction order.
+The classifiers take NCHW input (N x C x H x W) and return logits N x num_classes; every layer
+gets the model's `device` and `dtype`. Parameters are drawn from numpy's global RNG in
+construction order.
 """
+import needle as ndl
 import numpy as np
+from needle import nn
 
-import needle as ndl  # noqa: F401  (re-exported to `from models import *` users, as the reference)
-import needle.nn as nn
-
-__all__ = ["ResNet9", "LeNet", "VGG", "ResNet18", "BasicBlock", "VGG_CONFIGS"]
+__all__ = ["VGG", "VGG_CONFIGS", "BasicBlock", "LeNet", "ResNet9", "ResNet18"]
 
 # Part of the RNG contract: importing apps.models reseeds the global RNG.
 np.random.seed(0)
@@ -185,3 +186,56 @@ class ResNet18(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Language model (Penn Treebank)
+
+
+class LanguageModel(nn.Module):
+    """Embedding -> RNN or LSTM -> Linear, for next-word prediction.
+
+    Args:
+        embedding_size: word-vector size; output_size: vocabulary size;
+        hidden_size: recurrent state size; num_layers: stacked recurrent layers;
+        seq_model: "rnn" or "lstm"; seq_len: kept for reference (the input fixes the length).
+    Children, created in this order: `embedding` = Embedding(output_size, embedding_size),
+    `seq_model` = RNN / LSTM(embedding_size, hidden_size, num_layers),
+    `linear` = Linear(hidden_size, output_size).
+    Shapes: forward(x (seq_len x bs) of word ids as floats, h=None)
+        -> (logits (seq_len*bs) x output_size, h) where h is num_layers x bs x hidden_size
+        (rnn) or a Python tuple (h, c) of two such Tensors (lstm).
+
+    Example:
+        >>> model = LanguageModel(8, 50, 16, seq_model="lstm")
+        >>> out, (h, c) = model(ndl.Tensor(np.zeros((5, 2))))
+        >>> out.shape, h.shape
+        ((10, 50), (1, 2, 16))
+    """
+
+    def __init__(self, embedding_size, output_size, hidden_size, num_layers=1, seq_model="rnn",
+                 seq_len=40, device=None, dtype="float32"):
+        super().__init__()
+        if seq_model not in ("rnn", "lstm"):
+            raise ValueError(f"LanguageModel: seq_model must be 'rnn' or 'lstm', got "
+                             f"{seq_model!r}")
+        kw = dict(device=device, dtype=dtype)
+        self.seq_len = seq_len
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.embedding = nn.Embedding(output_size, embedding_size, **kw)
+        seq_class = nn.RNN if seq_model == "rnn" else nn.LSTM
+        self.seq_model = seq_class(embedding_size, hidden_size, num_layers, **kw)
+        self.linear = nn.Linear(hidden_size, output_size, **kw)
+
+    def forward(self, x, h=None):
+        if len(x.shape) != 2:
+            raise ValueError(f"LanguageModel: expected word ids (seq_len, bs), got "
+                             f"{tuple(x.shape)}")
+        seq_len, bs = x.shape
+        out, h = self.seq_model(self.embedding(x), h)
+        out = ndl.ops.reshape(out, (seq_len * bs, self.hidden_size))
+        return self.linear(out), h
+
+
+__all__.append("LanguageModel")

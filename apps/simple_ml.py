@@ -4,13 +4,14 @@ Importable as `apps.simple_ml` and as top-level `simple_ml` (with ./apps on sys.
 globals `device`, `nn`, `ndl`, `np` (and the model classes of `apps.models`) are part of the
 contract: `from simple_ml import *` re-exports them.
 """
-from apps.models import *  # noqa: F401,F403  (the contract re-exports the models from here)
-
 import numpy as np
 
 import needle as ndl
-import needle.nn as nn
+from needle import nn
 from needle.data.data_mnist import parse_mnist as _parse_mnist_files
+
+# The contract re-exports the models from here (`from simple_ml import *` gives ResNet9, ...).
+from apps.models import *  # noqa: F403
 
 device = ndl.cpu()
 
@@ -82,7 +83,7 @@ def loss_err(h, y):
 # CIFAR-10 loops
 
 
-def epoch_general_cifar10(dataloader, model, loss_fn=nn.SoftmaxLoss(), opt=None):
+def epoch_general_cifar10(dataloader, model, loss_fn=nn.SoftmaxLoss(), opt=None):  # noqa: B008
     """One pass over `dataloader`; trains when `opt` is given, else evaluates.
 
     Args:
@@ -137,3 +138,88 @@ def evaluate_cifar10(model, dataloader, loss_fn=nn.SoftmaxLoss):
     """
     np.random.seed(4)
     return epoch_general_cifar10(dataloader, model, loss_fn(), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Penn Treebank loops
+
+
+def _detach_state(h):
+    """Cut the graph behind a recurrent state: a Tensor, a tuple of Tensors, or None."""
+    if h is None:
+        return None
+    if isinstance(h, (tuple, list)):
+        return tuple(t.detach() for t in h)
+    return h.detach()
+
+
+def epoch_general_ptb(data, model, seq_len=40, loss_fn=nn.SoftmaxLoss(),  # noqa: B008
+                      opt=None, clip=None, device=None, dtype="float32"):
+    """One pass over batchified PTB data; trains when `opt` is given, else evaluates.
+
+    Args:
+        data: numpy array nbatch x bs of word ids (from `ndl.data.batchify`).
+        model: a LanguageModel-like module, model(X (L x bs), h) -> (logits (L*bs) x V, h).
+        seq_len: rows per step (truncated BPTT length); loss_fn: a loss module instance.
+        opt: optimizer or None (evaluation, model.eval()); clip: max gradient norm or None.
+        device, dtype: where the batches are placed.
+    Walks i = 0, seq_len, 2*seq_len, ... < nbatch - 1; the hidden state is carried across
+    steps, detached.
+    Returns:
+        (average accuracy, average per-token loss).
+    """
+    np.random.seed(4)
+    if opt is not None:
+        model.train()
+    else:
+        model.eval()
+    nbatch = data.shape[0]
+    correct, total_loss, count = 0.0, 0.0, 0
+    h = None
+    for i in range(0, nbatch - 1, seq_len):
+        X, y = ndl.data.get_batch(data, i, seq_len, device=device, dtype=dtype)
+        logits, h = model(X, h)
+        h = _detach_state(h)
+        loss = loss_fn(logits, y)
+        if opt is not None:
+            opt.reset_grad()
+            loss.backward()
+            if clip is not None:
+                opt.clip_grad_norm(clip)
+            opt.step()
+        n = y.shape[0]
+        correct += float(np.sum(logits.numpy().argmax(axis=1) == y.numpy()))
+        total_loss += float(loss.numpy().reshape(-1)[0]) * n
+        count += n
+    if count == 0:
+        raise ValueError(f"epoch_general_ptb: data of shape {data.shape} gives no batches "
+                         f"(need at least 2 rows)")
+    return correct / count, total_loss / count
+
+
+def train_ptb(model, data, seq_len=40, n_epochs=1, optimizer=ndl.optim.SGD, lr=4.0,
+              weight_decay=0.0, loss_fn=nn.SoftmaxLoss, clip=None, device=None, dtype="float32"):
+    """Train a language model for `n_epochs` on batchified data (nbatch x bs).
+
+    `optimizer` and `loss_fn` are classes, instantiated here.
+    Returns:
+        (average accuracy, average loss) of the last epoch.
+    """
+    np.random.seed(4)
+    opt = optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss = loss_fn()
+    avg_acc, avg_loss = 0.0, 0.0
+    for _ in range(n_epochs):
+        avg_acc, avg_loss = epoch_general_ptb(data, model, seq_len, loss, opt, clip, device,
+                                              dtype)
+    return avg_acc, avg_loss
+
+
+def evaluate_ptb(model, data, seq_len=40, loss_fn=nn.SoftmaxLoss, device=None, dtype="float32"):
+    """Evaluate a language model (eval mode) on batchified data (nbatch x bs).
+
+    Returns:
+        (average accuracy, average loss).
+    """
+    np.random.seed(4)
+    return epoch_general_ptb(data, model, seq_len, loss_fn(), None, None, device, dtype)

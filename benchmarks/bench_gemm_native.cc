@@ -5,7 +5,7 @@
 // Run:
 //   /tmp/bench_gemm check              # all transposes, odd sizes, ld > width, batch strides,
 //                                      # accumulate, k = 0; exits 1 on a mismatch
-//   OMP_NUM_THREADS=2 /tmp/bench_gemm bench [n ...]   # square GFLOP/s (median of repeats)
+//   OMP_NUM_THREADS=2 /tmp/bench_gemm bench [NN|TN|NT|TT ...] [n ...]   # square GFLOP/s
 //   NEEDLE_GEMM_KERNEL=generic /tmp/bench_gemm check  # the portable kernel
 #include <algorithm>
 #include <chrono>
@@ -133,7 +133,7 @@ double CpuSeconds() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-int Bench(const std::vector<int64_t>& ns) {
+int Bench(const std::vector<int64_t>& ns, const std::vector<std::string>& variants) {
   const int threads = needle::gemm_detail::MaxThreads();
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -145,7 +145,7 @@ int Bench(const std::vector<int64_t>& ns) {
     for (auto& x : B) x = dist(rng);
     const double flops = 2.0 * double(n) * n * n;
     const int reps = std::max(3, int(std::min(200.0, 2e10 / flops)));
-    for (const char* variant : {"NN", "TN", "NT"}) {
+    for (const std::string& variant : variants) {
       const bool ta = variant[0] == 'T', tb = variant[1] == 'T';
       std::vector<double> times, cpu_times;
       for (int r = 0; r < reps + 1; ++r) {
@@ -162,10 +162,9 @@ int Bench(const std::vector<int64_t>& ns) {
       std::sort(times.begin(), times.end());
       std::sort(cpu_times.begin(), cpu_times.end());
       // CPU time per thread: robust to other processes taking the cores (spinning counts).
-      const double per_thread = cpu_times[cpu_times.size() / 2] / threads;
-      std::printf("n=%5ld %s  median %8.2f GFLOP/s  best %8.2f GFLOP/s  cpu-time %8.2f GFLOP/s"
-                  "  (%d reps)\n",
-                  long(n), variant, flops / times[times.size() / 2] / 1e9, flops / times[0] / 1e9,
+      const double per_thread = cpu_times[0] / threads;
+      std::printf("n=%5ld %s  median %7.2f  best %7.2f  best-by-cpu-time %7.2f GFLOP/s  (%d reps)\n",
+                  long(n), variant.c_str(), flops / times[times.size() / 2] / 1e9, flops / times[0] / 1e9,
                   flops / per_thread / 1e9, reps);
     }
   }
@@ -178,7 +177,15 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "check";
   if (mode == "check") return Check();
   std::vector<int64_t> ns;
-  for (int i = 2; i < argc; ++i) ns.push_back(std::atoll(argv[i]));
+  std::vector<std::string> variants;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "NN" || arg == "TN" || arg == "NT" || arg == "TT")
+      variants.push_back(arg);
+    else
+      ns.push_back(std::atoll(argv[i]));
+  }
   if (ns.empty()) ns = {256, 512, 1024, 2048};
-  return Bench(ns);
+  if (variants.empty()) variants = {"NN", "TN", "NT"};
+  return Bench(ns, variants);
 }

@@ -10,13 +10,13 @@ environment; by default all use every core.
     python benchmarks/bench_ndarray.py --sizes 256 512 --repeats 5
 """
 import argparse
+import operator
 import os
 import statistics
 import time
 
-import numpy as np
-
 import needle.backend_ndarray as nd
+import numpy as np
 
 try:
     import torch
@@ -24,14 +24,18 @@ except ImportError:  # optional
     torch = None
 
 
-def median_seconds(fn, repeats, sync=None):
-    fn()  # warm-up: first-touch page faults, thread-pool start
+def median_seconds(fn, args, repeats, sync=None):
+    """Median wall time of fn(*args) over `repeats` runs, after a warm-up run."""
+    # Let the previous library's worker threads stop spinning (OpenBLAS spins ~0.1 s after a
+    # call), else both thread pools fight over the cores.
+    time.sleep(0.2)
+    fn(*args)  # warm-up: first-touch page faults, thread-pool start
     if sync:
         sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         if sync:
             sync()
         times.append(time.perf_counter() - t0)
@@ -51,29 +55,33 @@ def report(name, unit, figures, diff):
     cells = "  ".join(f"{label} {value:8.2f}" for label, value in figures)
     ratios = "  ".join(f"{label}/numpy {value / base:5.2f}x" for label, value in figures
                        if label != "numpy")
-    print(f"{name:<28} {unit:<7} {cells}   {ratios}   (max abs diff {diff:.2g})")
+    print(f"{name:<40} {unit:<7} {cells}   {ratios}   (max abs diff {diff:.2g})")
 
 
 def bench_matmul(devices, sizes, repeats):
+    """Square n x n x n products, then a batch of 64 small ones (the batch-parallel path)."""
     rng = np.random.default_rng(0)
-    for n in sizes:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
+    shapes = [((n, n), (n, n)) for n in sizes] + [((64, 64, 64), (64, 64, 64))]
+    for sa, sb in shapes:
+        a = rng.standard_normal(sa, dtype=np.float32)
+        b = rng.standard_normal(sb, dtype=np.float32)
         want = a.astype(np.float64) @ b.astype(np.float64)
-        flops = 2.0 * n ** 3
+        n = sa[-1]
+        flops = 2.0 * np.prod(want.shape) * n
         reps = max(3, min(repeats, int(4e10 / flops)))
-        figures = [("numpy", flops / median_seconds(lambda: a @ b, reps) / 1e9)]
+        figures = [("numpy", flops / median_seconds(operator.matmul, (a, b), reps) / 1e9)]
         diff = 0.0
         for dev in devices:
             x, y = nd.array(a, device=dev), nd.array(b, device=dev)
             diff = max(diff, check(f"matmul {n} {dev}", (x @ y).numpy(), want, 2e-5 * n))
-            sec = median_seconds(lambda: x @ y, reps, dev.synchronize)
+            sec = median_seconds(operator.matmul, (x, y), reps, dev.synchronize)
             figures.append((f"needle-{dev.name}", flops / sec / 1e9))
         if torch is not None:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             diff = max(diff, check(f"matmul {n} torch", (ta @ tb).numpy(), want, 2e-5 * n))
-            figures.append(("torch", flops / median_seconds(lambda: ta @ tb, reps) / 1e9))
-        report(f"matmul {n}x{n}x{n}", "GFLOP/s", figures, diff)
+            figures.append(("torch", flops / median_seconds(operator.matmul, (ta, tb), reps) / 1e9))
+        name = f"matmul {n}x{n}x{n}" if len(sa) == 2 else f"matmul {sa[0]} x ({n}x{n}x{n})"
+        report(name, "GFLOP/s", figures, diff)
 
 
 def bench_memory(devices, repeats, shape):
@@ -94,17 +102,18 @@ def bench_memory(devices, repeats, shape):
     label = "x".join(map(str, shape))
     for name, moved, np_fn, nd_fn, torch_fn in cases:
         want = np_fn(a, b)
-        figures = [("numpy", moved / median_seconds(lambda: np_fn(a, b), repeats) / 1e9)]
+        figures = [("numpy", moved / median_seconds(np_fn, (a, b), repeats) / 1e9)]
         diff = 0.0
         for dev in devices:
             x, y = nd.array(a, device=dev), nd.array(b, device=dev)
             diff = max(diff, check(f"{name} {dev}", nd_fn(x, y).numpy(), want, 1e-6))
-            sec = median_seconds(lambda: nd_fn(x, y), repeats, dev.synchronize)
+            sec = median_seconds(nd_fn, (x, y), repeats, dev.synchronize)
             figures.append((f"needle-{dev.name}", moved / sec / 1e9))
         if torch is not None:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             diff = max(diff, check(f"{name} torch", torch_fn(ta, tb).numpy(), want, 1e-6))
-            figures.append(("torch", moved / median_seconds(lambda: torch_fn(ta, tb), repeats) / 1e9))
+            sec = median_seconds(torch_fn, (ta, tb), repeats)
+            figures.append(("torch", moved / sec / 1e9))
         report(f"{name} {label}", "GB/s", figures, diff)
 
 

@@ -10,10 +10,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <sys/mman.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -29,17 +33,85 @@ constexpr size_t kAlignment = 64;
 constexpr int64_t kParallelMinCopy = int64_t(1) << 15;  // memory-bound loops
 constexpr int64_t kParallelMinMath = int64_t(1) << 12;  // exp / log / tanh / pow
 
-// A flat float32 buffer, 64-byte aligned, freed in the destructor.
+// Freed buffers of 64 KiB .. 64 MiB are kept (up to NEEDLE_CPU_CACHE_MB, default 256 MiB in
+// all) for the next Array of the same size: training loops allocate the same sizes every step,
+// and fresh pages cost a page fault plus zeroing each, several times the kernel that writes
+// them. Buffers from 4 MiB on are 2 MiB aligned and advised for transparent huge pages.
+class BufferCache {
+ public:
+  static BufferCache& Instance() {
+    static BufferCache* cache = new BufferCache();  // never destroyed: Arrays may outlive exit
+    return *cache;
+  }
+  // Rounded byte size that Allocate / Release use for n floats.
+  static size_t Bytes(int64_t n) {
+    size_t bytes = std::max<size_t>(size_t(n) * sizeof(float), 1);
+    const size_t step = bytes >= kHuge ? kHuge : bytes >= kCacheMin ? 4096 : kAlignment;
+    return (bytes + step - 1) / step * step;
+  }
+  float* Allocate(size_t bytes) {
+    if (bytes >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= bytes;
+        return static_cast<float*>(p);
+      }
+    }
+    void* p = std::aligned_alloc(bytes >= kHuge ? kHuge : kAlignment, bytes);
+    if (p == nullptr) {  // give the cached buffers back and try once more
+      Trim();
+      p = std::aligned_alloc(bytes >= kHuge ? kHuge : kAlignment, bytes);
+      if (p == nullptr) throw std::bad_alloc();
+    }
+#ifdef MADV_HUGEPAGE
+    if (bytes >= kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // only advice: failure is harmless
+#endif
+    return static_cast<float*>(p);
+  }
+  void Release(float* p, size_t bytes) {
+    if (bytes >= kCacheMin && bytes <= kCacheMaxEntry) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + bytes <= capacity_) {
+        free_.emplace(bytes, p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  void Trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : free_) std::free(kv.second);
+    free_.clear();
+    cached_ = 0;
+  }
+
+ private:
+  static constexpr size_t kCacheMin = size_t(64) << 10;
+  static constexpr size_t kCacheMaxEntry = size_t(64) << 20;
+  static constexpr size_t kHuge = size_t(2) << 20;
+  BufferCache() {
+    const char* env = std::getenv("NEEDLE_CPU_CACHE_MB");
+    if (env != nullptr) capacity_ = size_t(std::max(0L, std::strtol(env, nullptr, 10))) << 20;
+  }
+  std::mutex mu_;
+  std::unordered_multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+  size_t capacity_ = size_t(256) << 20;
+};
+
+// A flat float32 buffer, 64-byte aligned, given back in the destructor.
 struct AlignedArray {
   explicit AlignedArray(int64_t n) {
     if (n < 0) throw std::invalid_argument("Array: size must be >= 0, got " + std::to_string(n));
-    if (n > (INT64_MAX - int64_t(kAlignment)) / int64_t(sizeof(float))) throw std::bad_alloc();
-    size_t bytes = (size_t(n) * sizeof(float) + kAlignment - 1) / kAlignment * kAlignment;
-    ptr = static_cast<float*>(std::aligned_alloc(kAlignment, bytes == 0 ? kAlignment : bytes));
-    if (ptr == nullptr) throw std::bad_alloc();
+    if (n > (int64_t(1) << 60) / int64_t(sizeof(float))) throw std::bad_alloc();
+    ptr = BufferCache::Instance().Allocate(BufferCache::Bytes(n));
     size = n;
   }
-  ~AlignedArray() { std::free(ptr); }
+  ~AlignedArray() { BufferCache::Instance().Release(ptr, BufferCache::Bytes(size)); }
   AlignedArray(const AlignedArray&) = delete;
   AlignedArray& operator=(const AlignedArray&) = delete;
   uintptr_t ptr_as_int() const { return reinterpret_cast<uintptr_t>(ptr); }

@@ -23,7 +23,8 @@ namespace cpu {
 
 typedef float V __attribute__((vector_size(32)));    // 8 x float
 typedef int32_t VI __attribute__((vector_size(32)));  // 8 x int32 (also comparison masks)
-typedef double VD __attribute__((vector_size(64)));  // 8 x double (sum accumulators)
+typedef float V4 __attribute__((vector_size(16)));   // 4 x float (half of a V)
+typedef double VD __attribute__((vector_size(32)));  // 4 x double (sum accumulators)
 constexpr int64_t kLanes = 8;
 
 NEEDLE_INLINE V Splat(float x) { return V{x, x, x, x, x, x, x, x}; }
@@ -115,15 +116,16 @@ NEEDLE_INLINE V Tanh(const V& x) {
   p = p * x2 - 5.37397155531e-2f;
   p = p * x2 + 1.33314422036e-1f;
   p = p * x2 - 3.33332819422e-1f;
-  const V small = p * x2 * x + x;
+  const V small = AsFloat(AsInt(p * x2 * x + x) | sign);  // keeps tanh(-0) == -0
   return z < Splat(0.625f) ? small : big;
 }
 
-NEEDLE_INLINE double HorizontalSum(const VD& v) {
-  double s = 0.0;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
+// acc += the 8 lanes of v widened to double (two 4-lane halves: wider vectors are scalarised).
+NEEDLE_INLINE void AddWide(const V& v, VD* lo, VD* hi) {
+  *lo += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), VD);
+  *hi += __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), VD);
 }
+NEEDLE_INLINE double HorizontalSum(const VD& v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 NEEDLE_INLINE float HorizontalMax(const V& v) {
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = MaxNan(m, v[i]);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_simd.h"
 
 namespace needle {
 namespace cpu {
@@ -210,6 +211,82 @@ inline void AddRow(const float* src, int64_t ss, float* dst, int64_t ds, int64_t
   } else {
     for (int64_t i = 0; i < n; ++i) dst[i * ds] += src[i * ss];
   }
+}
+
+// 8 x 8 block: dst row k (8 floats at dst + k*ds) = column k of the 8 src rows at src + r*ss.
+NEEDLE_INLINE void Transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
+  V r[8], t[8], u[8];
+  for (int k = 0; k < 8; ++k) r[k] = Load(src + k * ss);
+  for (int k = 0; k < 8; k += 2) {  // interleave row pairs
+    t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < 8; k += 4) {  // 4-row groups
+    u[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[k + 1] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[k + 2] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int k = 0; k < 4; ++k) {  // 128-bit halves of rows 0-3 and 4-7
+    Store(dst + k * ds, __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    Store(dst + (k + 4) * ds, __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+
+// Items of Gather's transpose path: item = (row of the other outer dims, strip of B along j).
+struct TransposeStrips {
+  static constexpr int64_t B = 32;
+  const RowPlan* rest;  // the outer dims other than j
+  Dim jd, in;           // j: view stride +-1; in: the innermost dim (compact stride 1)
+  const float* v;
+  float* c;
+  NEEDLE_INLINE void operator()(int64_t item0, int64_t item1) const {
+    const int64_t nb = (jd.n + B - 1) / B;
+    for (int64_t item = item0; item < item1; ++item) {
+      int64_t vo, co;
+      RowOffsets(*rest, item / nb, &vo, &co);
+      const int64_t j0 = item % nb * B, jn = std::min(B, jd.n - j0);
+      const float* src = v + vo + j0 * jd.vs;
+      float* dst = c + co + j0 * jd.cs;
+      for (int64_t i0 = 0; i0 < in.n; i0 += B) {  // one B x B tile
+        const int64_t in_ = std::min(B, in.n - i0);
+        int64_t jj = 0;
+        if (jd.vs == 1)
+          for (; jj + 8 <= jn; jj += 8) {
+            int64_t ii = 0;
+            for (; ii + 8 <= in_; ii += 8)
+              Transpose8x8(src + jj + (i0 + ii) * in.vs, in.vs, dst + jj * jd.cs + i0 + ii, jd.cs);
+            for (; ii < in_; ++ii)
+              for (int64_t k = jj; k < jj + 8; ++k) dst[k * jd.cs + i0 + ii] = src[k + (i0 + ii) * in.vs];
+          }
+        for (; jj < jn; ++jj)
+          for (int64_t ii = i0; ii < i0 + in_; ++ii) dst[jj * jd.cs + ii] = src[jj * jd.vs + ii * in.vs];
+      }
+    }
+  }
+};
+
+// c[i] = v[view index i] (compact, to_numpy). A view whose innermost dim is strided while an
+// outer dim is contiguous (a transpose) is copied in tiles of 8 x 8 register transposes, so
+// that reads and writes both use whole cache lines; anything else row by row.
+inline void Gather(const RowPlan& p, float* v, float* c) {
+  constexpr int64_t B = TransposeStrips::B;
+  int j = -1;  // the innermost outer dim with view stride +-1
+  for (size_t k = 0; k < p.outer.size(); ++k)
+    if (Abs(p.outer[k].vs) == 1 && p.outer[k].n >= 8) j = int(k);
+  if (j < 0 || Abs(p.inner.vs) <= 1 || p.inner.n < 8 || p.inner.cs != 1) {
+    ForEachRow(p, v, c, true,
+               [](float* rv, int64_t vs, float* rc, int64_t cs, int64_t len) { CopyRow(rv, vs, rc, cs, len); });
+    return;
+  }
+  RowPlan rest;
+  for (size_t k = 0; k < p.outer.size(); ++k)
+    if (int(k) != j) rest.outer.push_back(p.outer[k]);
+  for (const Dim& d : rest.outer) rest.rows *= d.n;
+  const TransposeStrips k{&rest, p.outer[size_t(j)], p.inner, v, c};
+  const int64_t items = rest.rows * ((k.jd.n + B - 1) / B);
+  ParallelRange(items, p.rows * p.inner.n, kParallelMinCopy, 1,
+                [&](int64_t i0, int64_t i1) { Dispatch(k, i0, i1); });
 }
 
 }  // namespace cpu

@@ -22,6 +22,12 @@ struct LogOp { __device__ float operator()(float x) const { return logf(x); } };
 struct ExpOp { __device__ float operator()(float x) const { return expf(x); } };
 struct TanhOp { __device__ float operator()(float x) const { return tanhf(x); } };
 
+// numpy's fast paths for array ** scalar (its results differ from powf at -0, -inf, NaN).
+struct SqrtOp { __device__ float operator()(float x) const { return sqrtf(x); } };
+struct SquareOp { __device__ float operator()(float x) const { return x * x; } };
+struct ReciprocalOp { __device__ float operator()(float x) const { return 1.0f / x; } };
+struct IdentityOp { __device__ float operator()(float x) const { return x; } };
+
 // x op val, for the scalar_* family.
 template <typename Op>
 struct WithScalar {

@@ -27,22 +27,28 @@
 namespace needle {
 namespace gemm_detail {
 
-#ifndef TUNE_KC
-#define TUNE_KC 256
-#define TUNE_MC 144
-#define TUNE_NC 4080
-#endif
-constexpr int64_t kKC = TUNE_KC;   // k depth of a block: MR x KC and KC x NR panels stay in L1
-constexpr int64_t kMC = TUNE_MC;   // rows of the packed A block: MC x KC floats (144 KiB) in L2
-constexpr int64_t kNC = TUNE_NC;  // columns of the packed B block: KC x NC floats (4 MiB) in L3
+constexpr int64_t kKC = 256;   // k depth of a block: a KC x NR B micro-panel (16 KiB) stays in L1
+constexpr int64_t kMC = 144;   // rows of the packed A block: MC x KC floats (144 KiB) in L2
+constexpr int64_t kNC = 4080;  // columns of the packed B block: KC x NC floats (4 MiB) in L3
 // Below this many multiply-adds in total, threads cost more than they save.
-constexpr int64_t kParallelMinMacs = int64_t(1) << 18;
+constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
 // A matrix with fewer multiply-adds than this is done by one thread when the batch has many.
 constexpr int64_t kTeamMinMacs = int64_t(1) << 21;
 
 inline int64_t RoundUp(int64_t x, int64_t r) { return (x + r - 1) / r * r; }
 
+// Step that cuts `total` into the fewest blocks of at most `max_block` (a multiple of
+// `multiple`), all about equal: k = 1040 gives 5 x 208 rather than 4 x 256 + 16, whose
+// thin last block would cost a whole extra pass over C.
+inline int64_t BlockStep(int64_t total, int64_t max_block, int64_t multiple) {
+  if (total <= max_block) return std::max<int64_t>(total, 1);
+  const int64_t blocks = (total + max_block - 1) / max_block;
+  return std::min(max_block, RoundUp((total + blocks - 1) / blocks, multiple));
+}
+
 // Grow-only 64-byte aligned scratch buffer; one pair per thread, kept across calls.
+// Get returns nullptr when memory runs out (it is called inside parallel regions, where an
+// exception would terminate the process); the driver turns that into std::bad_alloc.
 class Buffer {
  public:
   Buffer() = default;
@@ -52,8 +58,9 @@ class Buffer {
   float* Get(int64_t count) {
     if (count > capacity_) {
       Release();
-      data_ = static_cast<float*>(::operator new(sizeof(float) * count, std::align_val_t(64)));
-      capacity_ = count;
+      data_ = static_cast<float*>(::operator new(sizeof(float) * count, std::align_val_t(64),
+                                                 std::nothrow));
+      capacity_ = data_ == nullptr ? 0 : count;
     }
     return data_;
   }
@@ -70,7 +77,7 @@ class Buffer {
 
 struct Workspace {
   Buffer a;
-  Buffer b;
+  Buffer b[2];  // a team alternates between two shared B blocks
 };
 
 inline Workspace& ThreadWorkspace() {
@@ -90,6 +97,14 @@ struct Operands {
   int64_t ldc;
 };
 
+inline void PrefetchRead(const float* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 // Transposes ROWS rows of `src` (leading dim ld), k steps of each, into dst[p * LD + r]:
 // the packing of a non-transposed A or a transposed B. SSE 4x4 transposes over 4 k steps;
 // returns the number of k steps done (the caller finishes the remainder with scalar code).
@@ -99,6 +114,10 @@ inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* ds
   static_assert(ROWS % 2 == 0, "row groups of 4, then at most one pair");
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
+    // Each row is read for only kc floats, too short for the hardware prefetcher to ramp
+    // up: fetch the same columns of the next ROWS rows (the next panel) one panel ahead.
+    if (p % 16 == 0)
+      for (int r = 0; r < ROWS; ++r) PrefetchRead(src + (ROWS + r) * ld + p);
     int r = 0;
     for (; r + 4 <= ROWS; r += 4) {
       __m128 r0 = _mm_loadu_ps(src + (r + 0) * ld + p);
@@ -130,19 +149,34 @@ inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* ds
 
 // Packs W-wide column panels [panel0, panel1) of a row-major kc x width block (leading dim
 // ld): row p of panel q, src[p * ld + q * W ...], goes to dst[q * W * kc + p * W ...],
-// zero-padded past `width`. Reads each source row once, left to right.
+// zero-padded past `width`. Works on 4 source rows at a time: the reads are 4 sequential
+// streams and each panel receives 4 * W contiguous floats (row by row, the writes would hit
+// one cache line per panel, all W * kc floats apart: the same cache set).
 template <int W>
 inline void PackPanelsByRow(const float* src, int64_t ld, int64_t kc, int64_t width,
                             int64_t panel0, int64_t panel1, float* dst) {
+  constexpr int64_t kRows = 4;
   const int64_t full_end = std::max(panel0, std::min(panel1, width / W));
-  for (int64_t p = 0; p < kc; ++p, src += ld) {
-    for (int64_t q = panel0; q < full_end; ++q)
-      std::memcpy(dst + q * W * kc + p * W, src + q * W, sizeof(float) * W);
+  const int64_t lo = panel0 * W, hi = std::min(width, panel1 * W);
+  for (int64_t p0 = 0; p0 < kc; p0 += kRows) {
+    const int64_t rows = std::min(kRows, kc - p0);
+    const float* s = src + p0 * ld;
+    // Source rows are ld apart, too far for the hardware prefetcher: ask a group ahead.
+    if (p0 + 2 * kRows <= kc && hi - lo <= 1024)
+      for (int64_t r = kRows; r < 2 * kRows; ++r)
+        for (int64_t j = lo; j < hi; j += 16) PrefetchRead(s + r * ld + j);
+    for (int64_t q = panel0; q < full_end; ++q) {
+      float* d = dst + q * W * kc + p0 * W;
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(d + r * W, s + r * ld + q * W, sizeof(float) * W);
+    }
     for (int64_t q = full_end; q < panel1; ++q) {
-      float* d = dst + q * W * kc + p * W;
       const int64_t w = std::min<int64_t>(W, width - q * W);
-      for (int64_t j = 0; j < w; ++j) d[j] = src[q * W + j];
-      for (int64_t j = w; j < W; ++j) d[j] = 0.0f;
+      for (int64_t r = 0; r < rows; ++r) {
+        float* d = dst + q * W * kc + (p0 + r) * W;
+        for (int64_t j = 0; j < w; ++j) d[j] = s[r * ld + q * W + j];
+        for (int64_t j = w; j < W; ++j) d[j] = 0.0f;
+      }
     }
   }
 }
@@ -204,8 +238,16 @@ inline void MacroKernel(int64_t mc, int64_t panel0, int64_t panel1, int64_t nc, 
     const int64_t jr = q * NR;
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
     const float* bp = b_packed + q * NR * kc;
+    // The next B micro-panel comes from L3: fetch it bit by bit while this one is in use.
+    const float* next = q + 1 < panel1 ? bp + NR * kc : nullptr;
+    const int64_t lines = NR * kc / 16, steps = (mc + MR - 1) / MR;
+    const int64_t per_step = (lines + steps - 1) / steps;
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t mr = std::min<int64_t>(MR, mc - ir);
+      if (next != nullptr) {
+        const int64_t l0 = ir / MR * per_step, l1 = std::min(lines, l0 + per_step);
+        for (int64_t l = l0; l < l1; ++l) PrefetchRead(next + l * 16);
+      }
       const float* ap = a_packed + ir * kc;
       float* ct = c + ir * ldc + jr;
       if (mr == MR && nr == NR) {
@@ -231,12 +273,16 @@ inline void TeamBarrier(int) {}
 #endif
 
 // Thread `tid` of a team of `tm * tn` threads computes its share of one m x n x k product.
-// The team packs each B block together (b_shared), then thread (ti, tj) computes rows
-// [row0, row1) and micro-panel columns [its share of the block) with a private A block.
-// Every thread runs the same jc / pc iterations, so the barriers match.
+// The team packs each B block together, then thread (ti, tj) computes rows [row0, row1) and
+// its share of the block's micro-panels with a private A block. Every thread runs the same
+// jc / pc iterations, so the barriers match. B blocks alternate between two buffers (block
+// counter `*block` runs on across calls), so one barrier per block is enough: a thread
+// packing block j + 1 has passed the barrier of block j, which every thread reached only
+// after computing block j - 1, the last user of that buffer.
 template <class K>
 inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool accumulate,
-                     int tid, int tm, int tn, float* b_shared, float* a_private) {
+                     int tid, int tm, int tn, float* const b_shared[2], float* a_private,
+                     int64_t* block) {
   constexpr int MR = K::kMR, NR = K::kNR;
   const int nthreads = tm * tn;
   const int ti = tid / tn, tj = tid % tn;
@@ -244,23 +290,25 @@ inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool a
   const int64_t row_panels = (m + MR - 1) / MR;
   const int64_t row0 = std::min(m, row_panels * ti / tm * MR);
   const int64_t row1 = std::min(m, row_panels * (ti + 1) / tm * MR);
-  for (int64_t jc = 0; jc < n; jc += kNC) {
-    const int64_t nc = std::min(kNC, n - jc);
+  const int64_t nc_step = BlockStep(n, kNC, NR), kc_step = BlockStep(k, kKC, 8);
+  const int64_t mc_step = BlockStep(row1 - row0, kMC, MR);
+  for (int64_t jc = 0; jc < n; jc += nc_step) {
+    const int64_t nc = std::min(nc_step, n - jc);
     const int64_t panels = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < k; pc += kKC) {
-      const int64_t kc = std::min(kKC, k - pc);
+    for (int64_t pc = 0; pc < k; pc += kc_step) {
+      const int64_t kc = std::min(kc_step, k - pc);
       const bool acc = accumulate || pc > 0;
+      float* b_packed = b_shared[(*block)++ % 2];
       PackB<NR>(op, pc, jc, nc, kc, panels * tid / nthreads, panels * (tid + 1) / nthreads,
-                b_shared);
+                b_packed);
       TeamBarrier(nthreads);
       const int64_t q0 = panels * tj / tn, q1 = panels * (tj + 1) / tn;
-      for (int64_t ic = row0; ic < row1; ic += kMC) {
-        const int64_t mc = std::min(kMC, row1 - ic);
+      for (int64_t ic = row0; ic < row1; ic += mc_step) {
+        const int64_t mc = std::min(mc_step, row1 - ic);
         PackA<MR>(op, ic, pc, mc, kc, a_private);
-        MacroKernel<K>(mc, q0, q1, nc, kc, a_private, b_shared, op.c + ic * op.ldc + jc, op.ldc,
+        MacroKernel<K>(mc, q0, q1, nc, kc, a_private, b_packed, op.c + ic * op.ldc + jc, op.ldc,
                        acc);
       }
-      TeamBarrier(nthreads);  // the next B block overwrites b_shared
     }
   }
 }
@@ -306,26 +354,40 @@ template <class K>
 inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Operands& base,
                        int64_t stride_a, int64_t stride_b, int64_t stride_c, bool accumulate) {
   constexpr int MR = K::kMR, NR = K::kNR;
-  const int64_t macs = m * n * k;
+  const double macs = double(m) * double(n) * double(k);
   int nthreads = MaxThreads();
-  if (macs * batch < kParallelMinMacs) nthreads = 1;
+  if (macs * double(batch) < double(kParallelMinMacs)) nthreads = 1;
   const int64_t kc_max = std::min(kKC, k);
   const int64_t b_floats = kc_max * RoundUp(std::min(kNC, n), NR);
-  if (nthreads == 1 || (batch >= nthreads && macs < kTeamMinMacs)) {
+  bool out_of_memory = false;
+  if (nthreads == 1 || (batch >= nthreads && macs < double(kTeamMinMacs))) {
     // Whole matrices per thread, each with its own buffers.
     const int64_t a_floats = kc_max * RoundUp(std::min(kMC, m), MR);
     const int team = static_cast<int>(std::min<int64_t>(nthreads, batch));
+    (void)team;  // unused without OpenMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
     for (int64_t i = 0; i < batch; ++i) {
       Workspace& ws = ThreadWorkspace();
+      float* b_private = ws.b[0].Get(b_floats);
+      float* a_private = ws.a.Get(a_floats);
+      if (b_private == nullptr || a_private == nullptr) {
+#pragma omp atomic write
+        out_of_memory = true;
+        continue;
+      }
+      float* const b_buffers[2] = {b_private, b_private};  // one thread: no one to wait for
+      int64_t block = 0;
       GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate, 0, 1,
-                  1, ws.b.Get(b_floats), ws.a.Get(a_floats));
+                  1, b_buffers, a_private, &block);
     }
+    if (out_of_memory) throw std::bad_alloc();
     return;
   }
   int tm = 1, tn = 1;
   ThreadGrid(m, n, MR, NR, nthreads, &tm, &tn);
-  float* b_shared = ThreadWorkspace().b.Get(b_floats);
+  Workspace& master = ThreadWorkspace();
+  float* const b_shared[2] = {master.b[0].Get(b_floats), master.b[1].Get(b_floats)};
+  if (b_shared[0] == nullptr || b_shared[1] == nullptr) throw std::bad_alloc();
 #pragma omp parallel num_threads(nthreads)
   {
 #ifdef _OPENMP
@@ -342,10 +404,22 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
     }
     float* a_private = ThreadWorkspace().a.Get(
         kc_max * RoundUp(std::min(kMC, RoundUp((m + gm - 1) / gm, MR)), MR));
-    for (int64_t i = 0; i < batch; ++i)
-      GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate, tid,
-                  gm, gn, b_shared, a_private);
+    if (a_private == nullptr) {
+#pragma omp atomic write
+      out_of_memory = true;
+    }
+    // Every thread must see the same flag before the barriers inside GemmTeam.
+#pragma omp barrier
+    bool give_up;
+#pragma omp atomic read
+    give_up = out_of_memory;
+    int64_t block = 0;
+    if (!give_up)
+      for (int64_t i = 0; i < batch; ++i)
+        GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate,
+                    tid, gm, gn, b_shared, a_private, &block);
   }
+  if (out_of_memory) throw std::bad_alloc();
 }
 
 enum class KernelChoice { kGeneric, kAvx2, kInvalid };

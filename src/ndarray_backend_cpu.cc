@@ -47,8 +47,7 @@ pybind11::array_t<float> ToNumpy(const Array& a, const Shape& shape, const Shape
   if (n == 0) return result;
   float* dst = result.mutable_data();
   pybind11::gil_scoped_release release;
-  ForEachRow(PlanRows(MakeDims(shape, strides)), a.ptr + offset, dst, true,
-             [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(v, vs, c, cs, len); });
+  Gather(PlanRows(MakeDims(shape, strides)), a.ptr + offset, dst);
   return result;
 }
 
@@ -71,8 +70,7 @@ void Compact(const Array& a, Array& out, const Shape& shape, const Shape& stride
   const int64_t n = CheckView("compact", shape, strides, offset, a.size);
   CheckHolds("compact", "out", out.size, n);
   if (n == 0) return;
-  ForEachRow(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr, true,
-             [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(v, vs, c, cs, len); });
+  Gather(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr);
 }
 
 // out[view index i] = a[i]
@@ -145,6 +143,14 @@ struct PowRange {  // out[i] = powf(a[i], b[i]) (or powf(a[i], c)): no vector po
   }
 };
 
+struct SqrtRange {  // out[i] = sqrtf(a[i]) (vectorises: no errno with -fno-math-errno)
+  const float* a;
+  float* out;
+  NEEDLE_INLINE void operator()(int64_t i0, int64_t i1) const {
+    for (int64_t i = i0; i < i1; ++i) out[i] = std::sqrt(a[i]);
+  }
+};
+
 struct AddOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x + y; } };
 struct MulOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x * y; } };
 struct DivOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x / y; } };
@@ -155,6 +161,7 @@ struct ExpOp { NEEDLE_INLINE V operator()(const V& x) const { return Exp(x); } }
 struct LogOp { NEEDLE_INLINE V operator()(const V& x) const { return Log(x); } };
 struct TanhOp { NEEDLE_INLINE V operator()(const V& x) const { return Tanh(x); } };
 struct SquareOp { NEEDLE_INLINE V operator()(const V& x) const { return x * x; } };
+struct RecipOp { NEEDLE_INLINE V operator()(const V& x) const { return 1.0f / x; } };
 
 template <class Op>
 struct WithScalar {  // op(x, c): the scalar variant of a binary op
@@ -203,9 +210,17 @@ void ScalarGe(const Array& a, double val, Array& out) { Scalar<GeOp>("scalar_ge"
 
 void ScalarPower(const Array& a, double val, Array& out) {
   CheckHolds("scalar_power", "a", a.size, out.size);
+  // numpy's array ** scalar takes these exponents as square / sqrt / reciprocal / copy
+  // (so (-inf) ** 0.5 is nan, not powf's inf); the rest is powf.
   const float c = float(val);
-  if (c == 2.0f)  // x*x is what powf(x, 2) returns, and vectorises
+  if (c == 2.0f)
     Launch(MapUnary<SquareOp>{a.ptr, out.ptr, SquareOp()}, out.size, kParallelMinCopy);
+  else if (c == 0.5f)
+    Launch(SqrtRange{a.ptr, out.ptr}, out.size, kParallelMinCopy);
+  else if (c == -1.0f)
+    Launch(MapUnary<RecipOp>{a.ptr, out.ptr, RecipOp()}, out.size, kParallelMinCopy);
+  else if (c == 1.0f)
+    Launch(MapUnary<WithScalar<MulOp>>{a.ptr, out.ptr, {Splat(1.0f)}}, out.size, kParallelMinCopy);
   else
     Launch(PowRange{a.ptr, nullptr, c, out.ptr}, out.size, kParallelMinMath);
 }
@@ -216,13 +231,13 @@ void EwiseTanh(const Array& a, Array& out) { Unary<TanhOp>("ewise_tanh", a, out)
 
 // ------------------------------------------------------------------------ reductions, softmax
 NEEDLE_INLINE double RowSum(const float* x, int64_t n) {  // double lanes: accurate for long rows
-  VD acc0 = {}, acc1 = {};
+  VD acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
   int64_t i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    acc0 += __builtin_convertvector(Load(x + i), VD);
-    acc1 += __builtin_convertvector(Load(x + i + kLanes), VD);
+    AddWide(Load(x + i), &acc0, &acc1);
+    AddWide(Load(x + i + kLanes), &acc2, &acc3);
   }
-  double s = HorizontalSum(acc0 + acc1);
+  double s = HorizontalSum((acc0 + acc1) + (acc2 + acc3));
   for (; i < n; ++i) s += x[i];
   return s;
 }
@@ -301,19 +316,19 @@ struct SoftmaxRows {
       const float* x = a + r * L;
       float* y = out + r * L;
       const V m = Splat(RowMax(x, L));
-      VD acc = {};
+      VD lo = {}, hi = {};
       int64_t i = 0;
       for (; i + kLanes <= L; i += kLanes) {
         const V e = Exp(Load(x + i) - m);
         if (!kLog) Store(y + i, e);
-        acc += __builtin_convertvector(e, VD);
+        AddWide(e, &lo, &hi);
       }
       if (i < L) {  // padding lanes are -inf: exp gives 0
         const V e = Exp(LoadPartial(x + i, L - i, -inf) - m);
         if (!kLog) StorePartial(y + i, e, L - i);
-        acc += __builtin_convertvector(e, VD);
+        AddWide(e, &lo, &hi);
       }
-      const double s = HorizontalSum(acc);
+      const double s = HorizontalSum(lo + hi);
       const V t = Splat(kLog ? float(std::log(s)) : float(s));
       for (i = 0; i + kLanes <= L; i += kLanes)
         Store(y + i, kLog ? (Load(x + i) - m) - t : Load(y + i) / t);
@@ -389,7 +404,8 @@ void MatmulTiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t 
   const int64_t mt = m / kTile, nt = n / kTile, pt = p / kTile;
   if (m * p == 0) return;
   pybind11::gil_scoped_release release;
-  if (double(m) * double(n) * double(p) < 64.0 * 64.0 * 64.0) {
+  // The register-tile kernel keeps up with the packed GEMM up to about 256^3 (measured).
+  if (double(m) * double(n) * double(p) <= 256.0 * 256.0 * 256.0) {
     const TiledKernel k{a.ptr, b.ptr, out.ptr, mt, nt, pt};
     ParallelRange(mt * pt, m * n * p / kTile, kParallelMinCopy, 1,
                   [&](int64_t q0, int64_t q1) { Dispatch(k, q0, q1); });
@@ -420,14 +436,12 @@ void Gemm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, 
   CheckView("gemm", {batch, m, n}, a_strides, a_offset, a.size);
   CheckView("gemm", {batch, n, p}, b_strides, b_offset, b.size);
   if (batch == 0 || m == 0 || p == 0) return;
-  if (n == 0) {
-    Fill(out, 0.0);
-    return;
-  }
+  // n == 0: the (empty, unchecked) operands are never read and sgemm writes zeros
+  const float* A = n == 0 ? a.ptr : a.ptr + a_offset;
+  const float* B = n == 0 ? b.ptr : b.ptr + b_offset;
   pybind11::gil_scoped_release release;
-  sgemm_batched(a_transposed, b_transposed, batch, m, p, n, a.ptr + a_offset, a_batch_stride,
-                a_transposed ? m : n, b.ptr + b_offset, b_batch_stride, b_transposed ? n : p, out.ptr,
-                m * p, p, false);
+  sgemm_batched(a_transposed, b_transposed, batch, m, p, n, A, a_batch_stride, a_transposed ? m : n, B,
+                b_batch_stride, b_transposed ? n : p, out.ptr, m * p, p, false);
 }
 
 // ------------------------------------------------------------------------ pooling (NHWC)
@@ -482,55 +496,73 @@ void AvgPool2dBackward(const Array& dout, Array& dinp, int64_t N, int64_t H, int
 PYBIND11_MODULE(ndarray_backend_cpu, m) {
   namespace py = pybind11;
   using namespace needle::cpu;
-  using py::call_guard;
-  using Release = py::gil_scoped_release;
-  m.doc() = "needle C++ CPU backend (OpenMP + SIMD); same function table as ndarray_backend_numpy";
+  using Release = py::call_guard<py::gil_scoped_release>;
+  m.doc() = "needle C++ CPU backend (OpenMP + SIMD): the function table of docs/backends.md, same "
+            "names and semantics as ndarray_backend_numpy. Argument order: inputs, out, sizes.";
   m.attr("__tile_size__") = kTile;
 
-  py::class_<AlignedArray, std::unique_ptr<AlignedArray>>(m, "Array")
-      .def(py::init<int64_t>(), py::arg("size"))
-      .def("ptr", &AlignedArray::ptr_as_int)
-      .def_readonly("size", &AlignedArray::size);
+  py::class_<AlignedArray, std::unique_ptr<AlignedArray>>(m, "Array", "Flat float32 buffer, 64-byte aligned.")
+      .def(py::init<int64_t>(), py::arg("size"), "Uninitialised buffer of `size` (>= 0) floats.")
+      .def("ptr", &AlignedArray::ptr_as_int, "Address of the first element (an int).")
+      .def_readonly("size", &AlignedArray::size, "Number of float32 elements.");
 
-  m.def("is_available", [] { return true; });
-  m.def("synchronize", [] {});
+  m.def("is_available", [] { return true; }, "Always True: the cpu backend needs no device.");
+  m.def("synchronize", [] {}, "No-op: cpu kernels finish before returning.");
 
-  m.def("to_numpy", ToNumpy);
-  m.def("from_numpy", FromNumpy);
-  m.def("fill", Fill, call_guard<Release>());
-  m.def("compact", Compact, call_guard<Release>());
-  m.def("ewise_setitem", EwiseSetitem, call_guard<Release>());
-  m.def("scalar_setitem", ScalarSetitem, call_guard<Release>());
-  m.def("scatter_add", ScatterAdd, call_guard<Release>());
+  m.def("to_numpy", ToNumpy, "to_numpy(a, shape, strides, offset): numpy copy of a strided view.");
+  m.def("from_numpy", FromNumpy, "from_numpy(np_array, out): copy in as float32; sizes must match.");
+  m.def("fill", Fill, "fill(out, val): out[:] = val.", Release());
+  m.def("compact", Compact, "compact(a, out, shape, strides, offset): out[i] = a[view index i].", Release());
+  m.def("ewise_setitem", EwiseSetitem,
+        "ewise_setitem(a, out, shape, strides, offset): out[view index i] = a[i].", Release());
+  m.def("scalar_setitem", ScalarSetitem,
+        "scalar_setitem(size, val, out, shape, strides, offset): out[view index i] = val.", Release());
+  m.def("scatter_add", ScatterAdd,
+        "scatter_add(a, out, shape, strides, offset): out[view index i] += a[i]; the view may "
+        "overlap itself (col2im), every contribution is summed.", Release());
 
-  m.def("ewise_add", EwiseAdd, call_guard<Release>());
-  m.def("ewise_mul", EwiseMul, call_guard<Release>());
-  m.def("ewise_div", EwiseDiv, call_guard<Release>());
-  m.def("ewise_pow", EwisePow, call_guard<Release>());
-  m.def("ewise_maximum", EwiseMaximum, call_guard<Release>());
-  m.def("ewise_eq", EwiseEq, call_guard<Release>());
-  m.def("ewise_ge", EwiseGe, call_guard<Release>());
-  m.def("scalar_add", ScalarAdd, call_guard<Release>());
-  m.def("scalar_mul", ScalarMul, call_guard<Release>());
-  m.def("scalar_div", ScalarDiv, call_guard<Release>());
-  m.def("scalar_power", ScalarPower, call_guard<Release>());
-  m.def("scalar_maximum", ScalarMaximum, call_guard<Release>());
-  m.def("scalar_eq", ScalarEq, call_guard<Release>());
-  m.def("scalar_ge", ScalarGe, call_guard<Release>());
-  m.def("ewise_log", EwiseLog, call_guard<Release>());
-  m.def("ewise_exp", EwiseExp, call_guard<Release>());
-  m.def("ewise_tanh", EwiseTanh, call_guard<Release>());
+  m.def("ewise_add", EwiseAdd, "ewise_add(a, b, out): out = a + b over out.size elements.", Release());
+  m.def("ewise_mul", EwiseMul, "ewise_mul(a, b, out): out = a * b.", Release());
+  m.def("ewise_div", EwiseDiv, "ewise_div(a, b, out): out = a / b.", Release());
+  m.def("ewise_pow", EwisePow, "ewise_pow(a, b, out): out = a ** b (powf; NaN for a < 0, b fractional).", Release());
+  m.def("ewise_maximum", EwiseMaximum, "ewise_maximum(a, b, out): numpy.maximum (NaN wins).", Release());
+  m.def("ewise_eq", EwiseEq, "ewise_eq(a, b, out): 1.0 where a == b, else 0.0.", Release());
+  m.def("ewise_ge", EwiseGe, "ewise_ge(a, b, out): 1.0 where a >= b, else 0.0.", Release());
+  m.def("scalar_add", ScalarAdd, "scalar_add(a, val, out): out = a + float32(val).", Release());
+  m.def("scalar_mul", ScalarMul, "scalar_mul(a, val, out): out = a * float32(val).", Release());
+  m.def("scalar_div", ScalarDiv, "scalar_div(a, val, out): out = a / float32(val).", Release());
+  m.def("scalar_power", ScalarPower, "scalar_power(a, val, out): out = a ** float32(val), as numpy.", Release());
+  m.def("scalar_maximum", ScalarMaximum, "scalar_maximum(a, val, out): numpy.maximum(a, val).", Release());
+  m.def("scalar_eq", ScalarEq, "scalar_eq(a, val, out): 1.0 where a == val, else 0.0.", Release());
+  m.def("scalar_ge", ScalarGe, "scalar_ge(a, val, out): 1.0 where a >= val, else 0.0.", Release());
+  m.def("ewise_log", EwiseLog, "ewise_log(a, out): natural log (vector Cephes logf, <= 3 ulp).", Release());
+  m.def("ewise_exp", EwiseExp, "ewise_exp(a, out): exp (vector Cephes expf, <= 3 ulp).", Release());
+  m.def("ewise_tanh", EwiseTanh, "ewise_tanh(a, out): tanh (vector Cephes tanhf, <= 2 ulp).", Release());
 
-  m.def("matmul", Matmul);  // these release the GIL themselves, after validation
-  m.def("matmul_tiled", MatmulTiled);
-  m.def("gemm", Gemm);
-  m.def("reduce_sum", ReduceSum, call_guard<Release>());
-  m.def("reduce_max", ReduceMax, call_guard<Release>());
-  m.def("softmax_rows", SoftmaxRowsFn, call_guard<Release>());
-  m.def("log_softmax_rows", LogSoftmaxRows, call_guard<Release>());
+  // the matmuls release the GIL themselves, after validation
+  m.def("matmul", Matmul, "matmul(a, b, out, m, n, p): out (m x p) = a (m x n) @ b (n x p).");
+  m.def("matmul_tiled", MatmulTiled,
+        "matmul_tiled(a, b, out, m, n, p): as matmul on 8 x 8 tiled layouts (contract 3.6); "
+        "m, n, p multiples of 8; out is overwritten.");
+  m.def("gemm", Gemm,
+        "gemm(a, b, out, batch, m, n, p, a_offset, a_batch_stride, a_transposed, b_offset, "
+        "b_batch_stride, b_transposed): out[i] (m x p) = opA_i (m x n) @ opB_i (n x p), i < batch.");
+  m.def("reduce_sum", ReduceSum, "reduce_sum(a, out, reduce_size): out[i] = sum of row i of a.", Release());
+  m.def("reduce_max", ReduceMax, "reduce_max(a, out, reduce_size): out[i] = max of row i of a.", Release());
+  m.def("softmax_rows", SoftmaxRowsFn, "softmax_rows(a, out, row_size): stable softmax of each row.", Release());
+  m.def("log_softmax_rows", LogSoftmaxRows,
+        "log_softmax_rows(a, out, row_size): stable log-softmax of each row.", Release());
 
-  m.def("max_pool2d", MaxPool2d, call_guard<Release>());
-  m.def("max_pool2d_backward", MaxPool2dBackward, call_guard<Release>());
-  m.def("avg_pool2d", AvgPool2d, call_guard<Release>());
-  m.def("avg_pool2d_backward", AvgPool2dBackward, call_guard<Release>());
+  m.def("max_pool2d", MaxPool2d,
+        "max_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw): N x H x W x C -> N x Ho x Wo x C.",
+        Release());
+  m.def("max_pool2d_backward", MaxPool2dBackward,
+        "max_pool2d_backward(a, dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw): dout to the first "
+        "maximum of each window.", Release());
+  m.def("avg_pool2d", AvgPool2d,
+        "avg_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw): window means, padding counts as 0.",
+        Release());
+  m.def("avg_pool2d_backward", AvgPool2dBackward,
+        "avg_pool2d_backward(dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw): dout / (kh*kw) to "
+        "every in-bounds window element.", Release());
 }

@@ -373,6 +373,21 @@ void Scalar(const char* fn, const CudaArray& a, float val, CudaArray& out) {
   LaunchUnary(a.data, out.data, out.size, WithScalar<Op>{Op{}, val});
 }
 
+// a ** val with numpy's special exponents (np.power takes these paths for a scalar exponent).
+void ScalarPower(const CudaArray& a, float val, CudaArray& out) {
+  CheckSize("scalar_power", "a", a.size, out.size);
+  if (val == 0.5f)
+    LaunchUnary(a.data, out.data, out.size, SqrtOp{});
+  else if (val == 2.0f)
+    LaunchUnary(a.data, out.data, out.size, SquareOp{});
+  else if (val == -1.0f)
+    LaunchUnary(a.data, out.data, out.size, ReciprocalOp{});
+  else if (val == 1.0f)
+    LaunchUnary(a.data, out.data, out.size, IdentityOp{});
+  else
+    LaunchUnary(a.data, out.data, out.size, WithScalar<PowOp>{PowOp{}, val});  // powf(x, 0) == 1 already
+}
+
 template <typename Op>
 void Unary(const char* fn, const CudaArray& a, CudaArray& out) {
   CheckSize(fn, "a", a.size, out.size);
@@ -699,7 +714,7 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   BindScalar<AddOp>(m, "scalar_add");
   BindScalar<MulOp>(m, "scalar_mul");
   BindScalar<DivOp>(m, "scalar_div");
-  BindScalar<PowOp>(m, "scalar_power");
+  m.def("scalar_power", &ScalarPower, arg("a"), arg("val"), arg("out"));
   BindScalar<MaximumOp>(m, "scalar_maximum");
   BindScalar<EqOp>(m, "scalar_eq");
   BindScalar<GeOp>(m, "scalar_ge");

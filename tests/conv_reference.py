@@ -15,8 +15,8 @@ def conv_out_size(size, k, s, p, d):
 
 
 def conv2d_loops(x, w, stride=1, padding=0, dilation=1, groups=1):
-    """out[n, i, j, o] = sum over (a, b, c) of x_pad[n, i*sh + a*dh, j*sw + b*dw, c] * w[a, b, c, o],
-    c running over the input channels of o's group. One loop per output pixel and kernel tap."""
+    """out[n, i, j, o] = sum over (a, b, c) of x_pad[n, i*sh + a*dh, j*sw + b*dw, c] * w[a, b, c, o]
+    with c over the input channels of o's group. One loop per output pixel and kernel tap."""
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     n, h, wd, cin = x.shape
@@ -62,7 +62,7 @@ def conv_transpose2d_loops(y, wt, stride=1, padding=0, dilation=1, groups=1, out
 
 
 def pool2d_loops(x, kernel, stride=None, padding=0, mode="max"):
-    """NHWC pooling by loops over output pixels; padding is -inf for max, zeros (counted) for avg."""
+    """NHWC pooling by loops over output pixels; padding is -inf for max, counted zeros for avg."""
     (kh, kw) = pair(kernel)
     (sh, sw) = pair(stride if stride is not None else kernel)
     (ph, pw) = pair(padding)

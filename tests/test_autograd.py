@@ -14,7 +14,7 @@ import pytest
 import needle as ndl
 import needle.backend_ndarray as nd
 from needle import autograd, ops
-from needle.testing import assert_close
+from needle.testing import assert_close, gradient_check
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -403,6 +403,15 @@ NUMPY_MODE_SCRIPT = textwrap.dedent("""
     ]
     for f, arrays in checks:
         gradient_check(f, *[ndl.Tensor(a) for a in arrays], tol=1e-5)
+    # bad input names the op and the shapes, with the usual exception types
+    for bad, name in [(lambda: ndl.Tensor(np.ones((2, 3))) + ndl.Tensor(np.ones(4)), "EWiseAdd"),
+                      (lambda: ops.summation(ndl.Tensor(np.ones((2, 3))), axes=5), "Summation"),
+                      (lambda: ops.reshape(ndl.Tensor(np.ones((2, 3))), (4,)), "Reshape")]:
+        try:
+            bad()
+            raise SystemExit(name + " did not raise")
+        except ValueError as e:
+            assert name in str(e) and "(2, 3)" in str(e), str(e)
     # second order in float64
     x2, x3 = ndl.Tensor([6.0]), ndl.Tensor([0.0])
     y = x2 * x2 + x2 * x3
@@ -419,3 +428,64 @@ def test_numpy_mode_in_subprocess():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "numpy-mode OK" in proc.stdout
+
+
+def test_failed_construction_and_failed_ops_keep_counter_exact(device):
+    gc.collect()
+    before = autograd.TENSOR_COUNTER
+    a = ndl.Tensor(randn(2, 3), device=device)
+    for _ in range(3):
+        with pytest.raises(TypeError):
+            ndl.Tensor([1.0], device=device, dtype="float64")
+        with pytest.raises(ValueError):
+            a + ndl.Tensor(randn(3, 2), device=device)
+    del a
+    gc.collect()
+    assert autograd.TENSOR_COUNTER == before
+
+
+# ---------------------------------------------------------------------------------- gradient_check
+class _WrongGradExp(autograd.TensorOp):
+    """exp with a deliberately wrong gradient (2x too large), to prove gradient_check can fail."""
+
+    def compute(self, a):
+        return a.exp() if ndl.BACKEND == "nd" else np.exp(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad * node * 2.0
+
+
+def wrong_exp(a):
+    return _WrongGradExp()(a)
+
+
+def test_gradient_check_catches_a_wrong_gradient(device):
+    x = ndl.Tensor(randn(2, 3), device=device)
+    with pytest.raises(AssertionError, match=r"gradient_check\(wrong_exp\): grad of input 0"):
+        gradient_check(wrong_exp, x)
+
+
+class _ForgetfulSum(autograd.TensorOp):
+    """Sum whose gradient forgets to broadcast back to the input shape."""
+
+    def compute(self, a):
+        return a.sum() if ndl.BACKEND == "nd" else np.asarray(np.sum(a))
+
+    def gradient(self, out_grad, node):
+        return out_grad
+
+
+def test_gradient_check_catches_a_wrong_grad_shape(device):
+    x = ndl.Tensor(randn(2, 3), device=device)
+    with pytest.raises(AssertionError, match=r"grad of input 0 has shape"):
+        gradient_check(_ForgetfulSum(), x, op_name="forgetful_sum")
+
+
+def test_gradient_check_leaves_global_rng_alone(device):
+    np.random.seed(11)
+    expected = np.random.rand()
+    x = ndl.Tensor(randn(3), device=device)
+    np.random.seed(11)
+    grads = gradient_check(ops.tanh, x)
+    assert np.random.rand() == expected
+    assert grads[0].shape == (3,)

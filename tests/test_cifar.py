@@ -5,19 +5,25 @@ import os
 import pickle
 import tarfile
 
+import needle as ndl
 import numpy as np
 import pytest
-
-import needle as ndl
-from needle.data import (CIFAR10Dataset, DataLoader, DigitsDataset, Normalize, RandomCrop,
-                         RandomFlipHorizontal, resize_bilinear)
-from needle.data import data_download
+from needle.data import (
+    CIFAR10Dataset,
+    DataLoader,
+    DigitsDataset,
+    Normalize,
+    RandomCrop,
+    RandomFlipHorizontal,
+    data_download,
+    resize_bilinear,
+)
 
 N_PER_BATCH = 6
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
-def _write_cifar(folder, seed=1):
+def write_cifar_batches(folder, seed=1):
     """Six CIFAR-format pickle batches (uint8 N x 3072, list of labels); returns their contents."""
     rng = np.random.RandomState(seed)
     os.makedirs(folder, exist_ok=True)
@@ -34,7 +40,7 @@ def _write_cifar(folder, seed=1):
 @pytest.fixture
 def cifar(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
-    return str(folder), _write_cifar(str(folder))
+    return str(folder), write_cifar_batches(str(folder))
 
 
 def test_cifar_train_and_test_contents(cifar):
@@ -169,7 +175,7 @@ def test_download_file_verifies_and_is_atomic(tmp_path):
 
 
 def test_ensure_cifar10_downloads_and_extracts(tmp_path, monkeypatch):
-    contents = _write_cifar(str(tmp_path / "src" / "cifar-10-batches-py"))
+    contents = write_cifar_batches(str(tmp_path / "src" / "cifar-10-batches-py"))
     archive = tmp_path / "src" / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")

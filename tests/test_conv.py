@@ -214,11 +214,21 @@ def test_col2im_scatter_add_matches_offset_loop(device):
     ((1, 5, 5, 2), (3, 3, 2, 2), {"groups": 0}, ValueError, "groups"),
     ((5, 5, 2), (3, 3, 2, 2), {}, ValueError, r"N x H x W x C"),
     ((1, 5, 5, 2), (3, 3, 2), {}, ValueError, "weight"),
+    ((1, 5, 5, 2), (0, 3, 2, 2), {}, ValueError, "no empty dim"),
     ((1, 5, 5, 3), (3, 3, 2, 2), {}, ValueError, r"\(1, 5, 5, 3\)"),
 ])
 def test_conv_bad_input(device, xs, ws, kw, exc, match):
     with pytest.raises(exc, match=match):
         ndl.conv(T(np.zeros(xs), device), T(np.zeros(ws), device), **kw)
+
+
+def test_conv_empty_batch(device):
+    x = T(np.zeros((0, 5, 5, 2)), device)
+    w = T(np.random.randn(3, 3, 2, 4), device)
+    y = ndl.conv(x, w)
+    assert y.shape == (0, 5, 5, 4)
+    y.backward()
+    assert x.grad.shape == (0, 5, 5, 2) and np.all(w.grad.numpy() == 0)
 
 
 def test_conv_transpose_bad_input(device):

@@ -98,6 +98,15 @@ def test_one_hot(device):
     assert_close(out, np.eye(3)[[2, 0, 1, 2]])
     out2 = init.one_hot(4, ndl.Tensor(np.array([[1.0, 3.0]]), device=device), device=device)
     assert out2.shape == (1, 2, 4)
+    assert_close(init.one_hot(3, [0, 2], device=device), np.eye(3)[[0, 2]])
+
+
+def test_randb_default_dtype_in_ndarray_mode(device):
+    np.random.seed(2)
+    mask = init.randb(3, 4, p=0.25, device=device)  # dtype "bool" becomes a float32 1/0 mask
+    np.random.seed(2)
+    assert mask.dtype == "float32"
+    assert_close(mask, (np.random.rand(3, 4) <= 0.25).astype(np.float32))
 
 
 def test_default_device_is_cpu():

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import needle as ndl
-import needle.nn as nn
-from needle import data
+from needle import data, nn
 
 from apps.mlp_resnet import MLPResNet, ResidualBlock, epoch, main, train_mnist
 
@@ -110,20 +109,22 @@ def fake_mnist_dir(tmp_path):
     for split, n in (("train", 120), ("t10k", 40)):
         labels = rng.randint(0, 2, n).astype(np.uint8)
         imgs = rng.randint(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            imgs[i, :14 if lab else 14:] += 150
+        imgs[labels == 1, :14] += 150  # label 1: top half bright
+        imgs[labels == 0, 14:] += 150  # label 0: bottom half bright
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", 2051, (n, 28, 28), imgs.tobytes())
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", 2049, (n,), labels.tobytes())
     return tmp_path
 
 
 def test_train_mnist_on_small_files(fake_mnist_dir):
-    out = train_mnist(batch_size=40, epochs=2, hidden_dim=16, data_dir=str(fake_mnist_dir))
-    assert len(out) == 4 and all(np.isfinite(v) for v in out)
-    train_err, train_loss, test_err, test_loss = out
-    assert 0 <= train_err <= 1 and 0 <= test_err <= 0.25
-    again = train_mnist(batch_size=40, epochs=2, hidden_dim=16, data_dir=str(fake_mnist_dir))
-    assert again == out, "train_mnist reseeds 4 first: identical runs"
+    kw = dict(batch_size=40, lr=0.01, hidden_dim=16, data_dir=str(fake_mnist_dir))
+    short = train_mnist(epochs=1, **kw)
+    assert len(short) == 4 and all(np.isfinite(v) for v in short)
+    assert train_mnist(epochs=1, **kw) == short, "train_mnist reseeds 4 first: identical runs"
+    train_err, train_loss, test_err, _ = train_mnist(epochs=12, **kw)
+    assert train_loss < short[1] and train_err <= 0.05
+    # the held-out split is learnt once the BatchNorm running statistics have settled
+    assert test_err <= 0.1, test_err
 
 
 def test_train_mnist_missing_data_dir(tmp_path, monkeypatch):
@@ -148,14 +149,15 @@ def test_mlpresnet_reaches_95_percent_on_real_mnist(mnist_dir):
     train = data.NDArrayDataset(ds.images[:8000], ds.labels[:8000])
     test = data.NDArrayDataset(ds.images[8000:], ds.labels[8000:])
     np.random.seed(4)
-    model = MLPResNet(784, 100)
-    opt = ndl.optim.Adam(model.parameters(), lr=0.002, weight_decay=0.001)
+    model = MLPResNet(784, 256)
+    opt = ndl.optim.Adam(model.parameters(), lr=0.002)
     train_loader = data.DataLoader(train, batch_size=100, shuffle=True, device=ndl.cpu())
     test_loader = data.DataLoader(test, batch_size=500, device=ndl.cpu())
     start = time.time()
     for _ in range(4):
-        train_err, train_loss = epoch(train_loader, model, opt)
-    test_err, test_loss = epoch(test_loader, model)
+        train_err, _ = epoch(train_loader, model, opt)
+        opt.lr *= 0.5
+    test_err, _ = epoch(test_loader, model)
     elapsed = time.time() - start
     print(f"MLPResNet real MNIST: train err {train_err:.4f}, test acc {1 - test_err:.4f}, "
           f"{elapsed:.1f}s")
@@ -184,6 +186,6 @@ NP_MODE_SCRIPT = textwrap.dedent("""
 def test_numpy_mode_subprocess():
     env = dict(os.environ, NEEDLE_BACKEND="np")
     res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "np-mode mlp_resnet OK" in res.stdout

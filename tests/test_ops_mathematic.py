@@ -373,3 +373,31 @@ def test_logsoftmax_matches_torch(device):
         lambda a: ops.logsoftmax(a) * ndl.Tensor(w, device=device), device, x)
     assert_close(n_out, t_out, rtol=1e-5, atol=1e-5)
     assert_close(n_grad, t_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_many_get_items_of_one_split(device):
+    # k get_items of a k-way split: the TensorTuple's grad is summed element by element.
+    x = randn(6, 2)
+    t = ndl.Tensor(x, device=device)
+    parts = ops.split(t, 0)
+    total = parts[0]
+    for i in range(1, 6):
+        total = total + parts[i] * float(i + 1)
+    total.sum().backward()
+    assert_close(t.grad, np.repeat(np.arange(1.0, 7.0)[:, None], 2, axis=1))
+    assert isinstance(parts.grad, ndl.TensorTuple) and len(parts.grad) == 6
+
+
+def test_rnn_style_unroll_split_then_stack(device):
+    xs = ndl.Tensor(randn(4, 2, 3), device=device)
+    w = ndl.Tensor(randn(3, 3) * 0.5, device=device)
+
+    def unroll(xs, w):
+        h = None
+        outs = []
+        for x_t in ops.split(xs, 0).tuple():
+            h = ops.tanh(x_t @ w if h is None else x_t @ w + h @ w)
+            outs.append(h)
+        return ops.stack(outs, 0)
+
+    gradient_check(unroll, xs, w, op_name="unroll")

@@ -1,5 +1,10 @@
 """softmax / log_softmax over any axis and the fused softmax_cross_entropy: numpy loops, the
 composed max/exp/sum version, finite differences, large logits, torch."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -138,3 +143,40 @@ def test_softmax_against_torch(device):
     X = T(logits, device)
     ndl.softmax_cross_entropy(X, y).backward()
     assert_close(X.grad, lt.grad.numpy(), rtol=1e-5, atol=1e-6, what="cross entropy grad")
+
+
+NP_MODE_SCRIPT = """
+import numpy as np
+import needle as ndl
+x = ndl.Tensor(np.random.randn(3, 4))          # float64 in numpy mode
+y = ndl.softmax(x, axis=0)
+assert isinstance(y.cached_data, np.ndarray) and y.dtype == np.float64
+e = np.exp(x.numpy() - x.numpy().max(0))
+assert np.allclose(y.numpy(), e / e.sum(0))
+y.backward(ndl.Tensor(np.ones((3, 4))))
+assert np.allclose(x.grad.numpy(), 0)           # softmax rows sum to 1
+loss = ndl.softmax_cross_entropy(x, np.array([0, 3, 1]))
+assert loss.shape == ()
+loss.backward()
+p = np.exp(x.numpy() - x.numpy().max(1, keepdims=True))
+p /= p.sum(1, keepdims=True)
+assert np.allclose(x.grad.numpy(), (p - np.eye(4)[[0, 3, 1]]) / 3)
+try:
+    ndl.conv(ndl.Tensor(np.zeros((1, 3, 3, 1))), ndl.Tensor(np.zeros((1, 1, 1, 1))))
+except TypeError as err:
+    assert "NEEDLE_BACKEND=nd" in str(err)
+else:
+    raise AssertionError("conv accepted numpy-mode tensors")
+print("np-mode softmax OK")
+"""
+
+
+def test_numpy_mode_softmax_and_conv_error():
+    """NEEDLE_BACKEND=np: softmax ops work on numpy arrays (float64 kept); conv says it needs
+    NDArray mode instead of failing obscurely."""
+    env = dict(os.environ, NEEDLE_BACKEND="np")
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "np-mode softmax OK" in res.stdout

@@ -2,11 +2,10 @@
 import os
 import pickle
 
+import needle as ndl
 import numpy as np
 import pytest
-
-import needle as ndl
-import needle.nn as nn
+from needle import nn
 from needle.utils import load_checkpoint, save_checkpoint, summary
 
 from apps.models import LeNet, ResNet9
@@ -115,6 +114,7 @@ def test_checkpoint_refuses_arbitrary_objects(tmp_path):
     assert not os.listdir(tmp_path)  # nothing written, no temp file left
     # A well-formed file whose payload names another global is refused on load, not executed.
     import hashlib
+
     from needle import utils
     payload = pickle.dumps({"x": os.getcwd}, protocol=4)
     path.write_bytes(utils._MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)

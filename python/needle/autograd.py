@@ -117,31 +117,33 @@ def _compute(op, inputs):
     except AttributeError:
         bad = [type(x).__name__ for x in inputs if not isinstance(x, Value)]
         raise TypeError(f"{_op_name(op)}: inputs must be Tensors, got {', '.join(bad)}") from None
-    if not _NUMPY_MODE and len(arrays) > 1:
-        _check_devices(op, arrays)
+    if len(arrays) > 1 and not _NUMPY_MODE:
+        dev = getattr(arrays[0], "device", None)
+        for a in arrays[1:]:
+            d = getattr(a, "device", None)
+            if d is not dev and d != dev:
+                _raise_mixed_devices(op, arrays)
     try:
         return op.compute(*arrays)
     except (ValueError, IndexError, TypeError) as e:
         shapes = ", ".join(_describe(a) for a in arrays)
         msg = f"{_op_name(op)}: {e} (input shapes: {shapes})"
-        for kind in (IndexError, TypeError, ValueError):
-            if isinstance(e, kind):
-                raise kind(msg) from e
-        raise
+        try:
+            annotated = type(e)(msg)  # same type, so callers' except clauses still match
+        except Exception:
+            annotated = next(k for k in (IndexError, TypeError, ValueError) if isinstance(e, k))(msg)
+        raise annotated from e
 
 
-def _check_devices(op, arrays):
-    dev = None
-    for a in arrays:
-        d = getattr(a, "device", None) if not isinstance(a, tuple) else None
-        if d is None:
-            continue
-        if dev is None:
-            dev = d
-        elif d is not dev and d != dev:
-            devs = ", ".join(str(getattr(x, "device", "?")) for x in arrays)
-            raise ValueError(f"{_op_name(op)}: inputs are on different devices ({devs}); "
-                             f"move them with Tensor(t, device=...) first")
+def _raise_mixed_devices(op, arrays):
+    devs = [getattr(a, "device", None) for a in arrays]
+    if any(d is None for d in devs):  # e.g. a TensorTuple input: nothing to compare
+        known = [d for d in devs if d is not None]
+        if all(d == known[0] for d in known):
+            return
+    devs = ", ".join(str(d) for d in devs)
+    raise ValueError(f"{_op_name(op)}: inputs are on different devices ({devs}); "
+                     f"move them with Tensor(t, device=...) first")
 
 
 # ---------------------------------------------------------------------------------------- values
@@ -170,7 +172,8 @@ class Value:
 
     def __del__(self):
         global TENSOR_COUNTER
-        TENSOR_COUNTER -= 1
+        if "cached_data" in self.__dict__:  # skip objects whose construction failed
+            TENSOR_COUNTER -= 1
 
     def _init(self, op, inputs, *, num_outputs=1, cached_data=None, requires_grad=None):
         global TENSOR_COUNTER
@@ -193,17 +196,26 @@ class Value:
     @classmethod
     def make_from_op(cls, op, inputs):
         """The node op(*inputs); eager mode computes it now and detaches it if nothing needs grad."""
-        value = cls.__new__(cls)
+        global TENSOR_COUNTER
         if LAZY_MODE:
+            value = cls.__new__(cls)
             value._init(op, inputs)
             return value
         data = _compute(op, inputs)
+        value = cls.__new__(cls)
+        TENSOR_COUNTER += 1  # inlined _init: this is the hot path of every op
+        value.cached_data = data
+        value.num_outputs = 1
         if _GRAD_ENABLED:
             for x in inputs:
                 if x.requires_grad:
-                    value._init(op, inputs, cached_data=data, requires_grad=True)
+                    value.op = op
+                    value.inputs = list(inputs)
+                    value.requires_grad = True
                     return value
-        value._init(None, [], cached_data=data, requires_grad=False)
+        value.op = None
+        value.inputs = []
+        value.requires_grad = False
         return value
 
 
@@ -454,6 +466,17 @@ def find_topo_sort(node_list):
     return topo_order
 
 
+def _sum_grads(grads):
+    if len(grads) > 1 and isinstance(grads[0], TensorTuple):
+        total = _ot.sum_tuple_grads(grads)
+        if total is not None:
+            return total
+    total = grads[0]
+    for g in grads[1:]:
+        total = total + g
+    return total
+
+
 def compute_gradient_of_variables(output_tensor, out_grad):
     """Store on every node of output_tensor's graph its gradient (`node.grad`, overwritten).
 
@@ -465,9 +488,7 @@ def compute_gradient_of_variables(output_tensor, out_grad):
         grads = node_to_output_grads.pop(node, None)
         if grads is None:
             continue
-        grad = grads[0]
-        for g in grads[1:]:
-            grad = grad + g
+        grad = _sum_grads(grads)
         node.grad = grad
         if node.op is None:
             continue

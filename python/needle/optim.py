@@ -9,7 +9,7 @@ import numpy as np
 
 from .autograd import Tensor
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["SGD", "Adam", "Optimizer"]
 
 
 def _detached(value, like: Tensor) -> Tensor:

@@ -12,16 +12,16 @@ import re
 
 import numpy as np
 
-from .autograd import Tensor
+from .autograd import Tensor, no_grad
 from .data.data_download import atomic_open
 from .nn import Conv2d, ConvTranspose2d, Linear
 
 __all__ = [
-    "summary",
     "Summary",
-    "save_checkpoint",
-    "load_checkpoint",
     "atomic_write",
+    "load_checkpoint",
+    "save_checkpoint",
+    "summary",
 ]
 
 
@@ -178,7 +178,8 @@ def _module_tree(model):
     """[(display name, module, depth, own parameter count, is leaf)] in pre-order.
 
     Built from `Module.named_modules()`: a module's parent is its longest proper name prefix
-    that is itself a module. Display names drop Sequential's ".modules" list ("0.1.weight").
+    that is itself a module. Display names drop Sequential's ".modules" list
+    ("model.modules.0.modules.1" shows as "model.0.1").
     """
     entries = []
     for name, module in model.named_modules():
@@ -214,8 +215,9 @@ def summary(model, input_shape, device=None, dtype="float32"):
     """Run one forward pass on zeros and tabulate every module call.
 
     Module `forward`s are wrapped by instance attributes for the duration of the call and the
-    model runs in eval mode (no BatchNorm statistics updated, no dropout draws); both are
-    restored afterwards, so the model is left exactly as it was.
+    model runs in eval mode (no BatchNorm statistics updated, no dropout draws) without
+    building a graph; modes and forwards are restored afterwards, so the model is left exactly
+    as it was.
 
     Args:
         model: an nn.Module.
@@ -262,7 +264,8 @@ def summary(model, input_shape, device=None, dtype="float32"):
             entry[1].forward = wrap(*entry)
         x = Tensor(np.zeros(input_shape, dtype=dtype), device=device, dtype=dtype,
                    requires_grad=False)
-        model(x)
+        with no_grad():
+            model(x)
     finally:
         for module, training, forward in saved:
             module.training = training

@@ -6,6 +6,7 @@ as_strided) only edit (shape, strides, offset) and share the buffer.
 """
 import builtins
 import operator
+import os
 from functools import reduce
 
 import numpy as np
@@ -82,7 +83,9 @@ class BackendDevice:
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"one_hot: indices must lie in [0, {n}), got range "
                              f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
-        return NDArray(np.eye(n, dtype=np.float32)[idx], device=self)
+        out = np.zeros(idx.shape + (n,), dtype=np.float32)  # not eye(n)[idx]: n may be 10^4+
+        np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
+        return NDArray(out, device=self)
 
     def empty(self, shape, dtype="float32"):
         _check_dtype(dtype, "empty")
@@ -102,6 +105,9 @@ def cpu_numpy():
 def cpu():
     """The C++ CPU backend (OpenMP + SIMD)."""
     if "cpu" not in _DEVICES:
+        # Idle OpenMP workers sleep instead of spinning: spinning threads cost ~10-20 ms per
+        # parallel region whenever the cores are shared. Read once, when libgomp loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from . import ndarray_backend_cpu
         _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
     return _DEVICES["cpu"]

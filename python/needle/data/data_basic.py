@@ -4,14 +4,15 @@ The DataLoader's only random draw is one `np.random.permutation(len(dataset))` p
 call when shuffling (taken when `iter()` is called, not at the first batch).
 """
 import os
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
 
 from ..autograd import Tensor
 from ..backend_selection import cpu
 
-__all__ = ["Dataset", "NDArrayDataset", "DataLoader", "find_data_dir"]
+__all__ = ["DataLoader", "Dataset", "NDArrayDataset", "find_data_dir"]
 
 
 def find_data_dir(data_dir: Optional[str] = None, must_exist: bool = False) -> str:
@@ -48,7 +49,7 @@ class Dataset:
         transforms: optional list of callables applied in order by `apply_transforms`.
     """
 
-    def __init__(self, transforms: Optional[List] = None):
+    def __init__(self, transforms: Optional[list] = None):
         self.transforms = transforms
 
     def __getitem__(self, index):
@@ -118,7 +119,7 @@ class DataLoader:
         self.dtype = dtype
         self.ordering = self._split(np.arange(len(dataset)))
 
-    def _split(self, order: np.ndarray) -> List[np.ndarray]:
+    def _split(self, order: np.ndarray) -> list[np.ndarray]:
         n = len(order)
         if n == 0:
             return []
@@ -128,7 +129,7 @@ class DataLoader:
         """Number of batches per epoch."""
         return len(self.ordering)
 
-    def __iter__(self) -> Iterator[Tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         if self.shuffle:
             self.ordering = self._split(np.random.permutation(len(self.dataset)))
         # The permutation is drawn above, eagerly; the generator only walks the batches.

@@ -7,7 +7,7 @@ import numpy as np
 from .data_basic import Dataset
 from .data_transforms import Transform
 
-__all__ = ["CIFAR10Dataset", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10Dataset", "Normalize"]
 
 # Per-channel statistics of the CIFAR-10 training set (pixels in [0, 1]), in R, G, B order.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -69,7 +69,7 @@ class DigitsDataset(Dataset):
         if not 0 < test_fraction < 1:
             raise ValueError(f"DigitsDataset: test_fraction {test_fraction} must be in (0, 1)")
         digits = load_digits()
-        n_test = int(round(len(digits.target) * test_fraction))
+        n_test = round(len(digits.target) * test_fraction)
         part = slice(None, -n_test) if train else slice(-n_test, None)
         images = digits.images[part].astype(np.float32) / np.float32(16)  # pixels are 0..16
         if image_size != images.shape[-1]:

@@ -8,7 +8,6 @@ the folder to put the files in.
 import contextlib
 import hashlib
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.request
@@ -17,16 +16,16 @@ from .data_basic import find_data_dir
 from .data_mnist import mnist_files
 
 __all__ = [
-    "DataUnavailableError",
+    "CIFAR10_FILES",
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
     "MNIST_FILES",
     "MNIST_MIRRORS",
-    "CIFAR10_URL",
-    "CIFAR10_MD5",
-    "CIFAR10_FILES",
+    "DataUnavailableError",
     "atomic_open",
     "download_file",
-    "ensure_mnist",
     "ensure_cifar10",
+    "ensure_mnist",
 ]
 
 # Published checksums of the gzipped IDX files (as distributed by the MNIST mirrors).
@@ -58,12 +57,24 @@ class DataUnavailableError(FileNotFoundError):
     """Data files are missing and could not be downloaded."""
 
 
-def _md5(path):
+def _copy(src, out=None, bar=None):
+    """Stream file object `src` into `out` (if given; updating a tqdm `bar`); returns the md5
+    hex digest of what was read."""
     h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: src.read(1 << 20), b""):
+        if out is not None:
+            out.write(chunk)
+        h.update(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
     return h.hexdigest()
+
+
+def _md5(path):
+    with open(path, "rb") as f:
+        return _copy(f)
 
 
 def _progress(total, desc):
@@ -116,18 +127,11 @@ def download_file(url, dest, md5=None, timeout=30):
         OSError (urllib.error.URLError included) when the download fails; ValueError when the
         checksum does not match. `dest` is never left half-written.
     """
-    h = hashlib.md5()
     with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
         bar = _progress(int(resp.headers.get("Content-Length") or 0), os.path.basename(dest))
-        for chunk in iter(lambda: resp.read(1 << 16), b""):
-            out.write(chunk)
-            h.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
-        if md5 is not None and h.hexdigest() != md5:
-            raise ValueError(f"download_file: {url} has md5 {h.hexdigest()}, expected {md5}")
+        digest = _copy(resp, out, bar)
+        if md5 is not None and digest != md5:
+            raise ValueError(f"download_file: {url} has md5 {digest}, expected {md5}")
     return dest
 
 
@@ -183,22 +187,22 @@ def ensure_mnist(data_dir=None, splits=("train", "t10k"), download=True):
 
 
 def _extract_cifar(archive, root):
-    """Extract the CIFAR-10 batches into `<root>/cifar-10-batches-py/`, each file atomically."""
+    """Copy the six batches out of the archive into `<root>/cifar-10-batches-py/`, each one
+    md5-checked and written atomically (only these known member names are read)."""
     folder = os.path.join(root, CIFAR10_FOLDER)
-    tmpdir = tempfile.mkdtemp(prefix=".cifar-extract-", dir=root)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in tar.getmembers()
-                       if m.isfile() and os.path.dirname(m.name) == CIFAR10_FOLDER]
-            tar.extractall(tmpdir, members=members, filter="data")
-        os.makedirs(folder, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
         for name, md5 in CIFAR10_FILES.items():
-            src = os.path.join(tmpdir, CIFAR10_FOLDER, name)
-            if not os.path.isfile(src) or _md5(src) != md5:
-                raise ValueError(f"{archive}: {name} is missing or has a bad md5")
-            os.replace(src, os.path.join(folder, name))
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+            member = f"{CIFAR10_FOLDER}/{name}"
+            try:
+                src = tar.extractfile(member)
+            except KeyError:
+                src = None
+            if src is None:
+                raise ValueError(f"{archive}: {member} is missing from the archive")
+            with atomic_open(os.path.join(folder, name)) as out:
+                digest = _copy(src, out)
+                if digest != md5:
+                    raise ValueError(f"{archive}: {member} has md5 {digest}, expected {md5}")
     return folder
 
 

@@ -3,13 +3,13 @@ import gzip
 import os
 import struct
 import zlib
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
 from .data_basic import Dataset
 
-__all__ = ["MNISTDataset", "parse_mnist", "mnist_files"]
+__all__ = ["MNISTDataset", "mnist_files", "parse_mnist"]
 
 _IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 _LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -26,7 +26,7 @@ def _read_bytes(filename: str) -> bytes:
         raise ValueError(f"MNIST: {filename} is not a valid gzip file ({e})") from None
 
 
-def _read_idx(filename: str, magic: int, ndim: int) -> Tuple[Tuple[int, ...], np.ndarray]:
+def _read_idx(filename: str, magic: int, ndim: int) -> tuple[tuple[int, ...], np.ndarray]:
     raw = _read_bytes(filename)
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -45,7 +45,7 @@ def _read_idx(filename: str, magic: int, ndim: int) -> Tuple[Tuple[int, ...], np
     return dims, np.frombuffer(raw, dtype=np.uint8, offset=header)
 
 
-def parse_mnist(image_filename: str, label_filename: str) -> Tuple[np.ndarray, np.ndarray]:
+def parse_mnist(image_filename: str, label_filename: str) -> tuple[np.ndarray, np.ndarray]:
     """Read an MNIST image/label file pair (gzipped IDX).
 
     Returns:
@@ -65,7 +65,7 @@ def parse_mnist(image_filename: str, label_filename: str) -> Tuple[np.ndarray, n
     return X, labels.copy()
 
 
-def mnist_files(data_dir: str, split: str = "train") -> Tuple[str, str]:
+def mnist_files(data_dir: str, split: str = "train") -> tuple[str, str]:
     """Paths of the (images, labels) files of `split` ("train" or "t10k") in `data_dir`.
 
     The files are looked up in `data_dir/mnist` and then in `data_dir`.
@@ -88,10 +88,10 @@ class MNISTDataset(Dataset):
     """
 
     def __init__(self, image_filename: str, label_filename: str,
-                 transforms: Optional[List] = None):
+                 transforms: Optional[list] = None):
         super().__init__(transforms)
         self.images, self.labels = parse_mnist(image_filename, label_filename)
-        side = int(round(np.sqrt(self.images.shape[1])))
+        side = round(float(np.sqrt(self.images.shape[1])))
         self.image_shape = (side, side, 1)
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@ in the needle contract (flip: one `rand()`; crop: one `randint(size=2)`), whatev
 """
 import numpy as np
 
-__all__ = ["Transform", "RandomFlipHorizontal", "RandomCrop"]
+__all__ = ["RandomCrop", "RandomFlipHorizontal", "Transform"]
 
 
 def _check_image(name: str, img) -> np.ndarray:

@@ -1,4 +1,6 @@
 """Tensor creation: random (one numpy draw each, then an affine map), constant and one-hot."""
+import numpy
+
 from ..autograd import Tensor, _is_float32
 from ..backend_selection import BACKEND, cpu
 
@@ -57,13 +59,15 @@ def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """
     device = cpu() if device is None else device
     array = device.rand(*shape) <= p
+    if not _NUMPY_MODE and dtype in ("bool", bool):
+        dtype = "float32"  # NDArray holds only float32: the mask is 1.0 / 0.0
     return _wrap(array, device, dtype, requires_grad)
 
 
 def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     """Rows of the n x n identity picked by the index tensor `i`: shape i.shape + (n,) (no draw)."""
     device = cpu() if device is None else device
-    idx = i.numpy() if isinstance(i, Tensor) else i
+    idx = i.numpy() if isinstance(i, Tensor) else numpy.asarray(i)
     array = device.one_hot(n, idx.astype("int32"), dtype=dtype)
     return _wrap(array, device, dtype, requires_grad)
 

@@ -5,7 +5,7 @@ RNG-order contract: Linear draws weight then bias; Dropout draws one `rand(*x.sh
 training forward; nothing else here draws.
 """
 from collections import OrderedDict
-from typing import Iterator, List, Tuple
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -13,20 +13,20 @@ from .. import init, ops
 from ..autograd import Tensor
 
 __all__ = [
-    "Parameter",
-    "Module",
-    "Identity",
-    "Linear",
-    "Flatten",
-    "ReLU",
-    "Tanh",
-    "Sigmoid",
-    "Sequential",
-    "SoftmaxLoss",
     "BatchNorm1d",
-    "LayerNorm1d",
     "Dropout",
+    "Flatten",
+    "Identity",
+    "LayerNorm1d",
+    "Linear",
+    "Module",
+    "Parameter",
+    "ReLU",
     "Residual",
+    "Sequential",
+    "Sigmoid",
+    "SoftmaxLoss",
+    "Tanh",
 ]
 
 
@@ -67,7 +67,7 @@ def _walk(value, prefix, ancestors):
             yield from _walk(item, f"{prefix}.{i}" if prefix else str(i), ancestors)
 
 
-def _direct_children(module) -> List[Tuple[str, "Module"]]:
+def _direct_children(module) -> list[tuple[str, "Module"]]:
     """(name, module) for the modules one level below `module` (through containers)."""
     out = []
 
@@ -114,29 +114,29 @@ class Module:
             self._buffer_names.append(name)
         setattr(self, name, tensor)
 
-    def parameters(self) -> List[Parameter]:
+    def parameters(self) -> list[Parameter]:
         """All Parameters reachable from this module, in attribute insertion order."""
         return [obj for _, kind, obj in _walk(self, "", ()) if kind == "param"]
 
-    def named_parameters(self) -> Iterator[Tuple[str, Parameter]]:
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter), e.g. ("modules.0.weight", W), in parameters() order."""
         for name, kind, obj in _walk(self, "", ()):
             if kind == "param":
                 yield name, obj
 
-    def named_buffers(self) -> Iterator[Tuple[str, Tensor]]:
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield (dotted name, Tensor) for registered buffers (e.g. BatchNorm running stats)."""
         for name, kind, obj in _walk(self, "", ()):
             if kind == "buffer":
                 yield name, obj
 
-    def named_modules(self) -> Iterator[Tuple[str, "Module"]]:
+    def named_modules(self) -> Iterator[tuple[str, "Module"]]:
         """Yield (dotted name, Module) for self (name "") and every nested module."""
         for name, kind, obj in _walk(self, "", ()):
             if kind == "module":
                 yield name, obj
 
-    def _children(self) -> List["Module"]:
+    def _children(self) -> list["Module"]:
         return [m for name, m in self.named_modules() if m is not self]
 
     def eval(self):
@@ -392,6 +392,14 @@ class BatchNorm1d(Module):
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
+    def _update_running(self, name: str, batch_stat: Tensor) -> None:
+        old = getattr(self, name)
+        m = self.momentum
+        new = ((1 - m) * old + m * batch_stat.detach()).detach()
+        if new.dtype != old.dtype:  # numpy mode, float64 input: keep the buffer's dtype
+            new = Tensor(new, device=old.device, dtype=old.dtype, requires_grad=False)
+        setattr(self, name, new)
+
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.dim:
             raise ValueError(
@@ -403,9 +411,8 @@ class BatchNorm1d(Module):
             mean = ops.summation(x, axes=(0,)) / n
             centered = x - ops.broadcast_to(ops.reshape(mean, row), x.shape)
             var = ops.summation(centered * centered, axes=(0,)) / n
-            m = self.momentum
-            self.running_mean = ((1 - m) * self.running_mean + m * mean.detach()).detach()
-            self.running_var = ((1 - m) * self.running_var + m * var.detach()).detach()
+            self._update_running("running_mean", mean)
+            self._update_running("running_var", var)
         else:
             centered = x - ops.broadcast_to(ops.reshape(self.running_mean, row), x.shape)
             var = self.running_var

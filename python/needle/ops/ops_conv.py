@@ -1,8 +1,8 @@
 """Convolution ops (NHWC): conv, conv_transpose and the weight-gradient op that closes them.
 
 Layouts (letters: N batch, H/W spatial, C channels, K kernel, G groups):
-  conv            input N x H x W x Cin,  weight KH x KW x (Cin/G) x Cout,  output N x Ho x Wo x Cout
-  conv_transpose  input N x Hi x Wi x Cin, weight KH x KW x Cin x (Cout/G), output N x Ho x Wo x Cout
+  conv            input N x H x W x Cin, weight KH x KW x (Cin/G) x Cout -> N x Ho x Wo x Cout
+  conv_transpose  input N x Hi x Wi x Cin, weight KH x KW x Cin x (Cout/G) -> N x Ho x Wo x Cout
                   (torch conv_transpose2d weight = ours.permute(2, 3, 0, 1))
 Forward: im2col as an `as_strided` view of the padded input, materialised by the native compact
 kernel, then one GEMM (a batched GEMM over the groups). Input gradient: the transposed conv, i.e.
@@ -60,9 +60,9 @@ def _check_array_mode(op, *arrays):
 def _check_conv_shapes(op, a, b, groups, what_b="KH x KW x Cin/groups x Cout"):
     if a.ndim != 4:
         raise ValueError(f"{op}: input must be N x H x W x C (4-D), got shape {a.shape}")
-    if b.ndim != 4:
-        raise ValueError(f"{op}: weight must be {what_b} (4-D), got shape {b.shape} "
-                         f"(input shape {a.shape})")
+    if b.ndim != 4 or min(b.shape) < 1:
+        raise ValueError(f"{op}: weight must be {what_b} (4-D, no empty dim), got shape "
+                         f"{b.shape} (input shape {a.shape})")
 
 
 # ---------------------------------------------------------------- im2col / col2im on NDArrays
@@ -130,9 +130,9 @@ class Conv(TensorOp):
         ho = conv_output_size(h, kh, self.stride[0], self.padding[0], self.dilation[0])
         wo = conv_output_size(w, kw, self.stride[1], self.padding[1], self.dilation[1])
         if ho < 1 or wo < 1:
-            raise ValueError(f"conv: kernel {(kh, kw)} with dilation {self.dilation} is larger than "
-                             f"the padded input {(h + 2 * self.padding[0], w + 2 * self.padding[1])} "
-                             f"(input {a_shape}, weight {b_shape})")
+            padded = (h + 2 * self.padding[0], w + 2 * self.padding[1])
+            raise ValueError(f"conv: kernel {(kh, kw)} with dilation {self.dilation} is larger "
+                             f"than the padded input {padded} (input {a_shape}, weight {b_shape})")
         return (n, ho, wo, cout)
 
     def compute(self, a, b):
@@ -197,15 +197,15 @@ class ConvTranspose(TensorOp):
         self.groups = _check_groups(groups, "conv_transpose")
         self.output_padding = _pair(output_padding, "output_padding", "conv_transpose", 0)
         if any(o >= s for o, s in zip(self.output_padding, self.stride)):
-            raise ValueError(f"conv_transpose: output_padding {self.output_padding} must be smaller "
-                             f"than stride {self.stride}")
+            raise ValueError(f"conv_transpose: output_padding {self.output_padding} must be "
+                             f"smaller than stride {self.stride}")
 
     def _shapes(self, y_shape, w_shape):
         (n, hi, wi, cin), (kh, kw, cin2, og) = y_shape, w_shape
         g = self.groups
         if cin2 != cin or cin % g:
-            raise ValueError(f"conv_transpose: input {y_shape} and weight {w_shape} with groups={g}: "
-                             f"need weight dim 2 = Cin ({cin}) divisible by groups")
+            raise ValueError(f"conv_transpose: input {y_shape} and weight {w_shape} with "
+                             f"groups={g}: need weight dim 2 = Cin ({cin}) divisible by groups")
         ho, wo = (conv_transpose_output_size(x, k, s, p, d, o) for x, k, s, p, d, o in zip(
             (hi, wi), (kh, kw), self.stride, self.padding, self.dilation, self.output_padding))
         if ho < 1 or wo < 1:

@@ -7,7 +7,7 @@ calls numpy (which broadcasts implicitly and keeps dtypes).
 """
 import numpy
 
-from ..autograd import Tensor, TensorOp, TensorTupleOp
+from ..autograd import Tensor, TensorOp
 from ..backend_selection import BACKEND, array_api
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "Tanh", "tanh", "Sigmoid", "sigmoid", "MatMul", "matmul", "Summation", "summation",
     "BroadcastTo", "broadcast_to", "Reshape", "reshape", "Transpose", "transpose", "LogSumExp",
     "logsumexp", "LogSoftmax", "logsoftmax", "Flip", "flip", "Dilate", "dilate", "Undilate",
-    "undilate", "FusedAddScalars", "fused_add_scalars",
+    "undilate",
 ]
 
 _NUMPY_MODE = BACKEND == "np"
@@ -587,23 +587,3 @@ class Undilate(TensorOp):
 def undilate(a, axes, dilation):
     """Inverse of `dilate`: every (dilation + 1)-th entry along `axes`."""
     return Undilate(axes, dilation)(a)
-
-
-# ---------------------------------------------------------------------------------- tuple-valued
-class FusedAddScalars(TensorTupleOp):
-    """(a + c0, a + c1) as one TensorTuple node."""
-
-    def __init__(self, c0, c1):
-        self.c0 = c0
-        self.c1 = c1
-
-    def compute(self, a):
-        return a + self.c0, a + self.c1
-
-    def gradient(self, out_grad, node):
-        return out_grad[0] + out_grad[1]
-
-
-def fused_add_scalars(x, c0, c1):
-    """TensorTuple (x + c0, x + c1)."""
-    return FusedAddScalars(c0, c1)(x)

@@ -145,7 +145,7 @@ class MaxPool2dGather(_PoolOp):
 
 
 def max_pool2d_gather(a, x, kernel_size, stride=None, padding=0):
-    """x (N x H x W x C) sampled at the arg-max of each max_pool2d window of a -> N x Ho x Wo x C."""
+    """x (N x H x W x C) read at the arg-max of each max_pool2d window of a -> N x Ho x Wo x C."""
     return MaxPool2dGather(kernel_size, stride, padding)(a, x)
 
 

@@ -11,7 +11,7 @@ Backward passes use the closed forms, built from needle ops (differentiable agai
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
-from ..backend_selection import BACKEND, array_api
+from ..backend_selection import BACKEND
 from .ops_mathematic import LogSoftmax, broadcast_to, reshape, summation
 
 __all__ = ["Softmax", "softmax", "log_softmax", "SoftmaxCrossEntropy",

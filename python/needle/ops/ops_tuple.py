@@ -5,7 +5,7 @@ from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backend_selection import BACKEND, array_api
 
 __all__ = ["MakeTensorTuple", "make_tuple", "TupleGetItem", "tuple_get_item", "Stack", "stack",
-           "Split", "split"]
+           "Split", "split", "FusedAddScalars", "fused_add_scalars", "sum_tuple_grads"]
 
 _NUMPY_MODE = BACKEND == "np"
 
@@ -45,7 +45,9 @@ class TupleGetItem(TensorOp):
         in_grad = []
         for i, value in enumerate(node.inputs[0].realize_cached_data()):
             if i != index:
-                in_grad.append(Tensor.make_const(_zeros_like(value)))
+                zero = Tensor.make_const(_zeros_like(value))
+                zero._zero_placeholder = True  # lets sum_tuple_grads skip it
+                in_grad.append(zero)
             else:
                 in_grad.append(out_grad)
         return make_tuple(*in_grad)
@@ -54,6 +56,29 @@ class TupleGetItem(TensorOp):
 def tuple_get_item(value, index):
     """Element `index` of a TensorTuple, as a Tensor."""
     return TupleGetItem(index)(value)
+
+
+def sum_tuple_grads(grads):
+    """Sum of several make_tuple gradients of one TensorTuple node, element by element.
+
+    The zero placeholders sent by TupleGetItem are skipped, so k get_items of a k-way split
+    cost k additions instead of k * k. Returns None when the grads are not all make_tuples of
+    one length (the caller then adds them with TensorTuple `+`).
+    """
+    n = len(grads[0].inputs)
+    if any(not isinstance(g.op, MakeTensorTuple) or len(g.inputs) != n for g in grads):
+        return None
+    out = []
+    for i in range(n):
+        parts = [g.inputs[i] for g in grads if not getattr(g.inputs[i], "_zero_placeholder", False)]
+        if not parts:
+            out.append(grads[0].inputs[i])
+            continue
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        out.append(total)
+    return make_tuple(*out)
 
 
 def _zeros_like(array):
@@ -119,3 +144,22 @@ class Split(TensorTupleOp):
 def split(a, axis):
     """TensorTuple of a.shape[axis] Tensors, each a's shape with `axis` removed (inverse of stack)."""
     return Split(axis)(a)
+
+
+class FusedAddScalars(TensorTupleOp):
+    """(a + c0, a + c1) as one TensorTuple node."""
+
+    def __init__(self, c0, c1):
+        self.c0 = c0
+        self.c1 = c1
+
+    def compute(self, a):
+        return a + self.c0, a + self.c1
+
+    def gradient(self, out_grad, node):
+        return out_grad[0] + out_grad[1]
+
+
+def fused_add_scalars(x, c0, c1):
+    """TensorTuple (x + c0, x + c1)."""
+    return FusedAddScalars(c0, c1)(x)

@@ -1,0 +1,220 @@
+"""Every benchmark in one run, as one markdown table: needle vs numpy vs PyTorch.
+
+    python benchmarks/run.py [--quick] [--out docs/performance.md]
+
+Rows: sgemm at n = 512/1024/2048, conv forward+backward over the ResNet9 layer shapes at batch
+32, max pooling, softmax, a ResNet9 training step at batch 128 (images/s, peak memory), and the
+per-op overhead of a small Tensor add; CUDA rows when a GPU is enabled. Each row validates
+needle's result against the reference first, then reports the median of repeated runs.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import bench_overhead
+import bench_resnet9
+import needle as ndl
+import needle.backend_ndarray as nd
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # torch is optional
+    torch = None
+
+RESNET9_CONVS = [(32, 3, 16, 7, 4), (8, 16, 32, 3, 2), (4, 32, 32, 3, 1), (4, 32, 32, 3, 1),
+                 (4, 32, 64, 3, 2), (2, 64, 128, 3, 2), (1, 128, 128, 3, 1), (1, 128, 128, 3, 1)]
+
+
+def median_s(fn, repeats, sync=None):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine():
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line for line in lines if line.startswith("flags")).split()
+        simd = [f for f in ("avx2", "fma", "avx512f") if f in flags]
+    except (OSError, StopIteration):
+        simd = []
+    parts = [cpu, f"{os.cpu_count()} cores", "+".join(simd) or "no avx2",
+             f"numpy {np.__version__}", f"torch {torch.__version__}" if torch else "no torch",
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"]
+    if ndl.cuda().enabled() and torch is not None and torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(0))
+    return ", ".join(parts)
+
+
+def check(name, got, want, tol):
+    err = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
+    if err > tol:
+        raise AssertionError(f"{name}: max abs diff {err} > {tol}")
+
+
+def row(name, unit, ours, numpy_val=None, torch_val=None, higher_is_better=True):
+    """A table row; ratios are 'needle is x times as fast' (> 1 means needle wins)."""
+    def ratio(other):
+        if other is None or ours is None:
+            return ""
+        return f"{(ours / other) if higher_is_better else (other / ours):.2f}x"
+    fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
+    return [name, unit, fmt(ours), fmt(numpy_val), fmt(torch_val), ratio(numpy_val), ratio(torch_val)]
+
+
+def bench_sgemm(device, sizes, repeats):
+    rows = []
+    for n in sizes:
+        x = np.random.randn(n, n).astype(np.float32)
+        y = np.random.randn(n, n).astype(np.float32)
+        a, b = nd.array(x, device=device), nd.array(y, device=device)
+        check(f"sgemm {n}", (a @ b).numpy(), x @ y, 1e-2 * np.sqrt(n))
+        flops = 2 * n ** 3 / 1e9
+        ours = flops / median_s(lambda: a @ b, repeats, device.synchronize)
+        np_val = flops / median_s(lambda: x @ y, repeats) if device.name == "cpu" else None
+        t_val = None
+        if torch is not None:
+            dev = "cuda" if device.name == "cuda" else "cpu"
+            if dev == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = False
+            tx, ty = torch.tensor(x, device=dev), torch.tensor(y, device=dev)
+            sync = torch.cuda.synchronize if dev == "cuda" else None
+            t_val = flops / median_s(lambda: tx @ ty, repeats, sync)
+        rows.append(row(f"sgemm {n}x{n}x{n} ({device.name})", "GFLOP/s", ours, np_val, t_val))
+    return rows
+
+
+def bench_conv_layers(device, batch, repeats):
+    """Forward+backward of every ResNet9 convolution, summed (ms)."""
+    ours_total, torch_total = 0.0, 0.0
+    for h, cin, cout, k, s in RESNET9_CONVS:
+        x = np.random.randn(batch, h, h, cin).astype(np.float32)
+        w = (np.random.randn(k, k, cin, cout) / np.sqrt(k * k * cin)).astype(np.float32)
+        X, W = ndl.Tensor(x, device=device), ndl.Tensor(w, device=device)
+
+        def step():
+            ndl.conv(X, W, stride=s, padding=k // 2).sum().backward()
+        step()
+        if torch is not None:
+            xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous().requires_grad_()
+            wt = torch.tensor(w).permute(3, 2, 0, 1).contiguous().requires_grad_()
+            F.conv2d(xt, wt, stride=s, padding=k // 2).sum().backward()
+            check("conv dx", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-2)
+            check("conv dw", W.grad.numpy(), wt.grad.permute(2, 3, 1, 0).numpy(), 1e-1)
+            torch_total += median_s(
+                lambda: F.conv2d(xt, wt, stride=s, padding=k // 2).sum().backward(), repeats)
+        ours_total += median_s(step, repeats)
+    return [row(f"conv fwd+bwd, ResNet9 layers, batch {batch}", "ms", ours_total * 1e3, None,
+                torch_total * 1e3 if torch is not None else None, higher_is_better=False)]
+
+
+def bench_pool_softmax(device, repeats):
+    rows = []
+    x = np.random.randn(32, 16, 16, 64).astype(np.float32)
+    X = ndl.Tensor(x, device=device)
+
+    def pool():
+        ndl.ops.max_pool2d(X, 3, 2, 1).sum().backward()
+    pool()
+    t_val = None
+    if torch is not None:
+        xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous().requires_grad_()
+        F.max_pool2d(xt, 3, 2, 1).sum().backward()
+        check("max_pool2d grad", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-5)
+        t_val = median_s(lambda: F.max_pool2d(xt, 3, 2, 1).sum().backward(), repeats) * 1e3
+    rows.append(row("max_pool2d 3x3/2 fwd+bwd, 32x16x16x64", "ms", median_s(pool, repeats) * 1e3,
+                    None, t_val, higher_is_better=False))
+
+    z = np.random.randn(1024, 1000).astype(np.float32)
+    g = np.random.randn(1024, 1000).astype(np.float32)
+    Z = ndl.Tensor(z, device=device)
+    G = ndl.Tensor(g, device=device, requires_grad=False)
+
+    def softmax():
+        ndl.ops.softmax(Z, axis=1).backward(G)
+    softmax()
+    e = np.exp(z - z.max(1, keepdims=True))
+    sm = e / e.sum(1, keepdims=True)
+    check("softmax grad", Z.grad.numpy(), sm * (g - (g * sm).sum(1, keepdims=True)), 1e-4)
+    np_val = median_s(lambda: np.exp(z - z.max(1, keepdims=True)), repeats) * 1e3
+    t_val = None
+    if torch is not None:
+        zt = torch.tensor(z, requires_grad=True)
+        gt = torch.tensor(g)
+        t_val = median_s(lambda: torch.softmax(zt, 1).backward(gt), repeats) * 1e3
+    rows.append(row("softmax 1024x1000 fwd+bwd", "ms", median_s(softmax, repeats) * 1e3,
+                    None, t_val, higher_is_better=False))
+    del np_val
+    return rows
+
+
+def bench_step(device, batch, steps):
+    res = dict((name, (ips, mb)) for name, ips, _, mb in bench_resnet9.run(batch, steps, device.name))
+    ours, theirs = res.get("needle"), res.get("torch")
+    rows = [row(f"ResNet9 train step, batch {batch} ({device.name})", "images/s",
+                ours[0] if ours else None, None, theirs[0] if theirs else None)]
+    if device.name == "cpu":
+        rows.append(row(f"ResNet9 train step peak RSS, batch {batch}", "MB",
+                        ours[1] if ours else None, None, theirs[1] if theirs else None,
+                        higher_is_better=False))
+    return rows
+
+
+def bench_op_overhead(repeats):
+    x = np.random.randn(4, 4).astype(np.float32)
+    y = np.random.randn(4, 4).astype(np.float32)
+    fwd, fwd_bwd = bench_overhead.bench_needle(ndl.cpu(), x, y, 2000, repeats)
+    t = bench_overhead.bench_torch(x, y, 2000, repeats)
+    return [row("Tensor add 4x4, forward", "us/op", fwd, None, t[0] if t else None,
+                higher_is_better=False),
+            row("Tensor add 4x4, forward+backward", "us/op", fwd_bwd, None, t[1] if t else None,
+                higher_is_better=False)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes")
+    parser.add_argument("--out", help="also write the markdown to this file")
+    args = parser.parse_args()
+    np.random.seed(0)
+    repeats = 3 if args.quick else 9
+    rows = []
+    rows += bench_sgemm(ndl.cpu(), [256, 512] if args.quick else [512, 1024, 2048], repeats)
+    rows += bench_conv_layers(ndl.cpu(), 32, repeats)
+    rows += bench_pool_softmax(ndl.cpu(), repeats)
+    rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 5)
+    rows += bench_op_overhead(repeats)
+    if ndl.cuda().enabled():
+        rows += bench_sgemm(ndl.cuda(), [1024, 4096], repeats)
+        rows += bench_conv_layers(ndl.cuda(), 32, repeats)
+        rows += bench_step(ndl.cuda(), 256, 5)
+    header = ["benchmark", "unit", "needle", "numpy", "torch", "vs numpy", "vs torch"]
+    lines = [f"Measured {datetime.date.today().isoformat()} on: {machine()}", "",
+             "Median of repeated runs. Ratios > 1 mean needle is faster (or leaner).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("# Performance\n\nGenerated by `python benchmarks/run.py --out "
+                    f"{args.out}`.\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+"""Native backend modules (cpu, and cuda when a GPU answers) called directly, entry point by
+entry point, against the numpy reference module on random data: odd sizes, negative / zero
+strides, offsets, overlapping scatter_add, special values, and every validation path."""
+import importlib
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from needle.backend_ndarray import ndarray_backend_numpy as REF
+
+
+def _native_modules():
+    params = [pytest.param("ndarray_backend_cpu", id="cpu")]
+    try:
+        cuda = importlib.import_module("needle.backend_ndarray.ndarray_backend_cuda")
+        ok = bool(cuda.is_available())
+    except ImportError:
+        ok = False
+    params.append(pytest.param("ndarray_backend_cuda", id="cuda",
+                               marks=pytest.mark.skipif(not ok, reason="no CUDA device")))
+    return params
+
+
+@pytest.fixture(params=_native_modules())
+def mod(request):
+    """A native backend module."""
+    return importlib.import_module(f"needle.backend_ndarray.{request.param}")
+
+
+RNG = np.random.default_rng(1234)
+SPECIALS = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, 3e38,
+                     -3e38, 88.8, -104.0, 0.625, -0.625, 1e-4, 20.0, -20.0], dtype=np.float32)
+
+
+def put(m, x):
+    """A buffer of module m holding x (flattened, float32)."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    a = m.Array(x.size)
+    m.from_numpy(x, a)
+    return a
+
+
+def get(m, a):
+    return m.to_numpy(a, (a.size,), (1,), 0)
+
+
+def garbage(m, n, val=7.0):
+    a = m.Array(n)
+    m.fill(a, val)
+    return a
+
+
+def both(mod, fname, inputs, out_size, *params, scalar=(), fill=7.0):
+    """Run fname(*inputs, *scalar, out, *params) on REF and mod; return both out buffers."""
+    res = []
+    for m in (REF, mod):
+        out = garbage(m, out_size, fill)
+        with np.errstate(all="ignore"):  # overflow to inf is part of what is compared
+            getattr(m, fname)(*[put(m, x) for x in inputs], *scalar, out, *params)
+        res.append(get(m, out))
+    return res
+
+
+def same(a, b):
+    np.testing.assert_array_equal(a, b)
+
+
+def close(a, b, rtol=1e-6, atol=1e-6):
+    np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# ---------------------------------------------------------------- buffers and copies
+def test_array_basics(mod):
+    for n in (0, 1, 17, 1 << 20):
+        a = mod.Array(n)
+        assert a.size == n and isinstance(a.ptr(), int) and a.ptr() % 64 == 0
+    with pytest.raises(ValueError, match="Array"):
+        mod.Array(-1)
+    with pytest.raises(TypeError):
+        mod.Array("3")
+    assert mod.is_available() is True and mod.synchronize() is None
+    assert mod.__tile_size__ == REF.__tile_size__ == 8
+
+
+def test_from_numpy_converts_any_array(mod):
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2]  # float64, non-contiguous
+    a = mod.Array(6)
+    mod.from_numpy(x, a)
+    same(get(mod, a), x.astype(np.float32).reshape(-1))
+    mod.from_numpy(np.array([[1, 2], [3, 4], [5, 6]], dtype=np.int64), a)
+    same(get(mod, a), np.arange(1, 7, dtype=np.float32))
+    mod.from_numpy(np.zeros(0), mod.Array(0))
+    with pytest.raises(ValueError, match="from_numpy"):
+        mod.from_numpy(np.zeros(5), a)
+
+
+def test_fill_and_to_numpy_shapes(mod):
+    for n in (0, 1, 9, 100_001):
+        a = mod.Array(n)
+        mod.fill(a, -2.5)
+        same(get(mod, a), np.full(n, -2.5, np.float32))
+    a = put(mod, np.arange(6))
+    r = mod.to_numpy(a, (2, 0, 3), (3, 1, 1), 0)
+    assert r.shape == (2, 0, 3) and r.dtype == np.float32
+    assert mod.to_numpy(a, (), (), 4).shape == () and mod.to_numpy(a, (), (), 4) == 4.0
+
+
+# (buffer size, shape, strides, offset): odd sizes, negative and zero strides, offsets, high rank,
+# and shapes big enough for the parallel paths (many rows, and few long rows).
+VIEWS = [
+    (24, (2, 3, 4), (12, 4, 1), 0),
+    (24, (4, 3, 2), (1, 4, 12), 0),                  # permuted
+    (30, (2, 3), (3, 1), 5),                         # offset
+    (24, (3, 4), (-4, -1), 23),                      # flipped both ways
+    (13, (13,), (-1,), 12),
+    (5, (4, 3), (0, 1), 1),                          # broadcast rows
+    (5, (3, 4), (1, 0), 2),                          # broadcast inner dim
+    (1, (2, 3, 5), (0, 0, 0), 0),
+    (100, (3, 1, 5, 1), (20, 7, 3, 9), 4),           # size-1 dims with odd strides
+    (300, (2, 3, 2, 2, 3, 2), (150, 50, 25, 12, 4, 1), 3),
+    (360, (5, 7, 9), (1, 45, 5), 10),
+    (0, (3, 0, 2), (4, 1, 9), 0),                    # empty view
+    (200 * 301, (301, 200), (1, 301), 0),            # transpose, parallel over rows
+    (100_003, (2, 50_000), (50_001, 1), 2),          # two long rows, cut into pieces
+    (90_000, (300, 300), (-300, 1), 299 * 300),
+]
+
+
+@pytest.mark.parametrize("size,shape,strides,offset", VIEWS)
+def test_compact_and_to_numpy(mod, size, shape, strides, offset):
+    x = RNG.standard_normal(size).astype(np.float32)
+    n = int(np.prod(shape))
+    a, b = both(mod, "compact", [x], n + 3, shape, strides, offset)
+    same(a, b)
+    same(REF.to_numpy(put(REF, x), shape, strides, offset),
+         mod.to_numpy(put(mod, x), shape, strides, offset))
+
+
+@pytest.mark.parametrize("size,shape,strides,offset", VIEWS)
+def test_setitems(mod, size, shape, strides, offset):
+    n = int(np.prod(shape))
+    x = RNG.standard_normal(n).astype(np.float32)
+    res = []
+    for m in (REF, mod):
+        out = put(m, np.arange(size))
+        m.ewise_setitem(put(m, x), out, shape, strides, offset)
+        res.append(get(m, out))
+    same(*res)
+    res = []
+    for m in (REF, mod):
+        out = put(m, np.arange(size))
+        m.scalar_setitem(n, -3.25, out, shape, strides, offset)
+        res.append(get(m, out))
+    same(*res)
+
+
+@pytest.mark.parametrize("shape,axes", [((37, 45), (1, 0)), ((8, 8), (1, 0)), ((3, 29, 41), (0, 2, 1)),
+                                        ((5, 17, 9, 16), (0, 3, 1, 2)), ((64, 70), (1, 0)),
+                                        ((2, 300, 300), (2, 0, 1)), ((33, 20, 7), (2, 1, 0))])
+@pytest.mark.parametrize("flip", ["none", "last", "all"])
+def test_compact_transposes(mod, shape, axes, flip):
+    """Permuted (and flipped) views: the tiled transpose path, with ragged edge tiles."""
+    x = RNG.standard_normal(shape).astype(np.float32)
+    v = x.transpose(axes)
+    flipped = {"none": (), "last": (v.ndim - 1,), "all": tuple(range(v.ndim))}[flip]
+    strides, offset = [s // 4 for s in v.strides], 0
+    for ax in flipped:  # a reversed axis: negative stride, offset at its last element
+        offset += (v.shape[ax] - 1) * strides[ax]
+        strides[ax] = -strides[ax]
+    v = np.flip(v, flipped) if flipped else v
+    out = mod.Array(x.size)
+    mod.compact(put(mod, x), out, v.shape, tuple(strides), offset)
+    same(get(mod, out), v.reshape(-1))
+    same(mod.to_numpy(put(mod, x), v.shape, tuple(strides), offset), v)
+
+
+SCATTERS = [
+    # col2im: N x Ho x Wo x kh x kw x C windows over an N x H x W x C buffer (overlapping)
+    (2 * 7 * 6 * 3, (2, 5, 4, 3, 3, 3), (126, 18, 3, 18, 3, 1), 0),
+    (4 * 20 * 20 * 8, (4, 9, 9, 3, 3, 8), (3200, 320, 16, 160, 8, 1), 0),  # stride 2, parallel
+    (1, (64, 700), (0, 0), 0),                       # everything into one element, in order
+    (50, (10, 7), (0, 1), 3),                        # rows summed onto one row
+    (40, (6, 5), (-5, 1), 30),                       # injective, negative stride
+    (40_000, (200, 200), (1, 200), 0),               # injective transpose, parallel
+    (300, (3, 40, 9), (100, 2, 1), 5),               # overlapping inner dims, disjoint outer
+]
+
+
+@pytest.mark.parametrize("size,shape,strides,offset", SCATTERS)
+def test_scatter_add_overlapping(mod, size, shape, strides, offset):
+    n = int(np.prod(shape))
+    vals = RNG.standard_normal(n).astype(np.float32)
+    base = RNG.standard_normal(size).astype(np.float32)
+    res = []
+    for m in (REF, mod):
+        out = put(m, base)
+        m.scatter_add(put(m, vals), out, shape, strides, offset)
+        res.append(get(m, out))
+    close(res[0], res[1], rtol=1e-5, atol=1e-4)
+
+
+def test_scatter_add_counts_every_contribution(mod):
+    """Integer-valued data: exact sums whatever the order, no contribution lost to a race."""
+    out = mod.Array(4 * 12 * 12 * 16)
+    mod.fill(out, 0.0)
+    shape, strides = (4, 10, 10, 3, 3, 16), (2304, 192, 16, 192, 16, 1)
+    mod.scatter_add(put(mod, np.ones(int(np.prod(shape)))), out, shape, strides, 0)
+    cover = np.zeros((4, 12, 12, 16), np.float32)
+    for i in range(3):
+        for j in range(3):
+            cover[:, i:i + 10, j:j + 10, :] += 1
+    same(get(mod, out), cover.reshape(-1))
+
+
+# ---------------------------------------------------------------- element-wise
+SIZES = [0, 1, 7, 8, 9, 33, 70_001]
+EWISE = ["ewise_add", "ewise_mul", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq",
+         "ewise_ge"]
+SCALAR = ["scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
+          "scalar_ge"]
+
+
+def _operands(n):
+    x = (RNG.standard_normal(n) * 3).astype(np.float32)
+    y = RNG.standard_normal(n).astype(np.float32)
+    if n >= 8:
+        x[:4], y[:4] = [np.nan, 1.0, np.inf, 2.0], [1.0, np.nan, np.inf, 2.0]
+    return x, y
+
+
+@pytest.mark.parametrize("fname", EWISE)
+@pytest.mark.parametrize("n", SIZES)
+def test_ewise(mod, fname, n):
+    x, y = _operands(n)
+    a, b = both(mod, fname, [x, y], n)
+    (close if fname == "ewise_pow" else same)(a, b)
+
+
+@pytest.mark.parametrize("fname", SCALAR)
+@pytest.mark.parametrize("val", [2.0, 0.5, -1.0, 1.0, -1.3, 0.0, 3.0])
+def test_scalar(mod, fname, val):
+    x, _ = _operands(1001)
+    x = np.concatenate([x, SPECIALS])
+    a, b = both(mod, fname, [x], x.size, scalar=(val,))
+    (close if fname == "scalar_power" else same)(a, b)
+
+
+def test_power_of_negative_base_is_nan(mod):
+    a, b = both(mod, "scalar_power", [[-8.0, -2.0, 4.0]], 3, scalar=(1.0 / 3.0,))
+    assert np.isnan(b[:2]).all() and np.isnan(a[:2]).all()
+    close(a, b)
+
+
+def test_ewise_reads_prefix_of_bigger_inputs(mod):
+    a, b = both(mod, "ewise_add", [np.arange(10), np.ones(12)], 9)
+    same(a, b)
+
+
+@pytest.mark.parametrize("fname,fn", [("ewise_exp", np.exp), ("ewise_log", np.log),
+                                      ("ewise_tanh", np.tanh)])
+def test_transcendental_accuracy(mod, fname, fn):
+    x = np.concatenate([RNG.standard_normal(5000) * 30, RNG.uniform(-1e-3, 1e-3, 500),
+                        np.exp(RNG.uniform(-100, 88, 3000)), SPECIALS]).astype(np.float32)
+    out = mod.Array(x.size)
+    getattr(mod, fname)(put(mod, x), out)
+    with np.errstate(all="ignore"):
+        ref = fn(x)
+    got = get(mod, out)
+    # a few ulp; denormal results compared absolutely
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-44, equal_nan=True)
+    np.testing.assert_array_equal(np.signbit(got[ref == 0]), np.signbit(ref[ref == 0]))
+
+
+# ---------------------------------------------------------------- matmul
+@pytest.mark.parametrize("m,n,p", [(1, 2, 3), (72, 73, 74), (5, 0, 3), (0, 4, 2), (128, 64, 33)])
+def test_matmul(mod, m, n, p):
+    x, y = RNG.standard_normal(m * n), RNG.standard_normal(n * p)
+    a, b = both(mod, "matmul", [x, y], m * p + 2, m, n, p, fill=np.nan)
+    close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m,n,p", [(8, 8, 8), (16, 24, 8), (64, 64, 72), (128, 96, 64), (0, 8, 8)])
+def test_matmul_tiled_zeroes_output(mod, m, n, p):
+    if not hasattr(mod, "matmul_tiled"):
+        pytest.fail("matmul_tiled missing")
+    x, y = RNG.standard_normal(m * n), RNG.standard_normal(n * p)
+    a, b = both(mod, "matmul_tiled", [x, y], m * p, m, n, p, fill=np.nan)
+    close(a, b, rtol=1e-4, atol=1e-4)
+
+
+GEMMS = [
+    # batch, m, n, p, a_offset, a_batch_stride, a_t, b_offset, b_batch_stride, b_t
+    (3, 4, 5, 6, 0, 20, False, 0, 30, False),
+    (3, 4, 5, 6, 2, 20, True, 1, 30, True),
+    (4, 7, 3, 5, 0, 0, False, 3, 15, False),       # a broadcast over the batch
+    (2, 9, 11, 2, 5, 99, True, 0, 0, True),        # b broadcast, gaps between matrices
+    (2, 3, 0, 4, 0, 0, False, 0, 0, False),        # n = 0: zeros
+    (0, 3, 3, 3, 0, 9, False, 0, 9, False),
+    (2, 65, 70, 66, 0, 65 * 70, False, 0, 70 * 66, True),
+]
+
+
+@pytest.mark.parametrize("batch,m,n,p,ao,abs_,at,bo,bbs,bt", GEMMS)
+def test_gemm(mod, batch, m, n, p, ao, abs_, at, bo, bbs, bt):
+    asize = ao + max(0, (batch - 1) * abs_) + m * n + 1
+    bsize = bo + max(0, (batch - 1) * bbs) + n * p
+    x, y = RNG.standard_normal(asize), RNG.standard_normal(bsize)
+    a, b = both(mod, "gemm", [x, y], batch * m * p + 1, batch, m, n, p, ao, abs_, at, bo, bbs, bt,
+                fill=np.nan)
+    close(a, b, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- reductions and softmax
+@pytest.mark.parametrize("rows,size", [(1, 1), (7, 3), (5, 9), (1000, 17), (1, 100_003),
+                                       (3, 40_000), (0, 5)])
+@pytest.mark.parametrize("fname", ["reduce_sum", "reduce_max"])
+def test_reduce(mod, fname, rows, size):
+    x = RNG.standard_normal(rows * size).astype(np.float32)
+    a, b = both(mod, fname, [x], rows, size)
+    close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_reduce_special_cases(mod):
+    a, b = both(mod, "reduce_sum", [[]], 4, 0)
+    same(a, b)
+    x = np.array([1, np.nan, 3, -np.inf, -np.inf, -np.inf, 5, np.inf, 2] + [0] * 9, np.float32)
+    a, b = both(mod, "reduce_max", [x], 6, 3)
+    same(a, b)
+
+
+@pytest.mark.parametrize("fname", ["softmax_rows", "log_softmax_rows"])
+@pytest.mark.parametrize("rows,size", [(1, 1), (3, 7), (4, 8), (5, 13), (2000, 10), (2, 5003)])
+def test_softmax_rows(mod, fname, rows, size):
+    x = (RNG.standard_normal((rows, size)) * 20).astype(np.float32)
+    if size > 2:
+        x[0, 1], x[-1, 0] = -np.inf, 1e4
+    a, b = both(mod, fname, [x], x.size + 1, size)
+    close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_all_minus_inf_row_is_nan(mod):
+    x = np.array([[-np.inf] * 3, [0.0, 1.0, 2.0]], np.float32)
+    for fname in ("softmax_rows", "log_softmax_rows"):
+        with np.errstate(all="ignore"):
+            a, b = both(mod, fname, [x], 6, 3)
+        close(a, b)
+
+
+# ---------------------------------------------------------------- pooling
+POOLS = [  # N, H, W, C, kh, kw, sh, sw, ph, pw
+    (2, 5, 6, 3, 2, 2, 2, 2, 0, 0),
+    (1, 7, 7, 1, 3, 3, 1, 1, 1, 1),
+    (3, 9, 8, 17, 3, 2, 2, 3, 1, 1),
+    (2, 4, 4, 8, 4, 4, 1, 1, 0, 0),
+    (4, 16, 16, 32, 3, 3, 2, 2, 1, 1),
+]
+
+
+def _pool_out(N, H, W, C, kh, kw, sh, sw, ph, pw):
+    return N * ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1) * C
+
+
+@pytest.mark.parametrize("dims", POOLS)
+@pytest.mark.parametrize("ties", [False, True])
+def test_pool_forward_backward(mod, dims, ties):
+    N, H, W, C = dims[:4]
+    x = (RNG.integers(0, 3, N * H * W * C) if ties else RNG.standard_normal(N * H * W * C))
+    nout = _pool_out(*dims)
+    g = RNG.standard_normal(nout)
+    for fname in ("max_pool2d", "avg_pool2d"):
+        a, b = both(mod, fname, [x], nout, *dims)
+        close(a, b, rtol=1e-5, atol=1e-6)
+    a, b = both(mod, "max_pool2d_backward", [x, g], N * H * W * C, *dims, fill=np.nan)
+    close(a, b, rtol=1e-5, atol=1e-6)
+    a, b = both(mod, "avg_pool2d_backward", [g], N * H * W * C, *dims, fill=np.nan)
+    close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_nan_and_first_max_rule(mod):
+    x = np.array([1, 5, 5, 2, np.nan, 3, 0, np.nan, 9], np.float32)  # 1 x 3 x 3 x 1
+    dims = (1, 3, 3, 1, 2, 2, 1, 1, 0, 0)
+    a, b = both(mod, "max_pool2d", [x], 4, *dims)
+    same(a, b)
+    a, b = both(mod, "max_pool2d_backward", [x, [1, 10, 100, 1000]], 9, *dims)
+    same(a, b)
+
+
+# ---------------------------------------------------------------- validation
+def _a(mod, n):
+    return mod.Array(n)
+
+
+BAD_CALLS = [
+    # (expected exception, function, argument builder)
+    (IndexError, "compact", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (3, 1), 1)),
+    (IndexError, "compact", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (-3, 1), 2)),
+    (IndexError, "compact", lambda m: (_a(m, 6), _a(m, 6), (2,), (1,), -1)),
+    (ValueError, "compact", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (3,), 0)),
+    (ValueError, "compact", lambda m: (_a(m, 6), _a(m, 5), (2, 3), (3, 1), 0)),
+    (ValueError, "compact", lambda m: (_a(m, 6), _a(m, 6), (-2, 3), (3, 1), 0)),
+    (IndexError, "to_numpy", lambda m: (_a(m, 6), (7,), (1,), 0)),
+    (IndexError, "to_numpy", lambda m: (_a(m, 0), (1,), (1,), 0)),
+    (IndexError, "ewise_setitem", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (4, 1), 0)),
+    (ValueError, "ewise_setitem", lambda m: (_a(m, 5), _a(m, 6), (2, 3), (3, 1), 0)),
+    (IndexError, "scalar_setitem", lambda m: (6, 1.0, _a(m, 6), (2, 3), (3, 1), 2)),
+    (ValueError, "scalar_setitem", lambda m: (5, 1.0, _a(m, 6), (2, 3), (3, 1), 0)),
+    (IndexError, "scatter_add", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (3, 2), 0)),
+    (ValueError, "scatter_add", lambda m: (_a(m, 2), _a(m, 6), (2, 3), (3, 1), 0)),
+    (ValueError, "ewise_add", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5))),
+    (ValueError, "ewise_pow", lambda m: (_a(m, 5), _a(m, 4), _a(m, 5))),
+    (ValueError, "scalar_mul", lambda m: (_a(m, 4), 2.0, _a(m, 5))),
+    (ValueError, "ewise_exp", lambda m: (_a(m, 4), _a(m, 5))),
+    (ValueError, "matmul", lambda m: (_a(m, 6), _a(m, 6), _a(m, 4), 2, 3, -2)),
+    (ValueError, "matmul", lambda m: (_a(m, 5), _a(m, 6), _a(m, 4), 2, 3, 2)),
+    (ValueError, "matmul", lambda m: (_a(m, 6), _a(m, 6), _a(m, 3), 2, 3, 2)),
+    (ValueError, "matmul_tiled", lambda m: (_a(m, 64), _a(m, 64), _a(m, 64), 8, 8, 4)),
+    (ValueError, "matmul_tiled", lambda m: (_a(m, 64), _a(m, 63), _a(m, 64), 8, 8, 8)),
+    (ValueError, "gemm", lambda m: (_a(m, 6), _a(m, 6), _a(m, 4), -1, 2, 3, 2, 0, 6, False, 0,
+                                    6, False)),
+    (ValueError, "gemm", lambda m: (_a(m, 12), _a(m, 12), _a(m, 7), 2, 2, 3, 2, 0, 6, False, 0,
+                                    6, False)),
+    (IndexError, "gemm", lambda m: (_a(m, 11), _a(m, 12), _a(m, 8), 2, 2, 3, 2, 0, 6, False, 0,
+                                    6, False)),
+    (IndexError, "gemm", lambda m: (_a(m, 12), _a(m, 12), _a(m, 8), 2, 2, 3, 2, 0, 6, True, 1,
+                                    6, True)),
+    (IndexError, "gemm", lambda m: (_a(m, 12), _a(m, 12), _a(m, 8), 2, 2, 3, 2, 0, -6, False, 0,
+                                    6, False)),
+    (ValueError, "reduce_sum", lambda m: (_a(m, 5), _a(m, 2), 3)),
+    (ValueError, "reduce_sum", lambda m: (_a(m, 5), _a(m, 2), -1)),
+    (ValueError, "reduce_max", lambda m: (_a(m, 5), _a(m, 2), 0)),
+    (ValueError, "softmax_rows", lambda m: (_a(m, 10), _a(m, 10), 3)),
+    (ValueError, "log_softmax_rows", lambda m: (_a(m, 9), _a(m, 8), 3)),
+    (ValueError, "log_softmax_rows", lambda m: (_a(m, 9), _a(m, 9), 0)),
+    (ValueError, "max_pool2d", lambda m: (_a(m, 16), _a(m, 4), 1, 4, 4, 1, 2, 2, 0, 2, 0, 0)),
+    (ValueError, "max_pool2d", lambda m: (_a(m, 16), _a(m, 4), 1, 4, 4, 1, 5, 2, 2, 2, 0, 0)),
+    (ValueError, "max_pool2d", lambda m: (_a(m, 15), _a(m, 4), 1, 4, 4, 1, 2, 2, 2, 2, 0, 0)),
+    (ValueError, "avg_pool2d", lambda m: (_a(m, 16), _a(m, 3), 1, 4, 4, 1, 2, 2, 2, 2, 0, 0)),
+    (ValueError, "max_pool2d_backward", lambda m: (_a(m, 16), _a(m, 3), _a(m, 16), 1, 4, 4, 1,
+                                                   2, 2, 2, 2, 0, 0)),
+    (ValueError, "avg_pool2d_backward", lambda m: (_a(m, 4), _a(m, 15), 1, 4, 4, 1, 2, 2, 2, 2,
+                                                   0, 0)),
+    (ValueError, "avg_pool2d_backward", lambda m: (_a(m, 4), _a(m, 16), 1, 4, 4, -1, 2, 2, 2, 2,
+                                                   0, 0)),
+]
+
+
+@pytest.mark.parametrize("exc,fname,build", BAD_CALLS,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CALLS)])
+def test_bad_arguments_raise(mod, exc, fname, build):
+    for m in (REF, mod):  # the reference raises the same exception type
+        with pytest.raises(exc, match=fname):
+            getattr(m, fname)(*build(m))
+
+
+def test_view_error_names_the_numbers(mod):
+    with pytest.raises(IndexError) as err:
+        mod.compact(_a(mod, 6), _a(mod, 6), (2, 3), (3, 1), 5)
+    msg = str(err.value)
+    for part in ("compact", "(2, 3)", "(3, 1)", "offset 5", "10", "buffer of 6"):
+        assert part in msg, msg
+
+
+def test_wrong_buffer_type_is_a_type_error(mod):
+    with pytest.raises(TypeError):
+        mod.ewise_add(REF.Array(3), mod.Array(3), mod.Array(3))
+    with pytest.raises(TypeError):
+        mod.fill(None, 1.0)
+
+
+def test_huge_and_overflowing_views_do_not_crash(mod):
+    a = _a(mod, 4)
+    with pytest.raises(IndexError):
+        mod.compact(a, a, (2, 2), (2**62, 1), 0)
+    with pytest.raises(ValueError):
+        mod.compact(a, a, (2**40, 2**40), (0, 0), 0)
+    with pytest.raises((MemoryError, ValueError, RuntimeError)):
+        mod.Array(2**62)
+
+
+# ---------------------------------------------------------------- memory and threads
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_arrays_are_freed(mod):
+    mod.fill(mod.Array(1 << 20), 1.0)  # warm-up allocations
+    before = _rss_bytes()
+    for _ in range(200):
+        a = mod.Array(1 << 20)  # 4 MB, touched so that it is resident
+        mod.fill(a, 1.0)
+        del a
+    assert _rss_bytes() - before < 64 << 20
+
+
+def test_concurrent_calls_from_python_threads(mod):
+    x = RNG.standard_normal(200_000).astype(np.float32)
+    expect = np.exp(x)
+    errors = []
+
+    def work():
+        a, out = put(mod, x), mod.Array(x.size)
+        for _ in range(5):
+            mod.ewise_exp(a, out)
+            if not np.allclose(get(mod, out), expect, rtol=1e-6):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
