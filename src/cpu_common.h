@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
+#include <iterator>
+#include <list>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -29,14 +31,15 @@ namespace cpu {
 using Shape = std::vector<int64_t>;
 
 constexpr size_t kAlignment = 64;
-// Below these element counts one thread is faster than waking the team.
-constexpr int64_t kParallelMinCopy = int64_t(1) << 15;  // memory-bound loops
-constexpr int64_t kParallelMinMath = int64_t(1) << 12;  // exp / log / tanh / pow
+// Below these element counts one thread is faster than waking the team (measured with
+// OMP_WAIT_POLICY=passive, where a wake-up costs ~10 us).
+constexpr int64_t kParallelMinCopy = int64_t(1) << 17;  // memory-bound loops
+constexpr int64_t kParallelMinMath = int64_t(1) << 15;  // exp / log / tanh / pow
 
 // Freed buffers of 64 KiB .. 64 MiB are kept (up to NEEDLE_CPU_CACHE_MB, default 256 MiB in
 // all) for the next Array of the same size: training loops allocate the same sizes every step,
 // and fresh pages cost a page fault plus zeroing each, several times the kernel that writes
-// them. Buffers from 4 MiB on are 2 MiB aligned and advised for transparent huge pages.
+// them. Buffers from 8 MiB on are 2 MiB aligned and advised for transparent huge pages.
 class BufferCache {
  public:
   static BufferCache& Instance() {
@@ -46,59 +49,78 @@ class BufferCache {
   // Rounded byte size that Allocate / Release use for n floats.
   static size_t Bytes(int64_t n) {
     size_t bytes = std::max<size_t>(size_t(n) * sizeof(float), 1);
-    const size_t step = bytes >= kHuge ? kHuge : bytes >= kCacheMin ? 4096 : kAlignment;
+    const size_t step = bytes >= kHugeMin ? kHuge : bytes >= kCacheMin ? 4096 : kAlignment;
     return (bytes + step - 1) / step * step;
   }
   float* Allocate(size_t bytes) {
     if (bytes >= kCacheMin) {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(bytes);
-      if (it != free_.end()) {
-        void* p = it->second;
-        free_.erase(it);
+      auto it = by_size_.find(bytes);
+      if (it != by_size_.end()) {
+        void* p = it->second->ptr;
+        lru_.erase(it->second);
+        by_size_.erase(it);
         cached_ -= bytes;
         return static_cast<float*>(p);
       }
     }
-    void* p = std::aligned_alloc(bytes >= kHuge ? kHuge : kAlignment, bytes);
+    void* p = std::aligned_alloc(bytes >= kHugeMin ? kHuge : kAlignment, bytes);
     if (p == nullptr) {  // give the cached buffers back and try once more
       Trim();
-      p = std::aligned_alloc(bytes >= kHuge ? kHuge : kAlignment, bytes);
+      p = std::aligned_alloc(bytes >= kHugeMin ? kHuge : kAlignment, bytes);
       if (p == nullptr) throw std::bad_alloc();
     }
 #ifdef MADV_HUGEPAGE
-    if (bytes >= kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // only advice: failure is harmless
+    if (bytes >= kHugeMin) madvise(p, bytes, MADV_HUGEPAGE);  // only advice: failure is harmless
 #endif
     return static_cast<float*>(p);
   }
   void Release(float* p, size_t bytes) {
-    if (bytes >= kCacheMin && bytes <= kCacheMaxEntry) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (cached_ + bytes <= capacity_) {
-        free_.emplace(bytes, p);
-        cached_ += bytes;
-        return;
-      }
+    if (bytes < kCacheMin || bytes > kCacheMaxEntry || bytes > capacity_) {
+      std::free(p);
+      return;
     }
-    std::free(p);
+    std::lock_guard<std::mutex> lock(mu_);
+    while (cached_ + bytes > capacity_) {  // evict the least recently freed
+      const Entry old = lru_.back();
+      auto range = by_size_.equal_range(old.bytes);
+      for (auto it = range.first; it != range.second; ++it)
+        if (it->second == std::prev(lru_.end())) {
+          by_size_.erase(it);
+          break;
+        }
+      lru_.pop_back();
+      cached_ -= old.bytes;
+      std::free(old.ptr);
+    }
+    lru_.push_front({p, bytes});
+    by_size_.emplace(bytes, lru_.begin());
+    cached_ += bytes;
   }
   void Trim() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& kv : free_) std::free(kv.second);
-    free_.clear();
+    for (const Entry& e : lru_) std::free(e.ptr);
+    lru_.clear();
+    by_size_.clear();
     cached_ = 0;
   }
 
  private:
   static constexpr size_t kCacheMin = size_t(64) << 10;
   static constexpr size_t kCacheMaxEntry = size_t(64) << 20;
-  static constexpr size_t kHuge = size_t(2) << 20;
+  static constexpr size_t kHuge = size_t(2) << 20;      // huge page
+  static constexpr size_t kHugeMin = size_t(8) << 20;   // rounding up to kHuge wastes <= 25%
   BufferCache() {
     const char* env = std::getenv("NEEDLE_CPU_CACHE_MB");
     if (env != nullptr) capacity_ = size_t(std::max(0L, std::strtol(env, nullptr, 10))) << 20;
   }
+  struct Entry {
+    void* ptr;
+    size_t bytes;
+  };
   std::mutex mu_;
-  std::unordered_multimap<size_t, void*> free_;
+  std::list<Entry> lru_;  // most recently freed first
+  std::unordered_multimap<size_t, std::list<Entry>::iterator> by_size_;
   size_t cached_ = 0;
   size_t capacity_ = size_t(256) << 20;
 };

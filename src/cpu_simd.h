@@ -8,8 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #if defined(__GNUC__) && !defined(__clang__)
 // V is only ever passed between always-inline functions, so the AVX ABI note does not apply.
@@ -133,9 +135,11 @@ NEEDLE_INLINE float HorizontalMax(const V& v) {
 }
 
 // ------------------------------------------------------------------------ dispatch
+// NEEDLE_CPU_ISA=generic forces the baseline build (to test it on an AVX2 machine).
 inline bool HasAvx2Fma() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          !(std::getenv("NEEDLE_CPU_ISA") && std::string(std::getenv("NEEDLE_CPU_ISA")) == "generic");
   return has;
 #else
   return false;

@@ -179,7 +179,10 @@ void ForEachRowScatter(std::vector<Dim> dims, float* v, float* c, const F& f) {
 // dst[i*ds] = src[i*ss], i < n
 inline void CopyRow(const float* src, int64_t ss, float* dst, int64_t ds, int64_t n) {
   if (ss == 1 && ds == 1) {
-    std::memmove(dst, src, size_t(n) * sizeof(float));
+    if (n < 32)  // short rows (im2col of few channels): a call costs more than the copy
+      for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    else
+      std::memmove(dst, src, size_t(n) * sizeof(float));
   } else if (ss == 0) {
     const float x = *src;
     if (ds == 1)

@@ -128,6 +128,34 @@ __global__ void ScatterAddKernel(const float* a, float* out, ViewMeta v, IdxT n)
     atomicAdd(out + ViewOffset(v, i), a[i]);
 }
 
+// Compact of a view whose last two (coalesced) dims are transposed: element (b, r, c) of the
+// view is a[base(b) + r + c * c_stride], with r contiguous in `a` and c contiguous in `out`.
+// 32 x 32 tiles through shared memory (padded to 33 columns: no bank conflicts) make both the
+// reads and the writes coalesced. Block 32 x 8; `batch` describes the leading dims.
+template <typename IdxT>
+__global__ void TransposeCompactKernel(const float* a, float* out, ViewMeta batch, int64_t nbatch,
+                                       int64_t rows, int64_t cols, int64_t c_stride,
+                                       int64_t tiles_c, int64_t tiles) {
+  __shared__ float tile[32][33];
+  for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
+    const int64_t base = ViewOffset(batch, static_cast<IdxT>(b));
+    float* dst = out + b * rows * cols;
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const int64_t r0 = (t / tiles_c) * 32, c0 = (t % tiles_c) * 32;
+      for (int j = threadIdx.y; j < 32; j += blockDim.y) {  // threadIdx.x walks r: reads coalesce
+        const int64_t r = r0 + threadIdx.x, c = c0 + j;
+        if (r < rows && c < cols) tile[j][threadIdx.x] = a[base + r + c * c_stride];
+      }
+      __syncthreads();
+      for (int j = threadIdx.y; j < 32; j += blockDim.y) {  // threadIdx.x walks c: writes coalesce
+        const int64_t r = r0 + j, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) dst[r * cols + c] = tile[threadIdx.x][j];
+      }
+      __syncthreads();
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------ reductions
 
 // One warp per row of `row_len` consecutive elements (short rows): lanes stride through the row

@@ -258,12 +258,41 @@ void LaunchView(ViewOp op, const float* a, float val, float* out, const DeviceVi
     LaunchViewT<uint64_t>(op, a, val, out, v);
 }
 
+// The view's last two dims, once coalesced, are (rows, cols) with rows contiguous in the source
+// (a transpose, possibly batched): worth a tiled transpose when both are not tiny.
+bool IsBatchedTranspose(const DeviceView& v) {
+  const int nd = v.meta.ndim;
+  return v.meta.ext == nullptr && nd >= 2 && v.meta.strides[nd - 2] == 1 && v.meta.strides[nd - 1] != 1 &&
+         v.meta.shape[nd - 2] >= 8 && v.meta.shape[nd - 1] >= 8;
+}
+
+void LaunchTransposeCompact(const float* src, float* dst, const DeviceView& v) {
+  const int nd = v.meta.ndim;
+  const int64_t rows = v.meta.shape[nd - 2], cols = v.meta.shape[nd - 1];
+  ViewMeta batch = v.meta;  // the leading dims, and the offset
+  batch.ndim = nd - 2;
+  const int64_t nbatch = v.numel / (rows * cols);
+  const int64_t tiles_c = (cols + 31) / 32, tiles = ((rows + 31) / 32) * tiles_c;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tiles, INT_MAX)), 1,
+                  static_cast<unsigned>(std::min<int64_t>(nbatch, 65535)));
+  const dim3 block(32, 8);
+  if (nbatch < (int64_t{1} << 31))
+    TransposeCompactKernel<uint32_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+                                                      v.meta.strides[nd - 1], tiles_c, tiles);
+  else
+    TransposeCompactKernel<uint64_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+                                                      v.meta.strides[nd - 1], tiles_c, tiles);
+  CUDA_CHECK_LAUNCH();
+}
+
 // Gathers view `v` of `src` into compact `dst` (numel elements).
 void CompactInto(const float* src, float* dst, const DeviceView& v) {
   if (v.numel == 0) return;
   if (v.contiguous()) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src + v.meta.offset, v.numel * sizeof(float),
                                cudaMemcpyDeviceToDevice, 0));
+  } else if (IsBatchedTranspose(v)) {
+    LaunchTransposeCompact(src, dst, v);
   } else {
     LaunchView(ViewOp::kCompact, src, 0.0f, dst, v);
   }
@@ -292,7 +321,7 @@ py::array_t<float> ToNumpy(const CudaArray& a, const std::vector<int64_t>& shape
     CUDA_CHECK(cudaMemcpy(result.mutable_data(), a.data + offset, bytes, cudaMemcpyDeviceToHost));
   } else {
     DeviceBuffer tmp(bytes);
-    LaunchView(ViewOp::kCompact, a.data, 0.0f, tmp.as<float>(), v);
+    CompactInto(a.data, tmp.as<float>(), v);
     CUDA_CHECK(cudaMemcpy(result.mutable_data(), tmp.as<float>(), bytes, cudaMemcpyDeviceToHost));
   }
   return result;

@@ -63,7 +63,7 @@ def is_grad_enabled():
 
 # ---------------------------------------------------------------------------------------- ops
 class Op:
-    """An operator: `compute` works on raw arrays, `gradient` on Tensors (so it is differentiable)."""
+    """An operator: `compute` on raw arrays, `gradient` on Tensors (so it is differentiable)."""
 
     def __call__(self, *args):
         raise NotImplementedError()
@@ -130,8 +130,9 @@ def _compute(op, inputs):
         msg = f"{_op_name(op)}: {e} (input shapes: {shapes})"
         try:
             annotated = type(e)(msg)  # same type, so callers' except clauses still match
-        except Exception:
-            annotated = next(k for k in (IndexError, TypeError, ValueError) if isinstance(e, k))(msg)
+        except (TypeError, ValueError):  # exception types whose constructor wants other args
+            kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(e, k))
+            annotated = kind(msg)
         raise annotated from e
 
 
@@ -195,7 +196,7 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op, inputs):
-        """The node op(*inputs); eager mode computes it now and detaches it if nothing needs grad."""
+        """The node op(*inputs); eager mode computes it now, detached if nothing needs grad."""
         global TENSOR_COUNTER
         if LAZY_MODE:
             value = cls.__new__(cls)
@@ -286,7 +287,8 @@ class Tensor(Value):
 
     @data.setter
     def data(self, value):
-        assert isinstance(value, Tensor), f"Tensor.data: expected a Tensor, got {type(value).__name__}"
+        assert isinstance(value, Tensor), (
+            f"Tensor.data: expected a Tensor, got {type(value).__name__}")
         assert value.dtype == self.dtype, (
             f"Tensor.data: dtype mismatch, {value.dtype} assigned to {self.dtype}")
         self.cached_data = value.realize_cached_data()

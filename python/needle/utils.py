@@ -158,8 +158,8 @@ class Summary:
             + [rule,
                f"total parameters: {self.params:,}",
                f"total mult-adds:  {self.macs:,}",
-               f"activation memory (leaf outputs): {_fmt_bytes(self.activation_bytes)} "
-               f"({self.activation_bytes:,} bytes)"])
+               (f"activation memory (leaf outputs): {_fmt_bytes(self.activation_bytes)} "
+                f"({self.activation_bytes:,} bytes)")])
 
     def __str__(self):
         return self.table

@@ -5,6 +5,7 @@ exports the function table of docs/backends.md. Views (reshape, permute, broadca
 as_strided) only edit (shape, strides, offset) and share the buffer.
 """
 import builtins
+import functools
 import operator
 import os
 from functools import reduce
@@ -28,6 +29,18 @@ def prod(x):
     return reduce(operator.mul, x, 1)
 
 
+_size_of = functools.lru_cache(maxsize=4096)(prod)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compact_strides(shape):
+    stride, out = 1, []
+    for n in reversed(shape):
+        out.append(stride)
+        stride *= n
+    return tuple(reversed(out))
+
+
 def _check_dtype(dtype, op):
     if dtype is None:
         return
@@ -45,6 +58,8 @@ class BackendDevice:
     def __init__(self, name, mod):
         self.name = name
         self.mod = mod
+        if mod is not None:  # bind the function table once: no __getattr__ on the hot path
+            self.__dict__.update({k: getattr(mod, k) for k in dir(mod) if not k.startswith("__")})
 
     def __eq__(self, other):
         return isinstance(other, BackendDevice) and self.name == other.name
@@ -137,14 +152,6 @@ def all_devices():
     return [cpu(), cuda(), cpu_numpy()]
 
 
-def _compact_strides(shape):
-    stride, out = 1, []
-    for n in reversed(shape):
-        out.append(stride)
-        stride *= n
-    return tuple(reversed(out))
-
-
 def _normalize_axes(axes, ndim, op):
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
@@ -208,11 +215,11 @@ class NDArray:
     def make(shape, strides=None, device=None, handle=None, offset=0):
         """A new NDArray with the given layout; allocates an uninitialised buffer if no handle."""
         arr = NDArray.__new__(NDArray)
-        arr._shape = tuple(int(s) for s in shape)
-        arr._strides = _compact_strides(arr._shape) if strides is None else tuple(int(s) for s in strides)
-        arr._offset = int(offset)
-        arr._device = device if device is not None else default_device()
-        arr._handle = arr._device.Array(prod(arr._shape)) if handle is None else handle
+        arr._shape = shape = tuple(shape) if type(shape) is tuple else tuple(int(s) for s in shape)
+        arr._strides = _compact_strides(shape) if strides is None else tuple(strides)
+        arr._offset = offset
+        arr._device = device = device if device is not None else default_device()
+        arr._handle = device.Array(_size_of(shape)) if handle is None else handle
         return arr
 
     # ------------------------------------------------------------ attributes
@@ -238,7 +245,7 @@ class NDArray:
 
     @property
     def size(self):
-        return prod(self._shape)
+        return _size_of(self._shape)
 
     def __len__(self):
         if not self._shape:
@@ -274,7 +281,8 @@ class NDArray:
 
     # ------------------------------------------------------------ layout
     def is_compact(self):
-        return self._strides == _compact_strides(self._shape) and self.size == self._handle.size
+        shape = self._shape
+        return self._strides == _compact_strides(shape) and _size_of(shape) == self._handle.size
 
     def _is_row_major(self):
         """Contiguous row-major strides (dims of size 1 ignored), whatever the offset."""
@@ -436,7 +444,7 @@ class NDArray:
 
     # ------------------------------------------------------------ element-wise
     def _check_device(self, other, op):
-        if other.device != self.device:
+        if other._device is not self._device and other._device != self._device:
             raise ValueError(f"{op}: arrays on different devices ({self.device} and {other.device})")
 
     def _ewise_or_scalar(self, other, ewise_func, scalar_func, op):

@@ -22,7 +22,7 @@ def _wrap(array, device, dtype, requires_grad):
 
 
 def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
-    """Uniform U(low, high) of `shape`: one `np.random.rand(*shape)` draw, v * (high - low) + low."""
+    """U(low, high) of `shape`: one `np.random.rand(*shape)` draw v, then v * (high - low) + low."""
     device = cpu() if device is None else device
     array = device.rand(*shape) * (high - low) + low
     return _wrap(array, device, dtype, requires_grad)

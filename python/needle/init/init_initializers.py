@@ -20,7 +20,8 @@ def xavier_normal(fan_in, fan_out, gain=1.0, **kwargs):
 
 def _relu_gain(nonlinearity):
     if nonlinearity != "relu":
-        raise ValueError(f"kaiming init: only nonlinearity='relu' is supported, got {nonlinearity!r}")
+        raise ValueError(f"kaiming init: only nonlinearity='relu' is supported, "
+                         f"got {nonlinearity!r}")
     return math.sqrt(2)
 
 

@@ -5,7 +5,7 @@ from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backend_selection import BACKEND, array_api
 
 __all__ = ["MakeTensorTuple", "make_tuple", "TupleGetItem", "tuple_get_item", "Stack", "stack",
-           "Split", "split", "FusedAddScalars", "fused_add_scalars", "sum_tuple_grads"]
+           "Split", "split", "FusedAddScalars", "fused_add_scalars"]
 
 _NUMPY_MODE = BACKEND == "np"
 
@@ -37,7 +37,8 @@ class TupleGetItem(TensorOp):
 
     def compute(self, a):
         if not -len(a) <= self.index < len(a):
-            raise IndexError(f"index {self.index} out of range for a TensorTuple of length {len(a)}")
+            raise IndexError(f"index {self.index} out of range for a TensorTuple of length "
+                             f"{len(a)}")
         return a[self.index]
 
     def gradient(self, out_grad, node):
@@ -142,7 +143,7 @@ class Split(TensorTupleOp):
 
 
 def split(a, axis):
-    """TensorTuple of a.shape[axis] Tensors, each a's shape with `axis` removed (inverse of stack)."""
+    """TensorTuple of a.shape[axis] Tensors: a's shape with `axis` removed (inverse of stack)."""
     return Split(axis)(a)
 
 
