@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
-#include <iterator>
 #include <list>
 #include <mutex>
 #include <new>
@@ -56,10 +55,11 @@ class BufferCache {
     if (bytes >= kCacheMin) {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = by_size_.find(bytes);
-      if (it != by_size_.end()) {
-        void* p = it->second->ptr;
-        lru_.erase(it->second);
-        by_size_.erase(it);
+      if (it != by_size_.end() && !it->second.empty()) {  // the most recently freed: still in cache
+        const auto entry = it->second.back();
+        it->second.pop_back();
+        void* p = entry->ptr;
+        lru_.erase(entry);
         cached_ -= bytes;
         return static_cast<float*>(p);
       }
@@ -83,19 +83,25 @@ class BufferCache {
     std::lock_guard<std::mutex> lock(mu_);
     while (cached_ + bytes > capacity_) {  // evict the least recently freed
       const Entry old = lru_.back();
-      auto range = by_size_.equal_range(old.bytes);
-      for (auto it = range.first; it != range.second; ++it)
-        if (it->second == std::prev(lru_.end())) {
-          by_size_.erase(it);
-          break;
-        }
+      auto& same = by_size_[old.bytes];  // oldest of its size: the bottom of its stack
+      same.erase(same.begin());
       lru_.pop_back();
       cached_ -= old.bytes;
       std::free(old.ptr);
     }
-    lru_.push_front({p, bytes});
-    by_size_.emplace(bytes, lru_.begin());
-    cached_ += bytes;
+    try {  // runs in a destructor: bookkeeping that cannot allocate just frees the buffer
+      auto& stack = by_size_[bytes];
+      lru_.push_front({p, bytes});
+      try {
+        stack.push_back(lru_.begin());
+      } catch (...) {
+        lru_.pop_front();
+        throw;
+      }
+      cached_ += bytes;
+    } catch (...) {
+      std::free(p);
+    }
   }
   void Trim() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -120,7 +126,7 @@ class BufferCache {
   };
   std::mutex mu_;
   std::list<Entry> lru_;  // most recently freed first
-  std::unordered_multimap<size_t, std::list<Entry>::iterator> by_size_;
+  std::unordered_map<size_t, std::vector<std::list<Entry>::iterator>> by_size_;  // stacks
   size_t cached_ = 0;
   size_t capacity_ = size_t(256) << 20;
 };

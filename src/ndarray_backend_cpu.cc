@@ -253,8 +253,16 @@ NEEDLE_INLINE double RowSum(const float* x, int64_t n) {
 }
 
 NEEDLE_INLINE float RowMax(const float* x, int64_t n) {  // n >= 1; NaN wins
-  V acc = Splat(-std::numeric_limits<float>::infinity());
+  const V lowest = Splat(-std::numeric_limits<float>::infinity());
+  V acc0 = lowest, acc1 = lowest, acc2 = lowest, acc3 = lowest;  // 4 chains hide the latency
   int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    acc0 = MaxNan(Load(x + i), acc0);
+    acc1 = MaxNan(Load(x + i + kLanes), acc1);
+    acc2 = MaxNan(Load(x + i + 2 * kLanes), acc2);
+    acc3 = MaxNan(Load(x + i + 3 * kLanes), acc3);
+  }
+  V acc = MaxNan(MaxNan(acc0, acc1), MaxNan(acc2, acc3));
   for (; i + kLanes <= n; i += kLanes) acc = MaxNan(Load(x + i), acc);
   float m = HorizontalMax(acc);
   for (; i < n; ++i) m = MaxNan(x[i], m);

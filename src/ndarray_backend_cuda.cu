@@ -6,12 +6,12 @@
 // logic and passes explicit (shape, strides, offset) views to compact / setitem / scatter_add.
 //
 // Layout of this translation unit: header comment -> helpers (cuda_common.cuh: CUDA_CHECK,
-// validation, view metadata) -> kernels (cuda_kernels.cuh, cuda_gemm.cuh) -> launchers (below)
-// -> pybind11 bindings. Every argument is validated on the host before anything is launched
-// (ValueError / IndexError with the numpy backend's messages); every launch is followed by
-// CUDA_CHECK_LAUNCH(); CUDA errors become RuntimeError with file:line. All work is queued on the
-// legacy default stream: nothing here waits for the GPU except to_numpy and synchronize.
-// See docs/cuda.md for the kernel design.
+// validation, view metadata; cuda_memory.cuh: device discovery, allocator, Array) -> kernels
+// (cuda_kernels.cuh, cuda_gemm.cuh) -> launchers (below) -> pybind11 bindings.
+// Every argument is validated on the host before anything is launched (ValueError / IndexError
+// with the numpy backend's messages); every launch is followed by CUDA_CHECK_LAUNCH(); CUDA
+// errors become RuntimeError with file:line. All work is queued on the legacy default stream:
+// nothing here waits for the GPU except to_numpy and synchronize. Design: docs/cuda.md.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -29,6 +29,7 @@
 #include "cuda_common.cuh"
 #include "cuda_gemm.cuh"
 #include "cuda_kernels.cuh"
+#include "cuda_memory.cuh"
 
 namespace needle {
 namespace cuda {
@@ -37,134 +38,6 @@ namespace py = pybind11;
 
 constexpr int kTileSize = 8;  // __tile_size__ of the matmul_tiled layout
 constexpr int kThreads = 256;  // block size of the element-wise / view / pooling kernels
-
-// ------------------------------------------------------------------------------------ device and memory
-
-// Never throws: a missing driver or device just means "not available".
-bool IsAvailable() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return count > 0;
-}
-
-void RequireDevice() {
-  static bool ok = false;  // once a device answered, it stays
-  if (ok) return;
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw std::runtime_error(std::string("cuda: no CUDA device available (cudaGetDeviceCount: ") +
-                             cudaGetErrorString(err) + ")");
-  }
-  if (count == 0) throw std::runtime_error("cuda: no CUDA device available (0 devices found)");
-  ok = true;
-}
-
-int CurrentDevice() {
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  return dev;
-}
-
-int NumSMs() {
-  static const int sms = [] {
-    int v = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, CurrentDevice()));
-    return std::max(v, 1);
-  }();
-  return sms;
-}
-
-// Stream-ordered allocation from the device's default memory pool when supported: freeing
-// does not synchronise the device (plain cudaFree does), and the pool keeps freed blocks for
-// reuse (release threshold = unlimited), like a caching allocator.
-bool UsePools() {
-  static const bool use = [] {
-    const int dev = CurrentDevice();
-    int supported = 0;
-    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, dev) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    if (!supported) return false;
-    cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
-    uint64_t threshold = UINT64_MAX;
-    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    return true;
-  }();
-  return use;
-}
-
-void* DeviceAlloc(size_t bytes) {
-  if (bytes == 0) return nullptr;
-  void* p = nullptr;
-  if (!UsePools()) {
-    CUDA_CHECK(cudaMalloc(&p, bytes));
-    return p;
-  }
-  if (cudaMallocAsync(&p, bytes, 0) == cudaSuccess) return p;
-  // Out of memory (or another failure): hand cached blocks back to the driver and retry once.
-  (void)cudaGetLastError();
-  cudaMemPool_t pool;
-  CUDA_CHECK(cudaDeviceSynchronize());
-  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, CurrentDevice()));
-  CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
-  CUDA_CHECK(cudaMallocAsync(&p, bytes, 0));
-  return p;
-}
-
-// Never throws (called from destructors); errors at interpreter exit are ignored.
-void DeviceFree(void* p) noexcept {
-  if (p == nullptr) return;
-  const cudaError_t err = UsePools() ? cudaFreeAsync(p, 0) : cudaFree(p);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-}
-
-// Scratch memory for the duration of one call; freed in stream order after the launches.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) : p_(DeviceAlloc(bytes)) {}
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(p_, o.p_);
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { DeviceFree(p_); }
-  template <typename T>
-  T* as() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-// The Python-visible buffer: `size` float32 elements of device memory.
-class CudaArray {
- public:
-  explicit CudaArray(int64_t size) : size(size) {
-    if (size < 0) throw std::invalid_argument("Array: size must be >= 0, got " + Str(size));
-    if (size > INT64_MAX / static_cast<int64_t>(sizeof(float)))
-      throw std::invalid_argument("Array: size " + Str(size) + " is too large");
-    RequireDevice();
-    data = static_cast<float*>(DeviceAlloc(static_cast<size_t>(size) * sizeof(float)));
-  }
-  ~CudaArray() { DeviceFree(data); }
-  CudaArray(const CudaArray&) = delete;
-  CudaArray& operator=(const CudaArray&) = delete;
-
-  uintptr_t ptr() const { return reinterpret_cast<uintptr_t>(data); }
-
-  float* data = nullptr;
-  const int64_t size;
-};
 
 // ------------------------------------------------------------------------------------ launch helpers
 

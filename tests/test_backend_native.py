@@ -331,6 +331,11 @@ def test_reduce_special_cases(mod):
     x = np.array([1, np.nan, 3, -np.inf, -np.inf, -np.inf, 5, np.inf, 2] + [0] * 9, np.float32)
     a, b = both(mod, "reduce_max", [x], 6, 3)
     same(a, b)
+    x = RNG.standard_normal((4, 100)).astype(np.float32)  # NaN / inf inside the vector loop
+    x[0, 50], x[1, 99], x[2, :] = np.nan, np.inf, -np.inf
+    for fname in ("reduce_max", "reduce_sum"):
+        a, b = both(mod, fname, [x], 4, 100)
+        close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("fname", ["softmax_rows", "log_softmax_rows"])

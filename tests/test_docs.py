@@ -1,11 +1,11 @@
-"""Every ```python block in docs/*.md runs (blocks of one page share a namespace, in order)."""
+"""Every ```python block in README.md and docs/*.md runs (blocks of one page share a namespace, in order)."""
 import pathlib
 import re
 
 import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
-PAGES = sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text())
+PAGES = [DOCS.parent / "README.md"] + sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text())
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])

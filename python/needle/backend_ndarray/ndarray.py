@@ -794,6 +794,8 @@ def _pool_args(a, kernel, stride, padding, op):
     if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"{op}: kernel/stride must be >= 1 and padding >= 0, got kernel=({kh},{kw}) "
                          f"stride=({sh},{sw}) padding=({ph},{pw})")
+    if 2 * ph > kh or 2 * pw > kw:  # as torch: every window then holds a real element
+        raise ValueError(f"{op}: padding ({ph},{pw}) must be at most half the kernel ({kh},{kw})")
     if kh > H + 2 * ph or kw > W + 2 * pw:
         raise ValueError(f"{op}: kernel ({kh},{kw}) larger than padded input "
                          f"({H + 2 * ph},{W + 2 * pw}) for input shape {a.shape}")
