@@ -405,22 +405,27 @@ class BatchNorm1d(Module):
             raise ValueError(
                 f"{type(self).__name__}: expected input (N, {self.dim}), got {tuple(x.shape)}"
             )
-        n = x.shape[0]
-        row = (1, self.dim)
+        return self._normalize(x)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """Normalise x (N x dim x ...) per channel (axis 1)."""
         if self.training:
-            mean = ops.summation(x, axes=(0,)) / n
-            centered = x - ops.broadcast_to(ops.reshape(mean, row), x.shape)
-            var = ops.summation(centered * centered, axes=(0,)) / n
-            self._update_running("running_mean", mean)
-            self._update_running("running_var", var)
-        else:
-            centered = x - ops.broadcast_to(ops.reshape(self.running_mean, row), x.shape)
-            var = self.running_var
-        std = ops.power_scalar(ops.reshape(var, row) + self.eps, 0.5)
-        normed = centered / ops.broadcast_to(std, x.shape)
-        w = ops.broadcast_to(ops.reshape(self.weight, row), x.shape)
-        b = ops.broadcast_to(ops.reshape(self.bias, row), x.shape)
-        return normed * w + b
+            # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
+            y, stats = ops.batch_norm(x, self.weight, self.bias, self.eps)
+            self._update_running("running_mean", Tensor(stats.batch_mean, device=x.device,
+                                                        requires_grad=False))
+            self._update_running("running_var", Tensor(stats.batch_var, device=x.device,
+                                                       requires_grad=False))
+            return y
+        cshape = (1, self.dim) + (1,) * (len(x.shape) - 2)
+
+        def per_channel(t):
+            return ops.broadcast_to(ops.reshape(t, cshape), x.shape)
+
+        scale = ops.reshape(self.weight, (self.dim,)) / ops.power_scalar(self.running_var + self.eps,
+                                                                         0.5)
+        shift = ops.reshape(self.bias, (self.dim,)) - self.running_mean * scale
+        return x * per_channel(scale) + per_channel(shift)
 
 
 class LayerNorm1d(Module):

@@ -1,0 +1,82 @@
+"""The fused batch-norm op against the composed formula (forward, gradients, second order)."""
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import ops
+from needle.testing import gradient_check
+
+
+def composed(x, w, b, eps):
+    """BatchNorm over all axes but 1 from elementary needle ops (the contract's formula)."""
+    axes = (0,) + tuple(range(2, len(x.shape)))
+    cshape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+    m = int(np.prod([x.shape[a] for a in axes]))
+
+    def per_channel(t):
+        return ops.broadcast_to(ops.reshape(t, cshape), x.shape)
+
+    mean = ops.summation(x, axes=axes) / m
+    centered = x - per_channel(mean)
+    var = ops.summation(centered * centered, axes=axes) / m
+    normed = centered / per_channel(ops.power_scalar(var + eps, 0.5))
+    return normed * per_channel(w) + per_channel(b)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 2), (2, 4, 3, 3)])
+def test_batch_norm_matches_composed(device, shape):
+    x_np = np.random.randn(*shape).astype(np.float32) * 3 + 1
+    w_np = np.random.rand(shape[1]).astype(np.float32) + 0.5
+    b_np = np.random.randn(shape[1]).astype(np.float32)
+    g_np = np.random.randn(*shape).astype(np.float32)
+    results = []
+    for fn in (lambda x, w, b: ops.batch_norm(x, w, b, 1e-5)[0], lambda x, w, b: composed(x, w, b, 1e-5)):
+        x, w, b = (ndl.Tensor(a, device=device) for a in (x_np, w_np, b_np))
+        y = fn(x, w, b)
+        y.backward(ndl.Tensor(g_np, device=device, requires_grad=False))
+        results.append([y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
+    for what, got, want in zip(["forward", "grad x", "grad w", "grad b"], *results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=what)
+
+
+def test_batch_norm_statistics(device):
+    x_np = np.random.randn(5, 3, 2, 2).astype(np.float32)
+    x = ndl.Tensor(x_np, device=device)
+    _, op = ops.batch_norm(x, ndl.init.ones(3, device=device), ndl.init.zeros(3, device=device))
+    np.testing.assert_allclose(op.batch_mean.numpy(), x_np.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(op.batch_var.numpy(), x_np.var(axis=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+
+
+def test_batch_norm_gradient_check(device):
+    x = ndl.Tensor(np.random.randn(4, 2, 3).astype(np.float32), device=device)
+    w = ndl.Tensor(np.random.rand(2).astype(np.float32) + 0.5, device=device)
+    b = ndl.Tensor(np.random.randn(2).astype(np.float32), device=device)
+
+    def bn(x, w, b):
+        return ops.batch_norm(x, w, b)[0]
+    gradient_check(bn, x, w, b)
+
+
+def test_batch_norm_second_order(device):
+    """The gradient is built from needle ops: differentiate it again."""
+    x_np = np.random.randn(5, 2).astype(np.float32)
+    grads = []
+    for fn in (lambda x, w, b: ops.batch_norm(x, w, b)[0], lambda x, w, b: composed(x, w, b, 1e-5)):
+        x = ndl.Tensor(x_np, device=device)
+        w = ndl.Tensor(np.array([1.5, 0.7], np.float32), device=device)
+        b = ndl.Tensor(np.zeros(2, np.float32), device=device)
+        y = fn(x, w, b)
+        (y * y * y).sum().backward()
+        gx = x.grad
+        (gx * gx).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+
+
+def test_batch_norm_bad_input(device):
+    x = ndl.Tensor(np.ones((4, 3)), device=device)
+    with pytest.raises(ValueError, match="batch_norm"):
+        ops.batch_norm(x, ndl.init.ones(2, device=device), ndl.init.zeros(2, device=device))
+    with pytest.raises(ValueError, match="batch_norm"):
+        ops.batch_norm(ndl.Tensor(np.ones(4), device=device), ndl.init.ones(1, device=device),
+                       ndl.init.zeros(1, device=device))
