@@ -81,10 +81,22 @@ def torch_step_times(batch, steps, device_name):
     return times[1:]
 
 
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM; ru_maxrss would keep the parent's across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(framework, batch, steps, device_name):
     fn = needle_step_times if framework == "needle" else torch_step_times
     times = fn(batch, steps, device_name)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"median_s": statistics.median(times), "peak_mb": peak_mb}))
 
 
