@@ -70,7 +70,23 @@ void Compact(const Array& a, Array& out, const Shape& shape, const Shape& stride
   const int64_t n = CheckView("compact", shape, strides, offset, a.size);
   CheckHolds("compact", "out", out.size, n);
   if (n == 0) return;
-  Gather(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr);
+  // Leading broadcast dims (stride 0, e.g. a per-channel vector over the batch): gather one
+  // slice, then replicate it with memcpy instead of walking every short row again.
+  size_t lead = 0;
+  int64_t reps = 1;
+  while (lead + 1 < shape.size() && (strides[lead] == 0 || shape[lead] == 1)) reps *= shape[lead++];
+  if (reps == 1) {
+    Gather(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr);
+    return;
+  }
+  const Shape inner_shape(shape.begin() + long(lead), shape.end());
+  const Shape inner_strides(strides.begin() + long(lead), strides.end());
+  const int64_t slice = n / reps;
+  float* dst = out.ptr;
+  Gather(PlanRows(MakeDims(inner_shape, inner_strides)), a.ptr + offset, dst);
+  ParallelRange(reps - 1, n, kParallelMinCopy, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::memcpy(dst + (r + 1) * slice, dst, size_t(slice) * sizeof(float));
+  });
 }
 
 // out[view index i] = a[i]
