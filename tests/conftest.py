@@ -1,6 +1,8 @@
 """One device fixture for the whole suite: cpu_numpy, cpu, and cuda when a GPU answers."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,3 +38,18 @@ def mnist_dir():
     if not (path / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"MNIST files not found in {path}: set NEEDLE_DATA to the folder holding mnist/")
     return path
+
+
+@pytest.fixture
+def run_numpy_mode():
+    """Run a script in a subprocess with NEEDLE_BACKEND=np (the mode is read once, at import).
+
+    `run(script, marker, *argv)` asserts the script exits 0 and prints `marker`.
+    """
+    def run(script, marker, *argv, timeout=300):
+        proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, text=True,
+                              env=dict(os.environ, NEEDLE_BACKEND="np"), capture_output=True,
+                              timeout=timeout, check=False)
+        assert proc.returncode == 0 and marker in proc.stdout, proc.stdout + proc.stderr
+        return proc
+    return run

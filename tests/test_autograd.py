@@ -1,10 +1,7 @@
 """The autograd core (contract §4): Tensor API, graph structure, topological order, gradients,
 TENSOR_COUNTER and memory, no_grad, and numpy mode (NEEDLE_BACKEND=np, in a subprocess)."""
 import gc
-import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 import weakref
 
@@ -423,12 +420,8 @@ NUMPY_MODE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_numpy_mode_in_subprocess():
-    env = dict(os.environ, NEEDLE_BACKEND="np")
-    proc = subprocess.run([sys.executable, "-c", NUMPY_MODE_SCRIPT], env=env, cwd=REPO,
-                          capture_output=True, check=False, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "numpy-mode OK" in proc.stdout
+def test_numpy_mode_in_subprocess(run_numpy_mode):
+    run_numpy_mode(NUMPY_MODE_SCRIPT, "numpy-mode OK")
 
 
 def test_failed_construction_and_failed_ops_keep_counter_exact(device):

@@ -2,8 +2,6 @@
 import gzip
 import os
 import struct
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -293,9 +291,5 @@ NP_MODE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_numpy_mode_subprocess(mnist_paths):
-    env = dict(os.environ, NEEDLE_BACKEND="np")
-    res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT, *mnist_paths], env=env,
-                         cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "np-mode data OK" in res.stdout
+def test_numpy_mode_subprocess(mnist_paths, run_numpy_mode):
+    run_numpy_mode(NP_MODE_SCRIPT, "np-mode data OK", *mnist_paths)

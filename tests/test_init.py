@@ -120,11 +120,7 @@ def test_kaiming_rejects_other_nonlinearity(device):
         init.kaiming_uniform(3, 3, nonlinearity="tanh", device=device)
 
 
-def test_init_in_numpy_mode_subprocess():
-    import os
-    import pathlib
-    import subprocess
-    import sys
+def test_init_in_numpy_mode_subprocess(run_numpy_mode):
     import textwrap
     script = textwrap.dedent("""
         import numpy as np
@@ -145,7 +141,4 @@ def test_init_in_numpy_mode_subprocess():
         assert oh.numpy().tolist() == [[0, 0, 1], [1, 0, 0]] and oh.dtype == np.float32
         print("ok")
     """)
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True,
-                          env=dict(os.environ, NEEDLE_BACKEND="np"), timeout=120, check=False)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+    run_numpy_mode(script, "ok")

@@ -2,8 +2,6 @@
 import gzip
 import os
 import struct
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -183,9 +181,5 @@ NP_MODE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_numpy_mode_subprocess():
-    env = dict(os.environ, NEEDLE_BACKEND="np")
-    res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT], env=env, cwd=REPO,
-                         check=False, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "np-mode mlp_resnet OK" in res.stdout
+def test_numpy_mode_subprocess(run_numpy_mode):
+    run_numpy_mode(NP_MODE_SCRIPT, "np-mode mlp_resnet OK")

@@ -1,7 +1,5 @@
 """needle.nn basic modules against hand-written numpy versions (forward, backward, RNG order)."""
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -530,9 +528,5 @@ NP_MODE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_numpy_mode_subprocess():
-    env = dict(os.environ, NEEDLE_BACKEND="np")
-    res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT], env=env, cwd=REPO,
-                         check=False, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "np-mode nn OK" in res.stdout
+def test_numpy_mode_subprocess(run_numpy_mode):
+    run_numpy_mode(NP_MODE_SCRIPT, "np-mode nn OK")

@@ -1,9 +1,5 @@
 """softmax / log_softmax over any axis and the fused softmax_cross_entropy: numpy loops, the
 composed max/exp/sum version, finite differences, large logits, torch."""
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -171,12 +167,7 @@ print("np-mode softmax OK")
 """
 
 
-def test_numpy_mode_softmax_and_conv_error():
+def test_numpy_mode_softmax_and_conv_error(run_numpy_mode):
     """NEEDLE_BACKEND=np: softmax ops work on numpy arrays (float64 kept); conv says it needs
     NDArray mode instead of failing obscurely."""
-    env = dict(os.environ, NEEDLE_BACKEND="np")
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-c", NP_MODE_SCRIPT], env=env, cwd=repo,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "np-mode softmax OK" in res.stdout
+    run_numpy_mode(NP_MODE_SCRIPT, "np-mode softmax OK")
