@@ -152,7 +152,8 @@ class SGD(Optimizer):
             else:
                 u = (1 - self.momentum) * g
             self.u[p] = _detached(u, p)
-            p.data = _detached(w - self.lr * self.u[p], p)
+            # w + (-lr) * u is exactly w - lr * u, one op (a Negate) fewer
+            p.data = _detached(w + (-self.lr) * self.u[p], p)
 
 
 class Adam(Optimizer):

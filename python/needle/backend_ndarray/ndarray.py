@@ -551,6 +551,15 @@ class NDArray:
             out_shape = (1,) * self.ndim if keepdims else (1,)
         else:
             axes = _normalize_axes(axis, self.ndim, op)
+            # Reducing trailing axes of a compact array needs no copy: do those first, so the
+            # permuting copy below (e.g. NCHW summed over N, H, W) runs on the smaller result.
+            tail = self.ndim
+            while tail - 1 in axes:
+                tail -= 1
+            if (self.ndim - tail < len(axes) and prod(self._shape[tail:]) > 1 and self.size
+                    and self.is_compact()):
+                inner = self._reduce(tuple(range(tail, self.ndim)), True, func, op)
+                return inner._reduce(axes, keepdims, func, op)
             keep = tuple(a for a in range(self.ndim) if a not in axes)
             view = self.permute(keep + axes)
             view = view.compact().reshape((prod(self._shape[a] for a in keep),

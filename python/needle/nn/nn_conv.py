@@ -35,8 +35,12 @@ def _check_nchw(module, x, channels):
 
 
 def _add_bias(y, bias):
-    """y (N x H x W x C) + bias (C,) broadcast over N, H, W."""
-    return y + ops.broadcast_to(ops.reshape(bias, (1, 1, 1, y.shape[3])), y.shape)
+    """y (N x C x H x W) + bias (C,) broadcast over N, H, W.
+
+    Added after the move back to NCHW: the sum of a transposed view and the bias is a compact
+    NCHW array, so the next layer (usually BatchNorm2d) reads it without further copies.
+    """
+    return y + ops.broadcast_to(ops.reshape(bias, (1, y.shape[1], 1, 1)), y.shape)
 
 
 class Conv2d(Module):
@@ -87,9 +91,8 @@ class Conv2d(Module):
         _check_nchw(self, x, self.in_channels)
         y = ops.conv(_to_nhwc(x), self.weight, stride=self.stride, padding=self.padding,
                      dilation=self.dilation, groups=self.groups)
-        if self.bias is not None:
-            y = _add_bias(y, self.bias)
-        return _to_nchw(y)
+        y = _to_nchw(y)
+        return y if self.bias is None else _add_bias(y, self.bias)
 
 
 class Conv(Conv2d):
@@ -148,9 +151,8 @@ class ConvTranspose2d(Module):
         y = ops.conv_transpose(_to_nhwc(x), self.weight, stride=self.stride, padding=self.padding,
                                dilation=self.dilation, groups=self.groups,
                                output_padding=self.output_padding)
-        if self.bias is not None:
-            y = _add_bias(y, self.bias)
-        return _to_nchw(y)
+        y = _to_nchw(y)
+        return y if self.bias is None else _add_bias(y, self.bias)
 
 
 class MaxPool2d(Module):

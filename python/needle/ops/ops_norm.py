@@ -45,8 +45,11 @@ class BatchNormTrain(TensorOp):
         if w.size != x.shape[1] or b.size != x.shape[1]:
             raise ValueError(f"batch_norm: weight {w.shape} and bias {b.shape} must hold "
                              f"{x.shape[1]} values for input {x.shape}")
+        if hasattr(x, "compact"):  # NDArray (not numpy mode): copy a strided input once
+            x = x.compact()
         mean = x.sum(axis=axes, keepdims=True) / m
-        centered = x - array_api.broadcast_to(mean, x.shape)
+        # a + (-b) is exactly a - b; negating the (C,) side saves a full-size pass
+        centered = x + array_api.broadcast_to(-mean, x.shape)
         var = (centered * centered).sum(axis=axes, keepdims=True) / m
         scale = (var + self.eps) ** -0.5 * w.reshape(cshape)
         self.batch_mean, self.batch_var = mean.reshape((x.shape[1],)), var.reshape((x.shape[1],))
@@ -62,13 +65,13 @@ class BatchNormTrain(TensorOp):
             return broadcast_to(reshape(t, cshape), shape)
 
         mean = summation(x, axes=axes) / m
-        centered = x - per_channel(mean)
+        centered = x + per_channel(-mean)  # == x - mean; the negation runs on (C,) only
         invstd = power_scalar(summation(centered * centered, axes=axes) / m + self.eps, -0.5)
         xhat = centered * per_channel(invstd)
         grad_bias = summation(out_grad, axes=axes)
         grad_weight = summation(out_grad * xhat, axes=axes)
         grad_x = per_channel(reshape(w, (shape[1],)) * invstd / m) * (
-            out_grad * m - per_channel(grad_bias) - xhat * per_channel(grad_weight))
+            out_grad * m + per_channel(-grad_bias) + xhat * per_channel(-grad_weight))
         return grad_x, reshape(grad_weight, w.shape), reshape(grad_bias, node.inputs[2].shape)
 
 
