@@ -4,7 +4,7 @@ Composed from elementary ops, a BatchNorm layer costs ~15 graph nodes forward an
 each with a broadcast copy. `batch_norm` computes the forward in one pass over array calls and
 writes its gradient in closed form, still built from needle ops so it can be differentiated again:
 
-    xhat = (x - mean) * invstd,  invstd = (var + eps)^-1/2  (biased var over M = N*H*W... values)
+    xhat = (x - mean) * invstd,  invstd = (var + eps)^-1/2  (biased var over the M values per channel)
     y    = w * xhat + b
     dx   = w * invstd / M * (M*g - sum(g) - xhat * sum(g * xhat))
     dw   = sum(g * xhat),  db = sum(g)
