@@ -292,5 +292,25 @@ inline void Gather(const RowPlan& p, float* v, float* c) {
                 [&](int64_t i0, int64_t i1) { Dispatch(k, i0, i1); });
 }
 
+// out[i] = op(a[i], view[i]): a and out compact, the view any strided view of the same
+// shape (a per-channel vector broadcast over N, H, W; a transposed array). Saves the compact
+// copy of the view that a compact-only element-wise kernel would need first.
+template <class Op>
+void BinaryWithView(const RowPlan& p, const float* a, float* view, float* out, Op op) {
+  ForEachRow(p, view, out, true, [&](float* rv, int64_t vs, float* rc, int64_t cs, int64_t len) {
+    const float* ra = a + (rc - out);
+    if (cs != 1) {  // a single element (every dim of size 1)
+      for (int64_t i = 0; i < len; ++i) rc[i * cs] = op(ra[i * cs], rv[i * vs]);
+    } else if (vs == 1) {
+      for (int64_t i = 0; i < len; ++i) rc[i] = op(ra[i], rv[i]);
+    } else if (vs == 0) {
+      const float x = *rv;
+      for (int64_t i = 0; i < len; ++i) rc[i] = op(ra[i], x);
+    } else {
+      for (int64_t i = 0; i < len; ++i) rc[i] = op(ra[i], rv[i * vs]);
+    }
+  });
+}
+
 }  // namespace cpu
 }  // namespace needle

@@ -120,6 +120,15 @@ __global__ void ScalarSetitemKernel(float val, float* out, ViewMeta v, IdxT n) {
     out[ViewOffset(v, i)] = val;
 }
 
+// out[i] = op(a[i], b[view offset of i]): a binary op whose second operand is a strided view
+// (a broadcast per-channel vector, a transpose) read in place; a and out are coalesced.
+template <typename IdxT, typename Op>
+__global__ void EwiseViewKernel(const float* a, const float* b, float* out, ViewMeta v, IdxT n, Op op) {
+  const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
+  for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[i] = op(a[i], b[ViewOffset(v, i)]);
+}
+
 // col2im: several i may map to one element, so the add is atomic.
 template <typename IdxT>
 __global__ void ScatterAddKernel(const float* a, float* out, ViewMeta v, IdxT n) {

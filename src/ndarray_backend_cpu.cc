@@ -206,6 +206,33 @@ void Unary(const char* fn, const Array& a, Array& out) {
 
 void EwiseAdd(const Array& a, const Array& b, Array& out) { Ewise<AddOp>("ewise_add", a, b, out); }
 void EwiseMul(const Array& a, const Array& b, Array& out) { Ewise<MulOp>("ewise_mul", a, b, out); }
+// out = a op b[view]: a, out compact; the view of b is walked in place (no compact copy).
+template <class Op>
+void EwiseWithView(const char* fn, const Array& a, const Array& b, Array& out, const Shape& shape,
+                   const Shape& strides, int64_t offset, Op op) {
+  const int64_t n = CheckView(fn, shape, strides, offset, b.size);
+  CheckHolds(fn, "a", a.size, n);
+  CheckHolds(fn, "out", out.size, n);
+  if (n == 0) return;
+  std::vector<float> copy;  // out may be b's own buffer: read b from a copy then
+  const float* src = b.ptr;
+  if (b.ptr == out.ptr) {
+    copy.assign(b.ptr, b.ptr + b.size);
+    src = copy.data();
+  }
+  BinaryWithView(PlanRows(MakeDims(shape, strides)), a.ptr, const_cast<float*>(src) + offset, out.ptr, op);
+}
+
+void EwiseAddStrided(const Array& a, const Array& b, Array& out, const Shape& shape, const Shape& strides,
+                     int64_t offset) {
+  EwiseWithView("ewise_add_strided", a, b, out, shape, strides, offset, [](float x, float y) { return x + y; });
+}
+
+void EwiseMulStrided(const Array& a, const Array& b, Array& out, const Shape& shape, const Shape& strides,
+                     int64_t offset) {
+  EwiseWithView("ewise_mul_strided", a, b, out, shape, strides, offset, [](float x, float y) { return x * y; });
+}
+
 void EwiseDiv(const Array& a, const Array& b, Array& out) { Ewise<DivOp>("ewise_div", a, b, out); }
 void EwiseMaximum(const Array& a, const Array& b, Array& out) { Ewise<MaxOp>("ewise_maximum", a, b, out); }
 void EwiseEq(const Array& a, const Array& b, Array& out) { Ewise<EqOp>("ewise_eq", a, b, out); }
@@ -557,6 +584,10 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
 
   m.def("ewise_add", EwiseAdd, "ewise_add(a, b, out): out = a + b over out.size elements.", Release());
   m.def("ewise_mul", EwiseMul, "ewise_mul(a, b, out): out = a * b.", Release());
+  m.def("ewise_add_strided", EwiseAddStrided,
+        "ewise_add_strided(a, b, out, shape, strides, offset): out = a + (view of b); a, out compact.", Release());
+  m.def("ewise_mul_strided", EwiseMulStrided,
+        "ewise_mul_strided(a, b, out, shape, strides, offset): out = a * (view of b); a, out compact.", Release());
   m.def("ewise_div", EwiseDiv, "ewise_div(a, b, out): out = a / b.", Release());
   m.def("ewise_pow", EwisePow, "ewise_pow(a, b, out): out = a ** b (powf; NaN for a < 0, b fractional).", Release());
   m.def("ewise_maximum", EwiseMaximum, "ewise_maximum(a, b, out): numpy.maximum (NaN wins).", Release());

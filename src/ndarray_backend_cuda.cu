@@ -552,6 +552,35 @@ void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_
   CUDA_CHECK_LAUNCH();
 }
 
+// out = op(a, view of b); a and out compact, the view validated against b's buffer.
+template <typename Op>
+void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out,
+                  const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, int64_t offset) {
+  const int64_t n = Prod(fn, shape);
+  CheckSize(fn, "a", a.size, n);
+  CheckSize(fn, "out", out.size, n);
+  CheckView(fn, b.size, shape, strides, offset);
+  if (n == 0) return;
+  DeviceBuffer keep;
+  const float* src = Unaliased(b, out, b.size, &keep);
+  const DeviceView v = MakeView(shape, strides, offset, n);
+  if (n < (int64_t{1} << 31))
+    EwiseViewKernel<uint32_t><<<GridFor(n), kThreads>>>(a.data, src, out.data, v.meta, static_cast<uint32_t>(n), Op());
+  else
+    EwiseViewKernel<uint64_t><<<GridFor(n), kThreads>>>(a.data, src, out.data, v.meta, static_cast<uint64_t>(n), Op());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename Op>
+void BindEwiseStrided(py::module_& m, const char* name) {
+  m.def(name,
+        [name](const CudaArray& a, const CudaArray& b, CudaArray& out, const std::vector<int64_t>& shape,
+               const std::vector<int64_t>& strides, int64_t offset) {
+          EwiseStrided<Op>(name, a, b, out, shape, strides, offset);
+        },
+        py::arg("a"), py::arg("b"), py::arg("out"), py::arg("shape"), py::arg("strides"), py::arg("offset"));
+}
+
 // Bindings of the element-wise families: (a, b, out), (a, val, out), (a, out).
 template <typename Op>
 void BindEwise(py::module_& m, const char* name) {
@@ -608,6 +637,8 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
 
   BindEwise<AddOp>(m, "ewise_add");
   BindEwise<MulOp>(m, "ewise_mul");
+  BindEwiseStrided<AddOp>(m, "ewise_add_strided");
+  BindEwiseStrided<MulOp>(m, "ewise_mul_strided");
   BindEwise<DivOp>(m, "ewise_div");
   BindEwise<PowOp>(m, "ewise_pow");
   BindEwise<MaximumOp>(m, "ewise_maximum");

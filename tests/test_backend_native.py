@@ -130,6 +130,30 @@ VIEWS = [
 ]
 
 
+@pytest.mark.parametrize("fname", ["ewise_add_strided", "ewise_mul_strided"])
+@pytest.mark.parametrize("size,shape,strides,offset", VIEWS)
+def test_ewise_with_strided_operand(mod, fname, size, shape, strides, offset):
+    x = RNG.standard_normal(size).astype(np.float32)
+    n = int(np.prod(shape))
+    dense = RNG.standard_normal(n + 2).astype(np.float32)  # longer than needed: only n are read
+    a, b = both(mod, fname, [dense, x], n + 3, shape, strides, offset)
+    same(a, b)
+    op = np.add if fname == "ewise_add_strided" else np.multiply
+    view = np.lib.stride_tricks.as_strided(x[offset:] if size else x, shape,
+                                           [s * 4 for s in strides]) if n else np.zeros(0)
+    same(b[:n], op(dense[:n], view.reshape(-1)))
+    same(b[n:], np.full(3, 7.0, np.float32))  # nothing written past the view's size
+
+
+def test_ewise_strided_out_is_b(mod):
+    """out may be b's own buffer: the view is read before it is overwritten."""
+    x = np.arange(12, dtype=np.float32)
+    for m in (REF, mod):
+        b = put(m, x)
+        m.ewise_add_strided(put(m, np.ones(12)), b, b, (12,), (-1,), 11)
+        same(get(m, b), x[::-1] + 1)
+
+
 @pytest.mark.parametrize("size,shape,strides,offset", VIEWS)
 def test_compact_and_to_numpy(mod, size, shape, strides, offset):
     x = RNG.standard_normal(size).astype(np.float32)
@@ -416,6 +440,10 @@ BAD_CALLS = [
     (ValueError, "scalar_setitem", lambda m: (5, 1.0, _a(m, 6), (2, 3), (3, 1), 0)),
     (IndexError, "scatter_add", lambda m: (_a(m, 6), _a(m, 6), (2, 3), (3, 2), 0)),
     (ValueError, "scatter_add", lambda m: (_a(m, 2), _a(m, 6), (2, 3), (3, 1), 0)),
+    (IndexError, "ewise_add_strided", lambda m: (_a(m, 6), _a(m, 6), _a(m, 6), (2, 3), (3, 1), 1)),
+    (IndexError, "ewise_mul_strided", lambda m: (_a(m, 6), _a(m, 6), _a(m, 6), (2, 3), (-3, 1), 0)),
+    (ValueError, "ewise_add_strided", lambda m: (_a(m, 5), _a(m, 6), _a(m, 6), (2, 3), (3, 1), 0)),
+    (ValueError, "ewise_mul_strided", lambda m: (_a(m, 6), _a(m, 6), _a(m, 5), (2, 3), (0, 1), 0)),
     (ValueError, "ewise_add", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5))),
     (ValueError, "ewise_pow", lambda m: (_a(m, 5), _a(m, 4), _a(m, 5))),
     (ValueError, "scalar_mul", lambda m: (_a(m, 4), 2.0, _a(m, 5))),

@@ -76,6 +76,34 @@ def test_view_chains_match_numpy(dev, chain):
 
 @pytest.mark.parametrize("dev", DEVICES)
 @SETTINGS
+@given(left=view_chains(), right_steps=st.data())
+def test_binary_ops_on_two_views_match_numpy(dev, left, right_steps):
+    """add / mul read a strided (broadcast, permuted, flipped) operand in place: either side."""
+    device = getattr(nd, dev)()
+    shape, steps = left
+    x = np.random.randn(*shape).astype(np.float32)
+    want_x = apply(x, steps, True)
+    y = np.random.randn(*want_x.shape).astype(np.float32)
+    # the other operand: the same shape reached through a permute-and-back or a broadcast
+    kind = right_steps.draw(st.sampled_from(["compact", "permuted", "broadcast"]))
+    if kind == "compact":
+        b, want_y = nd.array(y, device=device), y
+    elif kind == "permuted":
+        b, want_y = nd.array(y.T.copy(), device=device).permute(
+            tuple(reversed(range(y.ndim)))), y
+    else:
+        row = y.reshape(-1)[: want_x.shape[-1]].copy()
+        b = nd.array(row, device=device).reshape((1,) * (y.ndim - 1) + row.shape)
+        b, want_y = b.broadcast_to(want_x.shape), np.broadcast_to(row, want_x.shape)
+    a = apply(nd.array(x, device=device), steps, False)
+    for got, want in ((a + b, want_x + want_y), (b + a, want_y + want_x),
+                      (a * b, want_x * want_y), (b * a, want_y * want_x)):
+        assert got.shape == want.shape and got.is_compact()
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("dev", DEVICES)
+@SETTINGS
 @given(shape=shapes, data=st.data())
 def test_setitem_through_views_matches_numpy(dev, shape, data):
     device = getattr(nd, dev)()

@@ -120,9 +120,12 @@ def cpu_numpy():
 def cpu():
     """The C++ CPU backend (OpenMP + SIMD)."""
     if "cpu" not in _DEVICES:
-        # Idle OpenMP workers sleep instead of spinning: spinning threads cost ~10-20 ms per
-        # parallel region whenever the cores are shared. Read once, when libgomp loads.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Idle OpenMP workers spin briefly, then sleep. Sleeping at once (PASSIVE) costs a
+        # wake-up per kernel (~0.2 ms; a ResNet9 step 72 -> 47 ms without it); spinning
+        # forever (ACTIVE) costs ~16 ms per region when the cores are shared. libgomp reads
+        # this once, when it loads; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
+        if "OMP_WAIT_POLICY" not in os.environ:
+            os.environ.setdefault("GOMP_SPINCOUNT", "30000")
         from . import ndarray_backend_cpu
         _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
     return _DEVICES["cpu"]
@@ -177,6 +180,19 @@ def broadcast_shapes(*shapes):
             raise ValueError(f"broadcast: shapes {' and '.join(map(str, shapes))} are incompatible")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
+
+
+def _dense_and_view(x, y):
+    """Operands of a commutative op, split into (one to read compact, one to read in place).
+
+    The in-place one is the broadcast operand (a stride 0: a per-channel vector) when there is
+    one, else whichever is not compact; the other is compacted if it has to be.
+    """
+    if x.is_compact():
+        return x, y
+    if y.is_compact() or (0 in x._strides and 0 not in y._strides):
+        return y, x
+    return x, y
 
 
 class NDArray:
@@ -447,20 +463,26 @@ class NDArray:
         if other._device is not self._device and other._device != self._device:
             raise ValueError(f"{op}: arrays on different devices ({self.device} and {other.device})")
 
-    def _ewise_or_scalar(self, other, ewise_func, scalar_func, op):
+    def _ewise_or_scalar(self, other, ewise_func, scalar_func, op, strided_func=None):
         out = NDArray.make(self._shape, device=self.device)
         if isinstance(other, NDArray):
             self._check_device(other, op)
             if other._shape != self._shape:
                 raise ValueError(f"{op}: shapes {self._shape} and {other._shape} differ "
                                  f"(NDArray ops do not broadcast; use broadcast_to)")
-            ewise_func(self.compact()._handle, other.compact()._handle, out._handle)
+            if strided_func is not None and not (self.is_compact() and other.is_compact()):
+                dense, view = _dense_and_view(self, other)
+                strided_func(dense.compact()._handle, view._handle, out._handle, view._shape,
+                             view._strides, view._offset)
+            else:
+                ewise_func(self.compact()._handle, other.compact()._handle, out._handle)
         else:
             scalar_func(self.compact()._handle, _as_scalar(other, op), out._handle)
         return out
 
     def __add__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_add, self.device.scalar_add, "add")
+        return self._ewise_or_scalar(other, self.device.ewise_add, self.device.scalar_add, "add",
+                                     self.device.ewise_add_strided)
 
     __radd__ = __add__
 
@@ -471,7 +493,8 @@ class NDArray:
         return other + (-self)
 
     def __mul__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_mul, self.device.scalar_mul, "mul")
+        return self._ewise_or_scalar(other, self.device.ewise_mul, self.device.scalar_mul, "mul",
+                                     self.device.ewise_mul_strided)
 
     __rmul__ = __mul__
 

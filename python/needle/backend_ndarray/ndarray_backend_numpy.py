@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 __all__ = [
     "Array", "is_available", "synchronize", "__tile_size__",
     "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
-    "ewise_add", "ewise_mul", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
+    "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "reduce_sum", "reduce_max",
@@ -143,6 +143,23 @@ def ewise_add(a, b, out):
 
 def ewise_mul(a, b, out):
     _ewise("ewise_mul", a, b, out, np.multiply)
+
+
+def _ewise_view(fn, a, b, out, shape, strides, offset, f):
+    """out[:n] = f(a[:n], view of b), n = prod(shape); a and out compact."""
+    n = int(np.prod(shape))
+    _check_size(fn, "a", a, n)
+    _check_size(fn, "out", out, n)
+    view = _view(fn, b, shape, strides, offset).reshape(-1)
+    out.array[:n] = f(a.array[:n], view)
+
+
+def ewise_add_strided(a, b, out, shape, strides, offset):
+    _ewise_view("ewise_add_strided", a, b, out, shape, strides, offset, np.add)
+
+
+def ewise_mul_strided(a, b, out, shape, strides, offset):
+    _ewise_view("ewise_mul_strided", a, b, out, shape, strides, offset, np.multiply)
 
 
 def ewise_div(a, b, out):
