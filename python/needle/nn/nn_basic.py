@@ -392,10 +392,12 @@ class BatchNorm1d(Module):
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
-    def _update_running(self, name: str, batch_stat: Tensor) -> None:
+    def _update_running(self, name: str, batch_stat) -> None:
+        """running = (1 - momentum) * running + momentum * batch_stat, on raw arrays (the
+        arithmetic of the equivalent Tensor ops, without making graph nodes)."""
         old = getattr(self, name)
         m = self.momentum
-        new = ((1 - m) * old + m * batch_stat.detach()).detach()
+        new = Tensor.make_const(old.realize_cached_data() * (1 - m) + batch_stat * m)
         if new.dtype != old.dtype:  # numpy mode, float64 input: keep the buffer's dtype
             new = Tensor(new, device=old.device, dtype=old.dtype, requires_grad=False)
         setattr(self, name, new)
@@ -412,10 +414,8 @@ class BatchNorm1d(Module):
         if self.training:
             # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
             y, stats = ops.batch_norm(x, self.weight, self.bias, self.eps)
-            self._update_running("running_mean", Tensor(stats.batch_mean, device=x.device,
-                                                        requires_grad=False))
-            self._update_running("running_var", Tensor(stats.batch_var, device=x.device,
-                                                       requires_grad=False))
+            self._update_running("running_mean", stats.batch_mean)
+            self._update_running("running_var", stats.batch_var)
             return y
         cshape = (1, self.dim) + (1,) * (len(x.shape) - 2)
 
