@@ -83,7 +83,7 @@ def epoch(dataloader, model, opt=None):
         loss = loss_fn(logits, y)
         if opt is not None:
             opt.reset_grad()
-            loss.backward()
+            loss.backward(create_graph=False)
             opt.step()
         n = X.shape[0]
         errors += float(np.sum(logits.numpy().argmax(axis=1) != y.numpy()))

@@ -67,7 +67,7 @@ def nn_epoch(X, y, W1, W2, lr=0.1, batch=100):
         yb = y[start:start + batch]
         logits = ndl.relu(Xb @ W1) @ W2
         loss = softmax_loss(logits, ndl.Tensor(_one_hot_rows(yb, k), requires_grad=False))
-        loss.backward()
+        loss.backward(create_graph=False)
         W1 = ndl.Tensor(W1.numpy() - lr * W1.grad.numpy())
         W2 = ndl.Tensor(W2.numpy() - lr * W2.grad.numpy())
     return W1, W2
@@ -105,7 +105,7 @@ def epoch_general_cifar10(dataloader, model, loss_fn=nn.SoftmaxLoss(), opt=None)
         loss = loss_fn(logits, y)
         if opt is not None:
             opt.reset_grad()
-            loss.backward()
+            loss.backward(create_graph=False)
             opt.step()
         n = X.shape[0]
         correct += float(np.sum(logits.numpy().argmax(axis=1) == y.numpy()))
@@ -183,7 +183,7 @@ def epoch_general_ptb(data, model, seq_len=40, loss_fn=nn.SoftmaxLoss(),  # noqa
         loss = loss_fn(logits, y)
         if opt is not None:
             opt.reset_grad()
-            loss.backward()
+            loss.backward(create_graph=False)
             if clip is not None:
                 opt.clip_grad_norm(clip)
             opt.step()

@@ -282,7 +282,7 @@ def train_epoch(model, loader, opt, loss_fn, desc, steps_left):
         logits = model(X)
         loss = loss_fn(logits, y)
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         opt.step()
         losses.append(float(loss.numpy().item()))
         total += losses[-1] * X.shape[0]

@@ -304,6 +304,40 @@ def test_activations_freed_after_step(device):
     assert autograd.TENSOR_COUNTER == baseline + 1  # only w remains
 
 
+def test_backward_without_graph_frees_activations_without_gc(device):
+    """create_graph=False: same gradient values, constant grads, and no reference cycles, so
+    dropping the loss frees the activations by reference counting alone."""
+    w = ndl.Tensor(randn(4, 3), device=device)
+    x = ndl.Tensor(randn(5, 4), device=device, requires_grad=False)
+
+    def run(create_graph):
+        hidden = ops.relu(x @ w)
+        loss = ops.logsumexp(hidden * hidden, axes=(1,)).sum()
+        loss.backward(create_graph=create_graph)
+        return hidden, loss
+
+    hidden, loss = run(True)
+    want_w, want_h = w.grad.numpy(), hidden.grad.numpy()
+    assert w.grad.op is not None  # the contract's default: grads are graph nodes
+    del hidden, loss
+    w.grad = None
+    gc.collect()
+
+    gc.disable()
+    try:
+        hidden, loss = run(False)
+        np.testing.assert_array_equal(w.grad.numpy(), want_w)
+        np.testing.assert_array_equal(hidden.grad.numpy(), want_h)
+        assert w.grad.op is None and not w.grad.requires_grad
+        assert autograd.is_grad_enabled()  # no_grad inside backward is undone
+        probe = weakref.ref(hidden.cached_data)
+        w.grad = None
+        del hidden, loss
+        assert probe() is None  # freed at once: nothing waits for the collector
+    finally:
+        gc.enable()
+
+
 def test_optimizer_style_loop_does_not_grow(device):
     w = ndl.Tensor(randn(3, 2), device=device)
     x = ndl.Tensor(randn(4, 3), device=device, requires_grad=False)

@@ -315,11 +315,17 @@ class Tensor(Value):
     def ndim(self):
         return len(self.shape)
 
-    def backward(self, out_grad=None):
+    def backward(self, out_grad=None, create_graph=True):
         """Reverse-mode AD from this tensor; stores `.grad` on every node of the graph.
 
         Args:
             out_grad: adjoint of this tensor, same shape; default ones (also for non-scalars).
+            create_graph: True (the contract's behaviour): every `.grad` is itself a graph
+                node, so it can be differentiated again. False (a training loop's choice, as
+                torch's default): the gradients are computed as constants, which is faster and
+                leaves no reference cycles (node -> grad -> graph -> node), so a step's
+                activations are freed as soon as the loss is dropped instead of waiting for
+                the garbage collector. The values are identical either way.
         """
         if out_grad is None:
             data = self.realize_cached_data()
@@ -329,7 +335,11 @@ class Tensor(Value):
         elif tuple(out_grad.shape) != tuple(self.shape):
             raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the tensor "
                              f"shape {self.shape}")
-        compute_gradient_of_variables(self, out_grad)
+        if create_graph:
+            compute_gradient_of_variables(self, out_grad)
+        else:
+            with no_grad():
+                compute_gradient_of_variables(self, out_grad.detach())
 
     def __repr__(self):
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
+from ..ops.ops_conv import permute
 from .nn_basic import BatchNorm1d, Module, Parameter
 
 __all__ = ["Conv", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
@@ -20,11 +21,16 @@ def _pair(v):
 
 
 def _to_nhwc(x):
-    return ops.transpose(ops.transpose(x, (1, 2)), (2, 3))  # N C H W -> N H C W -> N H W C
+    """N x C x H x W -> N x H x W x C: a view (one graph node); with H = W = 1 a reshape, so that
+    the result stays compact (same memory order)."""
+    n, c, h, w = x.shape
+    return ops.reshape(x, (n, h, w, c)) if h * w == 1 else permute(x, (0, 2, 3, 1))
 
 
 def _to_nchw(x):
-    return ops.transpose(ops.transpose(x, (2, 3)), (1, 2))  # N H W C -> N H C W -> N C H W
+    """N x H x W x C -> N x C x H x W (as _to_nhwc)."""
+    n, h, w, c = x.shape
+    return ops.reshape(x, (n, c, h, w)) if h * w == 1 else permute(x, (0, 3, 1, 2))
 
 
 def _check_nchw(module, x, channels):

@@ -8,11 +8,17 @@ Forward: im2col as an `as_strided` view of the padded input, materialised by the
 kernel, then one GEMM (a batched GEMM over the groups). Input gradient: the transposed conv, i.e.
 a GEMM into columns and col2im with `scatter_add_`. Weight gradient: im2col^T @ out_grad.
 The three ops' gradients are written with each other, so gradients of gradients work.
-See docs/conv.md for the derivation and worked strides.
+
+Shortcuts, none of which changes a value: kernel taps that read only padding are left out of
+im2col and the GEMMs (with as much padding as the kept taps still need, often none); a Conv node
+whose weight needs a gradient keeps its im2col matrix for it (Conv docstring); both gradients of a
+conv share one row layout of out_grad. See docs/conv.md for the derivation and worked strides.
 """
+import functools
+
 import numpy as np
 
-from ..autograd import TensorOp
+from ..autograd import TensorOp, is_grad_enabled
 from ..backend_selection import BACKEND, array_api
 from .ops_mathematic import transpose
 
@@ -65,37 +71,131 @@ def _check_conv_shapes(op, a, b, groups, what_b="KH x KW x Cin/groups x Cout"):
                          f"{b.shape} (input shape {a.shape})")
 
 
+# ---------------------------------------------------------------- live kernel taps
+def _axis_plan(size, kernel, stride, padding, dilation, steps):
+    """Which kernel taps matter along one axis, and the zero margins they need.
+
+    Tap t meets positions t*dilation + i*stride (i < steps) of a line whose data sits at
+    [padding, padding + size) with zeros around it (conv: the padded input, `steps` output
+    positions; conv_transpose: the padded output, `steps` input positions). A tap that meets only
+    zeros contributes nothing, so the work is restricted to the taps t0..t1 between the first and
+    the last live one (the ones in between may be dead too: they multiply zeros).
+
+    Returns (t0, t1, before, after, start), or None when every tap meets only zeros: the positions
+    taps t0..t1 meet fit in the data plus `before` zeros in front and `after` behind, and tap t0's
+    first position is `start` in that shorter line.
+    """
+    live = []
+    for t in range(kernel):
+        first = max(0, -(-(padding - t * dilation) // stride))  # first i at or past the data
+        if first < steps and t * dilation + first * stride < padding + size:
+            live.append(t)
+    if not live:
+        return None
+    t0, t1 = live[0], live[-1]
+    lo, hi = t0 * dilation, t1 * dilation + (steps - 1) * stride
+    before, after = max(0, padding - lo), max(0, hi - (padding + size - 1))
+    return t0, t1, before, after, lo - padding + before
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(hw, kernel, stride, padding, dilation, steps):
+    """_axis_plan for H and W: a pair of 5-tuples, or None when some axis has no live tap."""
+    ph = _axis_plan(hw[0], kernel[0], stride[0], padding[0], dilation[0], steps[0])
+    pw = _axis_plan(hw[1], kernel[1], stride[1], padding[1], dilation[1], steps[1])
+    return None if ph is None or pw is None else (ph, pw)
+
+
+def _live(w, plan):
+    """The live taps of a KH x KW x ... weight: a view KH' x KW' x ..."""
+    (h0, h1, *_), (w0, w1, *_) = plan
+    if (h0, h1 + 1, w0, w1 + 1) == (0, w.shape[0], 0, w.shape[1]):
+        return w
+    return w[h0:h1 + 1, w0:w1 + 1]
+
+
+def _embed(live, plan, kernel):
+    """KH' x KW' x C x O weight gradient of the live taps -> KH x KW x C x O (dead taps: 0)."""
+    if tuple(live.shape[:2]) == tuple(kernel):
+        return live.compact()
+    (h0, h1, *_), (w0, w1, *_) = plan
+    full = array_api.zeros(tuple(kernel) + tuple(live.shape[2:]), device=live.device)
+    full[h0:h1 + 1, w0:w1 + 1] = live
+    return full
+
+
 # ---------------------------------------------------------------- im2col / col2im on NDArrays
-def _pad_hw(a, ph, pw):
-    """Compact zero-padded copy (or `a` itself when compact and unpadded) of an NHWC array."""
-    if ph == 0 and pw == 0:
+def _pad_hw(a, before_h, after_h, before_w, after_w):
+    """Compact NHWC copy of `a` zero-padded along H and W (`a` itself when already compact and
+    nothing is padded)."""
+    if not (before_h or after_h or before_w or after_w):
         return a.compact()
-    return a.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    n, h, w, c = a.shape
+    out = array_api.zeros((n, h + before_h + after_h, w + before_w + after_w, c), device=a.device)
+    inner = (slice(None), slice(before_h, before_h + h), slice(before_w, before_w + w), slice(None))
+    if c < 8 and a.strides[3] != 1:
+        # few channels, not innermost in memory (an NCHW tensor seen as NHWC): writing a's
+        # memory-order rows through a permuted view of `out` beats the transposing copy, whose
+        # rows would be only C floats long
+        order = tuple(sorted(range(4), key=lambda i: -a.strides[i]))
+        base = a.permute(order)
+        if base.is_compact():
+            out.permute(order)[tuple(inner[i] for i in order)] = base
+            return out
+    out[inner] = a
+    return out
 
 
-def _window_view(xp, kernel, stride, dilation, out_hw, groups):
-    """im2col view of a compact padded NHWC array, no copy.
+def _window_view(buf, start, kernel, stride, dilation, steps, groups):
+    """im2col view of an NHWC array (any strides), no copy.
 
     Shape G x N x Ho x Wo x KH x KW x Cg; entry [g, n, i, j, a, b, c] is
-    xp[n, i*sh + a*dh, j*sw + b*dw, g*Cg + c]. The G axis is dropped when G == 1.
+    buf[n, start_h + i*sh + a*dh, start_w + j*sw + b*dw, g*Cg + c]. G is dropped when G == 1.
     """
-    n, _, _, c = xp.shape
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
-    s_n, s_h, s_w, s_c = xp.strides
+    if start != (0, 0):
+        buf = buf[:, start[0]:, start[1]:, :]
+    n, _, _, c = buf.shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, steps
+    s_n, s_h, s_w, s_c = buf.strides
     shape = (n, ho, wo, kh, kw, c // groups)
     strides = (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c)
     if groups > 1:
         shape, strides = (groups,) + shape, ((c // groups) * s_c,) + strides
-    return xp.as_strided(shape, strides)
+    return buf.as_strided(shape, strides)
 
 
-def _im2col(a, kernel, stride, padding, dilation, out_hw, groups):
-    """Columns of an NHWC input: (M, KH*KW*C), or (G, M, KH*KW*Cg) with groups (M = N*Ho*Wo)."""
-    view = _window_view(_pad_hw(a, *padding), kernel, stride, dilation, out_hw, groups)
-    m = a.shape[0] * out_hw[0] * out_hw[1]
+def _im2col(a, plan, stride, dilation, steps, groups):
+    """Columns of the live taps of an NHWC input (any strides).
+
+    Returns (cols, order): cols is (M, K) or, with groups, (G, M, K), M = N*Ho*Wo and
+    K = KH'*KW'*Cg; each row lists the (tap row, tap col, channel) axes in the order `order` (a
+    permutation of (0, 1, 2)). That is (0, 1, 2) except when the windows need no padding and are
+    already rows of `a` in another axis order (e.g. a 2 x 2 input under a 2 x 2 live kernel,
+    NCHW in memory): then cols is a view of `a` and nothing is copied.
+    """
+    (h0, h1, bh, ah, sth), (w0, w1, bw, aw, stw) = plan
+    kernel = (h1 - h0 + 1, w1 - w0 + 1)
+    m = a.shape[0] * steps[0] * steps[1]
     k = kernel[0] * kernel[1] * (a.shape[3] // groups)
-    cols = view.compact()  # the native compact kernel does the im2col gather here
-    return cols.reshape((m, k)) if groups == 1 else cols.reshape((groups, m, k))
+    shape = (m, k) if groups == 1 else (groups, m, k)
+    lead = 0 if groups == 1 else 1  # the G axis
+    if not (bh or ah or bw or aw):
+        view = _window_view(a, (sth, stw), kernel, stride, dilation, steps, groups)
+        order = tuple(sorted(range(3), key=lambda i: -view.strides[lead + 3 + i]))
+        view = view.permute(tuple(range(lead + 3)) + tuple(lead + 3 + i for i in order))
+        if view._is_row_major():  # the reshape below is a view
+            return view.reshape(shape), order
+    # an NHWC copy first (for an NCHW-ordered input a transposing copy, faster than gathering
+    # single channels), so that the gather below copies runs of KW*C adjacent floats
+    view = _window_view(_pad_hw(a, bh, ah, bw, aw), (sth, stw), kernel, stride, dilation, steps,
+                        groups)
+    return view.compact().reshape(shape), (0, 1, 2)  # compact: the native im2col gather
+
+
+def _weight_rows(w_live, order):
+    """KH' x KW' x Cg x Cout live weight -> (K, Cout) rows in the columns' axis order."""
+    kh, kw, cg, cout = w_live.shape
+    return w_live.permute(order + (3,)).reshape((kh * kw * cg, cout))
 
 
 def _split_groups(x, groups):
@@ -110,15 +210,42 @@ def _merge_groups(x):
     return x.permute((1, 0, 2)).compact().reshape((m, g * c))
 
 
+def _rows(x, hint):
+    """N x H x W x C array as (N*H*W, C) rows: `hint[1]` when hint[0] is x (the same rows, made
+    once for two ops), else a reshape (a copy only when x is not laid out row by row)."""
+    if hint is not None and hint[0] is x:
+        return hint[1]
+    n, h, w, c = x.shape
+    return x.reshape((n * h * w, c))
+
+
+# Largest im2col matrix (in floats) a Conv node keeps for its weight gradient: small layers gain
+# most from the reuse, while big ones would hold K*K copies of their input until backward.
+_KEEP_COLS_MAX = 1 << 22
+
+
 # ---------------------------------------------------------------- conv
 class Conv(TensorOp):
-    """2-D cross-correlation (no kernel flip) of NHWC input with a KH x KW x Cin/G x Cout weight."""
+    """2-D cross-correlation (no kernel flip) of NHWC input with a KH x KW x Cin/G x Cout weight.
+
+    When the weight needs a gradient, the node keeps its im2col columns (up to _KEEP_COLS_MAX
+    floats) and hands them to the ConvWeightGrad its `gradient` builds, which then skips the
+    padding and the gather; they are dropped at that point.
+    """
 
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
         self.stride = _pair(stride, "stride", "conv", 1)
         self.padding = _pair(padding, "padding", "conv", 0)
         self.dilation = _pair(dilation, "dilation", "conv", 1)
         self.groups = _check_groups(groups, "conv")
+        self._may_keep = True  # False for the convs that gradients build (see _grad_conv)
+        self._keep_cols = False
+        self._saved = None  # (input array, cols, order) for the weight gradient
+
+    def __call__(self, *args):
+        self._keep_cols = (self._may_keep and is_grad_enabled() and len(args) == 2
+                           and getattr(args[1], "requires_grad", False))
+        return super().__call__(*args)
 
     def _shapes(self, a_shape, b_shape):
         (n, h, w, cin), (kh, kw, cg, cout) = a_shape, b_shape
@@ -139,25 +266,38 @@ class Conv(TensorOp):
         _check_array_mode("conv", a, b)
         _check_conv_shapes("conv", a, b, self.groups)
         out_shape = self._shapes(a.shape, b.shape)
-        n, ho, wo, cout = out_shape
-        kh, kw, cg, _ = b.shape
+        _, ho, wo, cout = out_shape
         g = self.groups
-        cols = _im2col(a, (kh, kw), self.stride, self.padding, self.dilation, (ho, wo), g)
+        plan = _plan(a.shape[1:3], b.shape[:2], self.stride, self.padding, self.dilation,
+                     (ho, wo))
+        if plan is None:  # every tap reads padding only
+            return array_api.zeros(out_shape, device=a.device)
+        cols, order = _im2col(a, plan, self.stride, self.dilation, (ho, wo), g)
+        w_rows = _weight_rows(_live(b, plan), order)
         if g == 1:
-            out = cols @ b.compact().reshape((kh * kw * cg, cout))
+            out = cols @ w_rows
         else:
-            wg = b.compact().reshape((kh * kw * cg, g, cout // g)).permute((1, 0, 2)).compact()
+            k = w_rows.shape[0]
+            wg = w_rows.reshape((k, g, cout // g)).permute((1, 0, 2)).compact()
             out = _merge_groups(array_api.matmul(cols, wg))
+        if self._keep_cols and cols.size <= _KEEP_COLS_MAX:
+            self._saved = (a, cols, order)
         return out.reshape(out_shape)
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
         kernel = b.shape[:2]
+        saved, self._saved = self._saved, None
+        g_arr = out_grad.realize_cached_data()
+        # both gradients read out_grad as (M, Cout) rows: gather them once
+        g_rows = (g_arr, _rows(g_arr, None)) if getattr(g_arr, "ndim", 0) == 4 else None
         extra = _leftover(a.shape[1:3], kernel, self.stride, self.padding, self.dilation)
-        da = conv_transpose(out_grad, transpose(b, (2, 3)), self.stride, self.padding,
-                            self.dilation, self.groups, extra)
-        db = conv_weight_grad(a, out_grad, kernel, self.stride, self.padding, self.dilation,
-                              self.groups)
+        da_op = ConvTranspose(self.stride, self.padding, self.dilation, self.groups, extra)
+        da_op._rows_hint = g_rows
+        da = da_op(out_grad, transpose(b, (2, 3)))
+        db_op = ConvWeightGrad(kernel, self.stride, self.padding, self.dilation, self.groups)
+        db_op._cols_hint, db_op._rows_hint = saved, g_rows
+        db = db_op(a, out_grad)
         return da, db
 
 
@@ -166,6 +306,14 @@ def _leftover(hw, kernel, stride, padding, dilation):
     the output_padding that makes conv_transpose give back the input size."""
     return tuple((x + 2 * p - d * (k - 1) - 1) % s
                  for x, k, s, p, d in zip(hw, kernel, stride, padding, dilation))
+
+
+def _grad_conv(a, b, stride, padding, dilation, groups):
+    """conv inside a gradient: its columns are not kept, since its own gradient (a third order
+    for the model) is rarely taken while the gradient graph can live until the next step."""
+    op = Conv(stride, padding, dilation, groups)
+    op._may_keep = False
+    return op(a, b)
 
 
 def conv(a, b, stride=1, padding=1, dilation=1, groups=1):
@@ -199,6 +347,7 @@ class ConvTranspose(TensorOp):
         if any(o >= s for o, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"conv_transpose: output_padding {self.output_padding} must be "
                              f"smaller than stride {self.stride}")
+        self._rows_hint = None  # (input array, its (M, Cin) rows) from Conv.gradient
 
     def _shapes(self, y_shape, w_shape):
         (n, hi, wi, cin), (kh, kw, cin2, og) = y_shape, w_shape
@@ -217,31 +366,47 @@ class ConvTranspose(TensorOp):
         _check_array_mode("conv_transpose", y, w)
         _check_conv_shapes("conv_transpose", y, w, self.groups, "KH x KW x Cin x Cout/groups")
         out_shape = self._shapes(y.shape, w.shape)
+        hint, self._rows_hint = self._rows_hint, None
         n, ho, wo, cout = out_shape
         _, hi, wi, cin = y.shape
-        kh, kw, _, og = w.shape
-        g, (ph, pw) = self.groups, self.padding
-        m = n * hi * wi
-        # columns = y @ W^T: one row of KH*KW*Cout/G values per input pixel (and group)
-        w_rows = w.compact().reshape((kh * kw, g, cin // g, og)).permute((1, 2, 0, 3)).compact()
-        w_rows = w_rows.reshape((g, cin // g, kh * kw * og))
-        y2 = y.compact().reshape((m, cin))
+        g = self.groups
+        # the kept output is the data of the conv geometry with the roles of input and output
+        # swapped: taps that only land in the cropped padding are skipped
+        plan = _plan((ho, wo), w.shape[:2], self.stride, self.padding, self.dilation, (hi, wi))
+        if plan is None:
+            return array_api.zeros(out_shape, device=y.device)
+        (h0, h1, bh, ah, sth), (w0, w1, bw, aw, stw) = plan
+        kh, kw = h1 - h0 + 1, w1 - w0 + 1
+        og = cout // g
+        # columns = y @ W^T: one row of KH'*KW'*Cout/G values per input pixel (and group)
+        y2 = _rows(y, hint)
+        w_live = _live(w, plan)
         if g == 1:
-            cols = y2 @ w_rows.reshape((cin, kh * kw * og))
+            cols = y2 @ w_live.permute((2, 0, 1, 3)).reshape((cin, kh * kw * og))
         else:
-            cols = array_api.matmul(_split_groups(y2, g), w_rows)
-        # col2im: add every column entry at its place in the padded output
-        full = array_api.zeros((n, ho + 2 * ph, wo + 2 * pw, cout), device=y.device)
-        view = _window_view(full, (kh, kw), self.stride, self.dilation, (hi, wi), g)
-        view.scatter_add_(cols)
-        if ph == 0 and pw == 0:
-            return full
-        return full[:, ph:ph + ho, pw:pw + wo, :].compact()
+            w_rows = w_live.reshape((kh * kw, g, cin // g, og)).permute((1, 2, 0, 3))
+            cols = array_api.matmul(_split_groups(y2, g), w_rows.reshape((g, cin // g,
+                                                                          kh * kw * og)))
+        # col2im: add every column entry at its place in the (trimmed) padded output
+        buf_shape = (n, ho + bh + ah, wo + bw + aw, cout)
+        if (g == 1 and hi == wi == 1 and buf_shape[1:3] == (kh, kw)
+                and (kh == 1 or self.dilation[0] == 1) and (kw == 1 or self.dilation[1] == 1)):
+            full = cols.reshape(buf_shape)  # one window covering every output pixel once
+        else:
+            full = array_api.zeros(buf_shape, device=y.device)
+            _window_view(full, (sth, stw), (kh, kw), self.stride, self.dilation, (hi, wi),
+                         g).scatter_add_(cols)
+        if bh or ah or bw or aw:
+            # a copy, not a view: the gradient graph keeps its tensors until the garbage collector
+            # breaks its cycles, and a view would keep the whole buffer, which then misses the
+            # backend's buffer cache in the next step (fresh pages: a page fault each)
+            return full[:, bh:bh + ho, bw:bw + wo, :].compact()
+        return full
 
     def gradient(self, out_grad, node):
         y, w = node.inputs
         wc = transpose(w, (2, 3))  # the conv-layout weight KH x KW x Cout/G x Cin
-        dy = conv(out_grad, wc, self.stride, self.padding, self.dilation, self.groups)
+        dy = _grad_conv(out_grad, wc, self.stride, self.padding, self.dilation, self.groups)
         dwc = conv_weight_grad(out_grad, y, w.shape[:2], self.stride, self.padding,
                                self.dilation, self.groups)
         return dy, transpose(dwc, (2, 3))
@@ -275,9 +440,13 @@ class ConvWeightGrad(TensorOp):
         self.padding = _pair(padding, "padding", "conv_weight_grad", 0)
         self.dilation = _pair(dilation, "dilation", "conv_weight_grad", 1)
         self.groups = _check_groups(groups, "conv_weight_grad")
+        self._cols_hint = None  # (input array, cols, order) kept by the forward Conv
+        self._rows_hint = None  # (out_grad array, its (M, Cout) rows)
 
     def compute(self, x, g):
         _check_array_mode("conv_weight_grad", x, g)
+        cols_hint, rows_hint = self._cols_hint, self._rows_hint
+        self._cols_hint = self._rows_hint = None
         if x.ndim != 4 or g.ndim != 4:
             raise ValueError(f"conv_weight_grad: input and out_grad must be NHWC (4-D), got shapes "
                              f"{x.shape} and {g.shape}")
@@ -290,13 +459,25 @@ class ConvWeightGrad(TensorOp):
                              f"with kernel {self.kernel_size} stride {self.stride} padding "
                              f"{self.padding} dilation {self.dilation} groups {grp} "
                              f"(expected {(n, ho, wo)} x Cout divisible by groups)")
-        cols = _im2col(x, self.kernel_size, self.stride, self.padding, self.dilation, (ho, wo), grp)
-        g2 = g.compact().reshape((n * ho * wo, cout))
+        out_shape = (kh, kw, cin // grp, cout)
+        plan = _plan((h, w), self.kernel_size, self.stride, self.padding, self.dilation, (ho, wo))
+        if plan is None:  # every tap reads padding only
+            return array_api.zeros(out_shape, device=x.device)
+        if cols_hint is not None and cols_hint[0] is x:
+            cols, order = cols_hint[1], cols_hint[2]
+        else:
+            cols, order = _im2col(x, plan, self.stride, self.dilation, (ho, wo), grp)
+        g2 = _rows(g, rows_hint)
         if grp == 1:
             dw = array_api.matmul(cols, g2, transpose_a=True)
         else:
             dw = _merge_groups(array_api.matmul(cols, _split_groups(g2, grp), transpose_a=True))
-        return dw.reshape((kh, kw, cin // grp, cout))
+        # rows of dw follow the columns' axis order; put the axes back to KH' x KW' x Cg
+        (h0, h1, *_), (w0, w1, *_) = plan
+        live_shape = (h1 - h0 + 1, w1 - w0 + 1, cin // grp)
+        dw = dw.reshape(tuple(live_shape[i] for i in order) + (cout,))
+        dw = dw.permute(tuple(order.index(i) for i in range(3)) + (3,))
+        return _embed(dw, plan, self.kernel_size)
 
     def gradient(self, out_grad, node):
         # conv_weight_grad(x, g) is bilinear with <conv_weight_grad(x, g), G> = <conv(x, G), g>
@@ -304,7 +485,7 @@ class ConvWeightGrad(TensorOp):
         extra = _leftover(x.shape[1:3], self.kernel_size, self.stride, self.padding, self.dilation)
         dx = conv_transpose(g, transpose(out_grad, (2, 3)), self.stride, self.padding,
                             self.dilation, self.groups, extra)
-        dg = conv(x, out_grad, self.stride, self.padding, self.dilation, self.groups)
+        dg = _grad_conv(x, out_grad, self.stride, self.padding, self.dilation, self.groups)
         return dx, dg
 
 
@@ -317,3 +498,26 @@ def conv_weight_grad(x, out_grad, kernel_size, stride=1, padding=0, dilation=1, 
         kernel_size: (KH, KW) or an int; the other arguments as in conv.
     """
     return ConvWeightGrad(kernel_size, stride, padding, dilation, groups)(x, out_grad)
+
+
+# ---------------------------------------------------------------- layout moves for nn
+class Permute(TensorOp):
+    """Reorder axes (a view, no copy): output axis i is input axis axes[i]. nn's NCHW <-> NHWC
+    moves around the NHWC conv ops take one such node instead of two transposes."""
+
+    def __init__(self, axes):
+        self.axes = tuple(int(a) for a in axes)
+
+    def compute(self, a):
+        if sorted(self.axes) != list(range(a.ndim)):
+            raise ValueError(f"permute: {self.axes} is not a permutation of the axes of shape "
+                             f"{a.shape}")
+        return a.transpose(self.axes)  # NDArray.permute, or numpy's transpose in numpy mode
+
+    def gradient(self, out_grad, node):
+        return permute(out_grad, tuple(self.axes.index(i) for i in range(len(self.axes))))
+
+
+def permute(a, axes):
+    """Tensor with axes reordered: permute(x (N x C x H x W), (0, 2, 3, 1)) is N x H x W x C."""
+    return Permute(axes)(a)
