@@ -80,3 +80,44 @@ def test_batch_norm_bad_input(device):
     with pytest.raises(ValueError, match="batch_norm"):
         ops.batch_norm(ndl.Tensor(np.ones(4), device=device), ndl.init.ones(1, device=device),
                        ndl.init.zeros(1, device=device))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 4, 2)])
+def test_batch_norm_gradient_without_graph(device, shape):
+    """backward(create_graph=False) takes the array path: same values as the graph path,
+    constant grads; a strided input, a repeated backward and a replaced x stay correct."""
+    rng = np.random.default_rng(3)
+    x0 = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    w0 = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    b0 = rng.standard_normal(shape[1]).astype(np.float32)
+    g0 = rng.standard_normal(shape).astype(np.float32)
+
+    def grads(create_graph, transposed=False, twice=False, replace=False):
+        x = ndl.Tensor(x0, device=device)
+        w, b = ndl.Tensor(w0, device=device), ndl.Tensor(b0, device=device)
+        inp = x
+        if transposed:  # a strided (non-compact) input of the same values
+            inp = ops.transpose(ndl.Tensor(x0.swapaxes(0, 1).copy(), device=device), (0, 1))
+        y, _ = ops.batch_norm(inp, w, b)
+        if replace:  # new values under the graph: the gradient must use them
+            inp.data = ndl.Tensor(x0 * 0.5, device=device)
+        g = ndl.Tensor(g0, device=device, requires_grad=False)
+        y.backward(g, create_graph=create_graph)
+        if twice:
+            y.backward(g, create_graph=create_graph)
+        if not create_graph:
+            assert w.grad.op is None and b.grad.op is None
+        return [t.grad.numpy() for t in (inp, w, b)]
+
+    for kw in ({}, {"transposed": True}, {"twice": True}, {"replace": True}):
+        want = grads(True, **kw)
+        got = grads(False, **kw)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # and against the composed formula's gradient
+    x = ndl.Tensor(x0, device=device)
+    w, b = ndl.Tensor(w0, device=device), ndl.Tensor(b0, device=device)
+    composed(x, w, b, 1e-5).backward(ndl.Tensor(g0, device=device), create_graph=False)
+    got = grads(False)
+    for a, t in zip(got, (x, w, b)):
+        np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-4, atol=1e-4)

@@ -10,8 +10,13 @@ writes its gradient in closed form, still built from needle ops so it can be dif
     dw   = sum(g * xhat),  db = sum(g)
 
 Sums run over every axis but the channel axis 1, so (N, C) and NCHW inputs both work.
+
+Inside `no_grad` (a `backward(create_graph=False)`), nothing will differentiate the gradient,
+so it is computed straight on arrays from the statistics the forward kept, as
+dx = xhat * k2 + (g * k1 + k3) with per-channel k1 = w * invstd, k2 = -k1 * dw / M,
+k3 = -k1 * db / M: ~12 array calls instead of ~30 graph nodes.
 """
-from ..autograd import TensorOp
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_selection import array_api
 from .ops_mathematic import broadcast_to, power_scalar, reshape, summation
 
@@ -45,6 +50,7 @@ class BatchNormTrain(TensorOp):
         if w.size != x.shape[1] or b.size != x.shape[1]:
             raise ValueError(f"batch_norm: weight {w.shape} and bias {b.shape} must hold "
                              f"{x.shape[1]} values for input {x.shape}")
+        given = x
         if hasattr(x, "compact"):  # NDArray (not numpy mode): copy a strided input once
             x = x.compact()
         mean = x.sum(axis=axes, keepdims=True) / m
@@ -53,11 +59,15 @@ class BatchNormTrain(TensorOp):
         var = (centered * centered).sum(axis=axes, keepdims=True) / m
         scale = (var + self.eps) ** -0.5 * w.reshape(cshape)
         self.batch_mean, self.batch_var = mean.reshape((x.shape[1],)), var.reshape((x.shape[1],))
+        self._saved = (given, centered, var)  # for the gradient without a graph
         return (centered * array_api.broadcast_to(scale, x.shape)
                 + array_api.broadcast_to(b.reshape(cshape), x.shape))
 
     def gradient(self, out_grad, node):
         x, w, _ = node.inputs
+        saved = self.__dict__.pop("_saved", None)
+        if not is_grad_enabled() and saved is not None and saved[0] is x.realize_cached_data():
+            return self._gradient_arrays(out_grad, node, saved)
         axes, cshape, m = _layout(x.shape, "batch_norm")
         shape = x.shape
 
@@ -73,6 +83,29 @@ class BatchNormTrain(TensorOp):
         grad_x = per_channel(reshape(w, (shape[1],)) * invstd / m) * (
             out_grad * m + per_channel(-grad_bias) + xhat * per_channel(-grad_weight))
         return grad_x, reshape(grad_weight, w.shape), reshape(grad_bias, node.inputs[2].shape)
+
+    def _gradient_arrays(self, out_grad, node, saved):
+        """The same gradient as constants, from the forward's centered x and variance."""
+        _, centered, var = saved
+        x, w, b = node.inputs
+        axes, cshape, m = _layout(centered.shape, "batch_norm")
+        shape = centered.shape
+
+        def per_channel(t):
+            return array_api.broadcast_to(t.reshape(cshape), shape)
+
+        g = out_grad.realize_cached_data()
+        invstd = (var + self.eps) ** -0.5
+        xhat = centered * per_channel(invstd)
+        grad_bias = g.sum(axis=axes, keepdims=True)
+        grad_weight = (g * xhat).sum(axis=axes, keepdims=True)
+        k1 = w.realize_cached_data().reshape(cshape) * invstd
+        k2 = k1 * grad_weight * (-1.0 / m)
+        k3 = k1 * grad_bias * (-1.0 / m)
+        grad_x = xhat * per_channel(k2) + (g * per_channel(k1) + per_channel(k3))
+        wshape, bshape = w.realize_cached_data().shape, b.realize_cached_data().shape
+        return (Tensor.make_const(grad_x), Tensor.make_const(grad_weight.reshape(wshape)),
+                Tensor.make_const(grad_bias.reshape(bshape)))
 
 
 def batch_norm(x, weight, bias, eps=1e-5):
