@@ -517,3 +517,38 @@ def test_gradient_check_leaves_global_rng_alone(device):
     grads = gradient_check(ops.tanh, x)
     assert np.random.rand() == expected
     assert grads[0].shape == (3,)
+
+
+@pytest.mark.parametrize("create_graph", [True, False])
+def test_data_batch_grad_is_deferred_but_exact(device, create_graph):
+    """conv's input gradient for a leaf that wants none is built only when read; it is the
+    same node and the same values as the eager one."""
+    rng = np.random.default_rng(5)
+    x_np = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    w_np = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    w = ndl.Tensor(w_np, device=device)
+    x = ndl.Tensor(x_np, device=device, requires_grad=False)
+    ndl.conv(x, w, stride=2, padding=1).sum().backward(create_graph=create_graph)
+    assert x.grad is not None and x.grad.cached_data is None  # not computed yet
+    eager_x = ndl.Tensor(x_np, device=device)
+    ndl.conv(eager_x, w, stride=2, padding=1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), eager_x.grad.numpy())
+    assert x.grad.shape == x.shape
+    # once read, a no-graph gradient is a plain constant (nothing else kept alive)
+    assert (x.grad.op is None) == (not create_graph)
+
+
+def test_make_deferred_computes_once(device):
+    a = ndl.Tensor(randn(3, 2), device=device)
+    calls = []
+
+    class Probe(ops.EWiseAdd):
+        def compute(self, x, y):
+            calls.append(1)
+            return super().compute(x, y)
+
+    t = ndl.Tensor.make_deferred(Probe(), [a, a])
+    assert calls == [] and t.requires_grad
+    np.testing.assert_allclose(t.numpy(), 2 * a.numpy())
+    t.numpy()
+    assert calls == [1] and t.op is not None  # requires grad: stays a graph node

@@ -166,6 +166,8 @@ class Value:
         if self.cached_data is not None:
             return self.cached_data
         self.cached_data = _compute(self.op, self.inputs)
+        if self.__dict__.pop("_deferred", False) and not self.requires_grad:
+            self.op, self.inputs = None, []  # now a constant, as eager mode would have made it
         return self.cached_data
 
     def is_leaf(self):
@@ -192,6 +194,18 @@ class Value:
         """A leaf wrapping the raw array `data` (shared, not copied)."""
         value = cls.__new__(cls)
         value._init(None, [], cached_data=data, requires_grad=requires_grad)
+        return value
+
+    @classmethod
+    def make_deferred(cls, op, inputs):
+        """The node op(*inputs), computed only when its data is first read.
+
+        For gradients that are stored but rarely read (a data batch's `.grad`): the node is
+        exactly what `op(*inputs)` makes, whether or not anyone looks at it.
+        """
+        value = cls.__new__(cls)
+        value._init(op, inputs)
+        value._deferred = True
         return value
 
     @classmethod

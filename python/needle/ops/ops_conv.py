@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from ..autograd import TensorOp, is_grad_enabled
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_selection import BACKEND, array_api
 from .ops_mathematic import transpose
 
@@ -294,7 +294,11 @@ class Conv(TensorOp):
         extra = _leftover(a.shape[1:3], kernel, self.stride, self.padding, self.dilation)
         da_op = ConvTranspose(self.stride, self.padding, self.dilation, self.groups, extra)
         da_op._rows_hint = g_rows
-        da = da_op(out_grad, transpose(b, (2, 3)))
+        if a.op is None and not a.requires_grad:
+            # a data batch: its .grad (every node gets one) is computed only if it is read
+            da = Tensor.make_deferred(da_op, [out_grad, transpose(b, (2, 3))])
+        else:
+            da = da_op(out_grad, transpose(b, (2, 3)))
         db_op = ConvWeightGrad(kernel, self.stride, self.padding, self.dilation, self.groups)
         db_op._cols_hint, db_op._rows_hint = saved, g_rows
         db = db_op(a, out_grad)
