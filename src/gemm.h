@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -34,6 +35,15 @@ constexpr int64_t kNC = 4080;  // columns of the packed B block: KC x NC floats 
 constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
 // A matrix with fewer multiply-adds than this is done by one thread when the batch has many.
 constexpr int64_t kTeamMinMacs = int64_t(1) << 21;
+// An A panel used by at most this many B micro-panels is read where it lies, not packed: a
+// non-transposed A (six rows read side by side) or a transposed one (k steps lda apart).
+constexpr int64_t kPackAMinReuseRows = 16;
+constexpr int64_t kPackAMinReuseCols = 4;
+inline int64_t PackAMinReuse(bool trans_a) {
+  return trans_a ? kPackAMinReuseCols : kPackAMinReuseRows;
+}
+// A K split gives each thread at least this many k steps.
+constexpr int64_t kMinSplitK = 64;
 
 inline int64_t RoundUp(int64_t x, int64_t r) { return (x + r - 1) / r * r; }
 
@@ -76,8 +86,8 @@ class Buffer {
 };
 
 struct Workspace {
-  Buffer a;
-  Buffer b[2];  // a team alternates between two shared B blocks
+  Buffer a, b;  // one thread working alone
+  Buffer team;  // every buffer of a team, owned by the thread that calls it
 };
 
 inline Workspace& ThreadWorkspace() {
@@ -226,38 +236,62 @@ inline void PackB(const Operands& op, int64_t p0, int64_t j0, int64_t nc, int64_
     PackPanelsByRow<NR>(op.b + p0 * op.ldb + j0, op.ldb, kc, nc, panel0, panel1, dst);
 }
 
-// Runs the micro-kernel over an mc x nc block whose panels are packed; partial tiles at the
-// right and bottom edges go through a scratch tile so C is never written out of bounds.
+// Where the micro-kernels read an mc x kc block of op(A): the packed block, or A itself when
+// packing would cost more than it saves (see PackAMinReuse). The panel of rows i .. i + MR
+// starts at ptr + i * row_step: kc for the packed block (whole MR panels), lda for a
+// non-transposed A, 1 for a transposed one.
+struct ABlock {
+  const float* ptr;
+  int64_t stride;    // the kernel's a_stride (lda when in place)
+  int64_t row_step;
+  int layout;        // ALayout
+};
+
+// Runs the micro-kernel over an mc x nc block (B panels [panel0, panel1) packed); the kernels
+// write only the valid corner of edge tiles, and a half-width kernel covers a last panel of at
+// most NR / 2 columns. An A read in place has no zero padding: its last, partial panel is
+// packed into `edge` first.
+// The half-width kernel when the tile has at most NR / 2 columns.
+template <class K, int kLayout>
+inline void RunKernel(int64_t kc, const float* a, int64_t a_stride, const float* b, float* c,
+                      int64_t ldc, bool accumulate, int mr, int nr) {
+  if (2 * nr <= K::kNR)
+    K::template Run<kLayout, true>(kc, a, a_stride, b, c, ldc, accumulate, mr, nr);
+  else
+    K::template Run<kLayout, false>(kc, a, a_stride, b, c, ldc, accumulate, mr, nr);
+}
+
 template <class K>
-inline void MacroKernel(int64_t mc, int64_t panel0, int64_t panel1, int64_t nc, int64_t kc,
-                        const float* a_packed, const float* b_packed, float* c, int64_t ldc,
-                        bool accumulate) {
+inline void MacroKernel(const Operands& op, int64_t i0, int64_t p0, const ABlock& a, int64_t mc,
+                        int64_t panel0, int64_t panel1, int64_t nc, int64_t kc,
+                        const float* b_packed, float* c, int64_t ldc, bool accumulate) {
   constexpr int MR = K::kMR, NR = K::kNR;
-  alignas(64) float tile[MR * NR];
+  alignas(64) float edge[MR * kKC];
+  const int64_t full_rows = a.layout != kPacked ? mc / MR * MR : mc;
+  if (full_rows < mc) PackA<MR>(op, i0 + full_rows, p0, mc - full_rows, kc, edge);
   for (int64_t q = panel0; q < panel1; ++q) {
     const int64_t jr = q * NR;
-    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
     const float* bp = b_packed + q * NR * kc;
     // The next B micro-panel comes from L3: fetch it bit by bit while this one is in use.
     const float* next = q + 1 < panel1 ? bp + NR * kc : nullptr;
     const int64_t lines = NR * kc / 16, steps = (mc + MR - 1) / MR;
     const int64_t per_step = (lines + steps - 1) / steps;
     for (int64_t ir = 0; ir < mc; ir += MR) {
-      const int64_t mr = std::min<int64_t>(MR, mc - ir);
+      const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
       if (next != nullptr) {
         const int64_t l0 = ir / MR * per_step, l1 = std::min(lines, l0 + per_step);
         for (int64_t l = l0; l < l1; ++l) PrefetchRead(next + l * 16);
       }
-      const float* ap = a_packed + ir * kc;
       float* ct = c + ir * ldc + jr;
-      if (mr == MR && nr == NR) {
-        K::Run(kc, ap, bp, ct, ldc, accumulate);
-      } else {
-        K::Run(kc, ap, bp, tile, NR, false);
-        for (int64_t i = 0; i < mr; ++i)
-          for (int64_t j = 0; j < nr; ++j)
-            ct[i * ldc + j] = (accumulate ? ct[i * ldc + j] : 0.0f) + tile[i * NR + j];
-      }
+      if (ir >= full_rows)
+        RunKernel<K, kPacked>(kc, edge, 0, bp, ct, ldc, accumulate, mr, nr);
+      else if (a.layout == kRows)
+        RunKernel<K, kRows>(kc, a.ptr + ir * a.row_step, a.stride, bp, ct, ldc, accumulate, mr, nr);
+      else if (a.layout == kCols)
+        RunKernel<K, kCols>(kc, a.ptr + ir * a.row_step, a.stride, bp, ct, ldc, accumulate, mr, nr);
+      else
+        RunKernel<K, kPacked>(kc, a.ptr + ir * a.row_step, 0, bp, ct, ldc, accumulate, mr, nr);
     }
   }
 }
@@ -272,65 +306,157 @@ inline void TeamBarrier(int nthreads) {
 inline void TeamBarrier(int) {}
 #endif
 
-// Thread `tid` of a team of `tm * tn` threads computes its share of one m x n x k product.
-// The team packs each B block together, then thread (ti, tj) computes rows [row0, row1) and
-// its share of the block's micro-panels with a private A block. Every thread runs the same
-// jc / pc iterations, so the barriers match. B blocks alternate between two buffers (block
-// counter `*block` runs on across calls), so one barrier per block is enough: a thread
-// packing block j + 1 has passed the barrier of block j, which every thread reached only
-// after computing block j - 1, the last user of that buffer.
+// How a team of tm * tn * tk threads shares one m x n x k product: thread (ti, tj, tl) computes
+// rows ti (whole MR panels) x the tj-th share of every B block's NR micro-panels over the tl-th
+// share of k. The tl = 0 threads write C; the others write a scratch C each, which the team adds
+// in at the end (a K split: for products with a long k and a small C, such as the weight
+// gradient cols^T @ dY). With shared_b the threads pack each B block together and wait for
+// each other once per block; otherwise each packs the panels it uses and never waits.
+struct Plan {
+  int tm = 1, tn = 1, tk = 1;
+  bool shared_b = false;
+  int threads() const { return tm * tn * tk; }
+};
+
+// Thread `tid`'s share of one product (see Plan). `b_shared` is used when plan.shared_b,
+// `b_private` otherwise; `scratch` holds tk - 1 row-major m x n partial products. B blocks
+// alternate between the two shared buffers (block counter `*block` runs on across calls), so
+// one barrier per block is enough: a thread packing block j + 1 has passed the barrier of
+// block j, which every thread reached only after computing block j - 1, the last user of
+// that buffer.
 template <class K>
 inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool accumulate,
-                     int tid, int tm, int tn, float* const b_shared[2], float* a_private,
-                     int64_t* block) {
+                     int tid, const Plan& plan, float* const b_shared[2], float* b_private,
+                     float* a_private, float* scratch, int64_t* block) {
   constexpr int MR = K::kMR, NR = K::kNR;
-  const int nthreads = tm * tn;
-  const int ti = tid / tn, tj = tid % tn;
+  const int nthreads = plan.threads(), per_k = plan.tm * plan.tn;
+  const int tl = tid / per_k, ti = tid % per_k / plan.tn, tj = tid % plan.tn;
   // Row ranges in whole micro-panels, as even as possible.
   const int64_t row_panels = (m + MR - 1) / MR;
-  const int64_t row0 = std::min(m, row_panels * ti / tm * MR);
-  const int64_t row1 = std::min(m, row_panels * (ti + 1) / tm * MR);
-  const int64_t nc_step = BlockStep(n, kNC, NR), kc_step = BlockStep(k, kKC, 8);
+  const int64_t row0 = std::min(m, row_panels * ti / plan.tm * MR);
+  const int64_t row1 = std::min(m, row_panels * (ti + 1) / plan.tm * MR);
+  const int64_t k0 = k * tl / plan.tk, k1 = k * (tl + 1) / plan.tk;
+  float* const c = tl == 0 ? op.c : scratch + (tl - 1) * m * n;
+  const int64_t ldc = tl == 0 ? op.ldc : n;
+  const bool accumulate_c = tl == 0 && accumulate;
+  const int64_t nc_step = BlockStep(n, kNC, NR), kc_step = BlockStep(k1 - k0, kKC, 8);
   const int64_t mc_step = BlockStep(row1 - row0, kMC, MR);
   for (int64_t jc = 0; jc < n; jc += nc_step) {
     const int64_t nc = std::min(nc_step, n - jc);
     const int64_t panels = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < k; pc += kc_step) {
-      const int64_t kc = std::min(kc_step, k - pc);
-      const bool acc = accumulate || pc > 0;
-      float* b_packed = b_shared[(*block)++ % 2];
-      PackB<NR>(op, pc, jc, nc, kc, panels * tid / nthreads, panels * (tid + 1) / nthreads,
-                b_packed);
-      TeamBarrier(nthreads);
-      const int64_t q0 = panels * tj / tn, q1 = panels * (tj + 1) / tn;
+    const int64_t q0 = panels * tj / plan.tn, q1 = panels * (tj + 1) / plan.tn;
+    // An A panel feeds q1 - q0 micro-kernel calls: with few, packing it costs more than
+    // reading A where it lies.
+    const bool pack_a = q1 - q0 > PackAMinReuse(op.trans_a);
+    for (int64_t pc = k0; pc < k1; pc += kc_step) {
+      const int64_t kc = std::min(kc_step, k1 - pc);
+      const bool acc = accumulate_c || pc > k0;
+      const float* b_packed;
+      int64_t b_panel0 = q0;  // panel q of the block is panel q - b_panel0 of the buffer
+      if (plan.shared_b) {
+        float* buf = b_shared[(*block)++ % 2];
+        PackB<NR>(op, pc, jc, nc, kc, panels * tid / nthreads, panels * (tid + 1) / nthreads,
+                  buf);
+        TeamBarrier(nthreads);
+        b_packed = buf;
+        b_panel0 = 0;
+      } else {
+        if (q0 == q1) break;
+        PackB<NR>(op, pc, jc + q0 * NR, nc - q0 * NR, kc, 0, q1 - q0, b_private);
+        b_packed = b_private;
+      }
       for (int64_t ic = row0; ic < row1; ic += mc_step) {
         const int64_t mc = std::min(mc_step, row1 - ic);
-        PackA<MR>(op, ic, pc, mc, kc, a_private);
-        MacroKernel<K>(mc, q0, q1, nc, kc, a_private, b_packed, op.c + ic * op.ldc + jc, op.ldc,
-                       acc);
+        ABlock a;
+        if (pack_a) {
+          PackA<MR>(op, ic, pc, mc, kc, a_private);
+          a = {a_private, MR, kc, kPacked};
+        } else if (op.trans_a) {
+          a = {op.a + pc * op.lda + ic, op.lda, 1, kCols};
+        } else {
+          a = {op.a + ic * op.lda + pc, op.lda, op.lda, kRows};
+        }
+        MacroKernel<K>(op, ic, pc, a, mc, q0 - b_panel0, q1 - b_panel0, nc - b_panel0 * NR, kc,
+                       b_packed, c + ic * ldc + jc + b_panel0 * NR, ldc, acc);
       }
     }
   }
 }
 
-// Picks a tm x tn thread grid (tm * tn == nthreads) that keeps each thread's share of C
-// as square as possible, counted in micro-tiles; ties favour splitting rows, which needs
-// no duplicated packing.
-inline void ThreadGrid(int64_t m, int64_t n, int mr, int nr, int nthreads, int* tm, int* tn) {
-  *tm = nthreads;
-  *tn = 1;
-  double best = -1.0;
-  for (int r = nthreads; r >= 1; --r) {
-    if (nthreads % r != 0) continue;
-    const int c = nthreads / r;
-    const double rows = double(m) / (double(r) * mr), cols = double(n) / (double(c) * nr);
-    const double score = std::min(rows, cols);
-    if (score > best * 1.0001) {
-      best = score;
-      *tm = r;
-      *tn = c;
+// Adds the tk - 1 scratch partial products of a K split into C, rows shared by the team.
+inline void ReduceKSplit(const Operands& op, int64_t m, int64_t n, int tk, const float* scratch,
+                         int tid, int nthreads) {
+  const int64_t r0 = m * tid / nthreads, r1 = m * (tid + 1) / nthreads;
+  for (int64_t i = r0; i < r1; ++i) {
+    float* c = op.c + i * op.ldc;
+    for (int l = 0; l + 1 < tk; ++l) {
+      const float* s = scratch + l * m * n + i * n;
+      for (int64_t j = 0; j < n; ++j) c[j] += s[j];
     }
   }
+}
+
+// Per-thread cost of a plan in multiply-add equivalents: the padded micro-tiles it computes,
+// plus packing, barriers and the K-split reduction. The weights are rough (a packed float
+// costs about as much as kPackCost multiply-adds); they only need to rank the candidates.
+inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, bool trans_a,
+                       const Plan& p) {
+  constexpr double kPackCost = 6.0, kReadCost = 2.0, kReduceCost = 8.0, kBarrierCost = 16384.0;
+  const int64_t row_panels = (m + mr - 1) / mr, col_panels = (n + nr - 1) / nr;
+  const double rows = double((row_panels + p.tm - 1) / p.tm * mr);
+  const double col_share = double((col_panels + p.tn - 1) / p.tn);
+  const double cols = col_share * nr;
+  const double depth = double((k + p.tk - 1) / p.tk);
+  double cost = rows * cols * depth;
+  // A is packed, or read in place by every thread that shares its rows.
+  cost += rows * depth * (col_share > PackAMinReuse(trans_a) ? kPackCost : kReadCost);
+  if (p.shared_b) {
+    const double blocks = double((k + kKC - 1) / kKC) * double((n + kNC - 1) / kNC);
+    cost += double(col_panels * nr) * double(k) / p.threads() * kPackCost + blocks * kBarrierCost;
+  } else {
+    cost += cols * depth * kPackCost;
+  }
+  if (p.tk > 1) cost += kBarrierCost + double(m) * double(n) * p.tk / p.threads() * kReduceCost;
+  return cost;
+}
+
+// The cheapest plan for `nthreads` threads on one m x n x k product (PlanCost); ties go to
+// row splits, then to private B blocks (no waiting).
+inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, bool trans_a,
+                       int nthreads) {
+#ifdef NEEDLE_GEMM_FORCE_PLAN
+  if (const char* env = NEEDLE_GEMM_FORCE_PLAN) {
+    Plan p;
+    char s = 'p';
+    if (std::sscanf(env, "%d,%d,%d,%c", &p.tm, &p.tn, &p.tk, &s) == 4 && p.threads() == nthreads) {
+      p.shared_b = s == 's';
+      return p;
+    }
+  }
+#endif
+  Plan best;
+  best.tm = nthreads;
+  double best_cost = -1.0;
+  for (int tk = 1; tk <= nthreads; ++tk) {
+    if (nthreads % tk != 0 || (tk > 1 && k < tk * kMinSplitK)) continue;
+    for (int tm = nthreads / tk; tm >= 1; --tm) {
+      if (nthreads / tk % tm != 0) continue;
+      for (int shared = 0; shared < 2; ++shared) {
+        if (shared && (tm == 1 || tk > 1)) continue;
+        Plan p;
+        p.tm = tm;
+        p.tn = nthreads / tk / tm;
+        p.tk = tk;
+        p.shared_b = shared != 0;
+        const double cost = PlanCost(m, n, k, mr, nr, trans_a, p);
+        if (best_cost < 0.0 || cost < best_cost * 0.999) {
+          best = p;
+          best_cost = cost;
+        }
+      }
+    }
+  }
+  return best;
 }
 
 inline Operands BatchOperands(const Operands& base, int64_t i, int64_t stride_a, int64_t stride_b,
@@ -358,36 +484,42 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
   int nthreads = MaxThreads();
   if (macs * double(batch) < double(kParallelMinMacs)) nthreads = 1;
   const int64_t kc_max = std::min(kKC, k);
-  const int64_t b_floats = kc_max * RoundUp(std::min(kNC, n), NR);
-  bool out_of_memory = false;
+  // Multiples of 16 floats: buffers carved out of one pool stay 64-byte aligned.
+  const int64_t a_floats = RoundUp(kc_max * RoundUp(std::min(kMC, m), MR), 16);
+  const int64_t b_floats = RoundUp(kc_max * RoundUp(std::min(kNC, n), NR), 16);
   if (nthreads == 1 || (batch >= nthreads && macs < double(kTeamMinMacs))) {
     // Whole matrices per thread, each with its own buffers.
-    const int64_t a_floats = kc_max * RoundUp(std::min(kMC, m), MR);
     const int team = static_cast<int>(std::min<int64_t>(nthreads, batch));
     (void)team;  // unused without OpenMP
+    bool out_of_memory = false;
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
     for (int64_t i = 0; i < batch; ++i) {
       Workspace& ws = ThreadWorkspace();
-      float* b_private = ws.b[0].Get(b_floats);
+      float* b_private = ws.b.Get(b_floats);
       float* a_private = ws.a.Get(a_floats);
       if (b_private == nullptr || a_private == nullptr) {
 #pragma omp atomic write
         out_of_memory = true;
         continue;
       }
-      float* const b_buffers[2] = {b_private, b_private};  // one thread: no one to wait for
       int64_t block = 0;
-      GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate, 0, 1,
-                  1, b_buffers, a_private, &block);
+      GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate, 0,
+                  Plan(), nullptr, b_private, a_private, nullptr, &block);
     }
     if (out_of_memory) throw std::bad_alloc();
     return;
   }
-  int tm = 1, tn = 1;
-  ThreadGrid(m, n, MR, NR, nthreads, &tm, &tn);
-  Workspace& master = ThreadWorkspace();
-  float* const b_shared[2] = {master.b[0].Get(b_floats), master.b[1].Get(b_floats)};
-  if (b_shared[0] == nullptr || b_shared[1] == nullptr) throw std::bad_alloc();
+  const Plan plan = ChoosePlan(m, n, k, MR, NR, base.trans_a, nthreads);
+  // The calling thread allocates every buffer of the team up front, so nothing inside the
+  // parallel region can fail: shared B blocks or one private B block per thread, an A block
+  // per thread, and the K-split partial products.
+  const int64_t per_thread = a_floats + (plan.shared_b ? 0 : b_floats);
+  const int64_t shared = plan.shared_b ? 2 * b_floats : 0;
+  const int64_t scratch_floats = (plan.tk - 1) * m * n;
+  float* pool = ThreadWorkspace().team.Get(shared + nthreads * per_thread + scratch_floats);
+  if (pool == nullptr) throw std::bad_alloc();
+  float* const b_shared[2] = {pool, pool + (plan.shared_b ? b_floats : 0)};
+  float* const scratch = pool + shared + nthreads * per_thread;
 #pragma omp parallel num_threads(nthreads)
   {
 #ifdef _OPENMP
@@ -396,30 +528,23 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
 #else
     const int tid = 0, team = 1;
 #endif
-    // The runtime may give fewer threads than asked; fall back to a row split then.
-    int gm = tm, gn = tn;
-    if (team != nthreads) {
-      gm = team;
-      gn = 1;
-    }
-    float* a_private = ThreadWorkspace().a.Get(
-        kc_max * RoundUp(std::min(kMC, RoundUp((m + gm - 1) / gm, MR)), MR));
-    if (a_private == nullptr) {
-#pragma omp atomic write
-      out_of_memory = true;
-    }
-    // Every thread must see the same flag before the barriers inside GemmTeam.
-#pragma omp barrier
-    bool give_up;
-#pragma omp atomic read
-    give_up = out_of_memory;
+    float* a_private = pool + shared + tid * per_thread;
+    float* b_private = plan.shared_b ? b_shared[0] : a_private + a_floats;
+    // The runtime may give fewer threads than asked: thread 0 then does it all alone.
+    const Plan mine = team == nthreads ? plan : Plan();
     int64_t block = 0;
-    if (!give_up)
-      for (int64_t i = 0; i < batch; ++i)
-        GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate,
-                    tid, gm, gn, b_shared, a_private, &block);
+    if (team == nthreads || tid == 0)
+      for (int64_t i = 0; i < batch; ++i) {
+        const Operands op = BatchOperands(base, i, stride_a, stride_b, stride_c);
+        GemmTeam<K>(op, m, n, k, accumulate, tid, mine, b_shared, b_private, a_private, scratch,
+                    &block);
+        if (mine.tk > 1) {
+          TeamBarrier(nthreads);
+          ReduceKSplit(op, m, n, mine.tk, scratch, tid, nthreads);
+          if (i + 1 < batch) TeamBarrier(nthreads);  // scratch is rewritten next
+        }
+      }
   }
-  if (out_of_memory) throw std::bad_alloc();
 }
 
 enum class KernelChoice { kGeneric, kAvx2, kInvalid };
