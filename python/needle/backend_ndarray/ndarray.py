@@ -155,7 +155,23 @@ def all_devices():
     return [cpu(), cuda(), cpu_numpy()]
 
 
+_AXES = {}  # (axes, ndim) -> normalized axes: permute / sum are on every op's hot path
+
+
 def _normalize_axes(axes, ndim, op):
+    # only plain ints are cached: (1.0,) == (1,) as a key, but a float axis is an error
+    plain = type(axes) is int or (type(axes) is tuple and all(type(a) is int for a in axes))
+    if plain:
+        out = _AXES.get((axes, ndim))
+        if out is not None:
+            return out
+    out = _check_axes(axes, ndim, op)
+    if plain and len(_AXES) < 4096:
+        _AXES[axes, ndim] = out
+    return out
+
+
+def _check_axes(axes, ndim, op):
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
     out = []
@@ -361,9 +377,10 @@ class NDArray:
     def permute(self, new_axes):
         """Reorder axes (a view): result axis i is input axis new_axes[i]."""
         new_axes = tuple(new_axes)
-        if sorted(_normalize_axes(new_axes, self.ndim, "permute")) != list(range(self.ndim)):
+        axes = _normalize_axes(new_axes, self.ndim, "permute")  # in range, no repeats
+        if len(axes) != self.ndim:
             raise ValueError(f"permute: {new_axes} is not a permutation of the axes of shape {self._shape}")
-        new_axes = _normalize_axes(new_axes, self.ndim, "permute")
+        new_axes = axes
         return NDArray.make(tuple(self._shape[a] for a in new_axes),
                             strides=tuple(self._strides[a] for a in new_axes),
                             device=self.device, handle=self._handle, offset=self._offset)
