@@ -373,5 +373,95 @@ __global__ void AvgPoolBackwardKernel(const float* dout, float* dinp, PoolDims d
   }
 }
 
+// ------------------------------------------------------------------------------------ batch norm
+// x viewed rows x C x inner. One block per channel sums that channel's rows*inner values (in
+// double); a grid-stride kernel then applies the per-channel affine map.
+
+// Block sum in double (blockDim.x a multiple of 32); every thread gets the result.
+__device__ __forceinline__ double BlockSumDouble(double v, double* scratch) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int nwarps = blockDim.x / kWarp;
+#pragma unroll
+  for (int delta = kWarp / 2; delta > 0; delta /= 2) v += __shfl_xor_sync(kFullMask, v, delta);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double r = lane < nwarps ? scratch[lane] : 0.0;
+#pragma unroll
+  for (int delta = kWarp / 2; delta > 0; delta /= 2) r += __shfl_xor_sync(kFullMask, r, delta);
+  __syncthreads();
+  return r;
+}
+
+__device__ __forceinline__ int64_t ChannelElement(int64_t i, int64_t c, int64_t C, int64_t inner) {
+  const int64_t r = i / inner;
+  return (r * C + c) * inner + (i - r * inner);
+}
+
+// mean[c], var[c] (biased, two-pass) and scale[c] = w[c] / sqrt(var + eps).
+__global__ void BatchNormStatsKernel(const float* x, const float* w, float* mean, float* var, float* scale,
+                                     int64_t rows, int64_t C, int64_t inner, double eps) {
+  __shared__ double scratch[kWarp];
+  const int64_t c = blockIdx.x, m = rows * inner;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += x[ChannelElement(i, c, C, inner)];
+  const double mu = BlockSumDouble(s, scratch) / static_cast<double>(m);
+  double q = 0.0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const double d = x[ChannelElement(i, c, C, inner)] - mu;
+    q += d * d;
+  }
+  const double v = BlockSumDouble(q, scratch) / static_cast<double>(m);
+  if (threadIdx.x == 0) {
+    mean[c] = static_cast<float>(mu);
+    var[c] = static_cast<float>(v);
+    scale[c] = static_cast<float>(w[c] / sqrt(v + eps));
+  }
+}
+
+// out[i] = (x[i] - mean[c]) * scale[c] + b[c], c = (i / inner) % C.
+__global__ void BatchNormApplyKernel(const float* x, const float* mean, const float* scale, const float* b,
+                                     float* out, int64_t n, int64_t C, int64_t inner) {
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    const int64_t c = (i / inner) % C;
+    out[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mean[c]), scale[c]), b[c]);
+  }
+}
+
+// db[c] = sum g, dw[c] = sum g * xhat; k[3c..3c+2] = the coefficients of dx (see below).
+__global__ void BatchNormGradSumsKernel(const float* x, const float* g, const float* w, const float* mean,
+                                        const float* var, float* dw, float* db, float* k, int64_t rows,
+                                        int64_t C, int64_t inner, double eps) {
+  __shared__ double scratch[kWarp];
+  const int64_t c = blockIdx.x, m = rows * inner;
+  const double mu = mean[c];
+  double sg = 0.0, sgx = 0.0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const int64_t at = ChannelElement(i, c, C, inner);
+    sg += g[at];
+    sgx += static_cast<double>(g[at]) * (x[at] - mu);
+  }
+  sg = BlockSumDouble(sg, scratch);
+  sgx = BlockSumDouble(sgx, scratch);
+  if (threadIdx.x == 0) {
+    const double invstd = 1.0 / sqrt(static_cast<double>(var[c]) + eps);
+    const double sum_gxhat = sgx * invstd, a = w[c] * invstd;
+    db[c] = static_cast<float>(sg);
+    dw[c] = static_cast<float>(sum_gxhat);
+    k[3 * c] = static_cast<float>(a);
+    k[3 * c + 1] = static_cast<float>(-a * invstd * sum_gxhat / static_cast<double>(m));
+    k[3 * c + 2] = static_cast<float>(-a * sg / static_cast<double>(m));
+  }
+}
+
+// dx[i] = g[i] * k0 + (x[i] - mean[c]) * k1 + k2, the k of channel c.
+__global__ void BatchNormGradApplyKernel(const float* x, const float* g, const float* mean, const float* k,
+                                         float* dx, int64_t n, int64_t C, int64_t inner) {
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    const int64_t c = (i / inner) % C;
+    const float* kc = k + 3 * c;
+    dx[i] = __fadd_rn(__fadd_rn(__fmul_rn(g[i], kc[0]), __fmul_rn(__fsub_rn(x[i], mean[c]), kc[1])), kc[2]);
+  }
+}
+
 }  // namespace cuda
 }  // namespace needle

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_norm.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
@@ -362,6 +363,38 @@ void Reduce(const char* fn, const Array& a, Array& out, int64_t row_size) {
     }
 }
 
+// Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
+int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
+  if (rows < 1 || C < 1 || inner < 1)
+    throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " +
+                                std::to_string(rows) + ", " + std::to_string(C) + ", " + std::to_string(inner));
+  return CheckedProduct(fn, {rows, C, inner});
+}
+
+void BatchNormForward(const Array& x, const Array& w, const Array& b, Array& out, Array& mean, Array& var,
+                      int64_t rows, int64_t C, int64_t inner, double eps) {
+  const char* fn = "batch_norm_forward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  CheckHolds(fn, "x", x.size, n);
+  CheckHolds(fn, "out", out.size, n);
+  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"weight", &w}, {"bias", &b},
+                                  {"mean", &mean}, {"var", &var}})
+    CheckHolds(fn, what, arr->size, C);
+  BatchNormForwardKernel(x.ptr, w.ptr, b.ptr, out.ptr, mean.ptr, var.ptr, rows, C, inner, eps);
+}
+
+void BatchNormBackward(const Array& x, const Array& g, const Array& w, const Array& mean, const Array& var,
+                       Array& dx, Array& dw, Array& db, int64_t rows, int64_t C, int64_t inner, double eps) {
+  const char* fn = "batch_norm_backward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"x", &x}, {"out_grad", &g}, {"dx", &dx}})
+    CheckHolds(fn, what, arr->size, n);
+  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"weight", &w}, {"mean", &mean},
+                                  {"var", &var}, {"dw", &dw}, {"db", &db}})
+    CheckHolds(fn, what, arr->size, C);
+  BatchNormBackwardKernel(x.ptr, g.ptr, w.ptr, mean.ptr, var.ptr, dx.ptr, dw.ptr, db.ptr, rows, C, inner, eps);
+}
+
 void ReduceSum(const Array& a, Array& out, int64_t reduce_size) { Reduce<false>("reduce_sum", a, out, reduce_size); }
 void ReduceMax(const Array& a, Array& out, int64_t reduce_size) { Reduce<true>("reduce_max", a, out, reduce_size); }
 
@@ -617,6 +650,13 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("softmax_rows", SoftmaxRowsFn, "softmax_rows(a, out, row_size): stable softmax of each row.", Release());
   m.def("log_softmax_rows", LogSoftmaxRows,
         "log_softmax_rows(a, out, row_size): stable log-softmax of each row.", Release());
+
+  m.def("batch_norm_forward", BatchNormForward,
+        "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
+        "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());
+  m.def("batch_norm_backward", BatchNormBackward,
+        "batch_norm_backward(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, eps): the "
+        "gradients of batch_norm_forward given its mean and var.", Release());
 
   m.def("max_pool2d", MaxPool2d,
         "max_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw): N x H x W x C -> N x Ho x Wo x C.",

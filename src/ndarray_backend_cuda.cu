@@ -581,6 +581,59 @@ void BindEwiseStrided(py::module_& m, const char* name) {
         py::arg("a"), py::arg("b"), py::arg("out"), py::arg("shape"), py::arg("strides"), py::arg("offset"));
 }
 
+// ------------------------------------------------------------------------------------ batch norm
+
+int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
+  if (rows < 1 || C < 1 || inner < 1)
+    throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " + Str(rows) +
+                                ", " + Str(C) + ", " + Str(inner));
+  return CheckedMul(fn, CheckedMul(fn, rows, C), inner);
+}
+
+void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b, CudaArray& out,
+                      CudaArray& mean, CudaArray& var, int64_t rows, int64_t C, int64_t inner, double eps) {
+  const char* fn = "batch_norm_forward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  CheckSize(fn, "x", x.size, n);
+  CheckSize(fn, "out", out.size, n);
+  CheckSize(fn, "weight", w.size, C);
+  CheckSize(fn, "bias", b.size, C);
+  CheckSize(fn, "mean", mean.size, C);
+  CheckSize(fn, "var", var.size, C);
+  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
+  DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
+  BatchNormStatsKernel<<<static_cast<unsigned>(C), kThreads>>>(x.data, w.data, mean.data, var.data,
+                                                               scale.as<float>(), rows, C, inner, eps);
+  CUDA_CHECK_LAUNCH();
+  BatchNormApplyKernel<<<GridFor(n), kThreads>>>(x.data, mean.data, scale.as<float>(), b.data, out.data, n, C,
+                                                 inner);
+  CUDA_CHECK_LAUNCH();
+}
+
+void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
+                       const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db, int64_t rows, int64_t C,
+                       int64_t inner, double eps) {
+  const char* fn = "batch_norm_backward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  CheckSize(fn, "x", x.size, n);
+  CheckSize(fn, "out_grad", g.size, n);
+  CheckSize(fn, "dx", dx.size, n);
+  CheckSize(fn, "weight", w.size, C);
+  CheckSize(fn, "mean", mean.size, C);
+  CheckSize(fn, "var", var.size, C);
+  CheckSize(fn, "dw", dw.size, C);
+  CheckSize(fn, "db", db.size, C);
+  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
+  DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
+  BatchNormGradSumsKernel<<<static_cast<unsigned>(C), kThreads>>>(x.data, g.data, w.data, mean.data, var.data,
+                                                                  dw.data, db.data, k.as<float>(), rows, C,
+                                                                  inner, eps);
+  CUDA_CHECK_LAUNCH();
+  BatchNormGradApplyKernel<<<GridFor(n), kThreads>>>(x.data, g.data, mean.data, k.as<float>(), dx.data, n, C,
+                                                     inner);
+  CUDA_CHECK_LAUNCH();
+}
+
 // Bindings of the element-wise families: (a, b, out), (a, val, out), (a, out).
 template <typename Op>
 void BindEwise(py::module_& m, const char* name) {
@@ -665,6 +718,11 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   m.def("reduce_max", &ReduceMax, arg("a"), arg("out"), arg("reduce_size"));
   m.def("softmax_rows", &Softmax<false>, arg("a"), arg("out"), arg("row_size"));
   m.def("log_softmax_rows", &Softmax<true>, arg("a"), arg("out"), arg("row_size"));
+
+  m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),
+        arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
+  m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),
+        arg("dx"), arg("dw"), arg("db"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
 
   m.def("max_pool2d", &MaxPool2d, arg("a"), arg("out"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"),
         arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));

@@ -145,6 +145,37 @@ def test_ewise_with_strided_operand(mod, fname, size, shape, strides, offset):
     same(b[n:], np.full(3, 7.0, np.float32))  # nothing written past the view's size
 
 
+@pytest.mark.parametrize("rows,channels,inner", [(4, 3, 5), (1, 5, 3), (7, 1, 1), (300, 7, 1),
+                                                (128, 16, 64), (3, 130, 2)])
+def test_batch_norm_kernels(mod, rows, channels, inner):
+    n = rows * channels * inner
+    x = (RNG.standard_normal(n) * 3 + 50).astype(np.float32)  # a large mean: no cancellation
+    w, b = RNG.uniform(0.5, 1.5, channels), RNG.standard_normal(channels)
+    g = RNG.standard_normal(n).astype(np.float32)
+    got = []
+    for m in (REF, mod):
+        xa, wa, ba, ga = put(m, x), put(m, w), put(m, b), put(m, g)
+        out, mean, var = garbage(m, n + 2), garbage(m, channels), garbage(m, channels)
+        m.batch_norm_forward(xa, wa, ba, out, mean, var, rows, channels, inner, 1e-5)
+        dx, dw, db = garbage(m, n), garbage(m, channels), garbage(m, channels)
+        m.batch_norm_backward(xa, ga, wa, mean, var, dx, dw, db, rows, channels, inner, 1e-5)
+        got.append([get(m, a) for a in (out, mean, var, dx, dw, db)])
+    for a, c in zip(*got):
+        close(a, c, rtol=1e-5, atol=1e-5)
+    assert got[1][0][n] == 7.0  # nothing written past rows * C * inner
+    # against float64 formulas
+    xs = x.astype(np.float64).reshape(rows, channels, inner)
+    gs = g.astype(np.float64).reshape(rows, channels, inner)
+    mu, var = xs.mean(axis=(0, 2)), xs.var(axis=(0, 2))
+    xhat = (xs - mu[:, None]) / np.sqrt(var[:, None] + 1e-5)
+    db_, dw_ = gs.sum(axis=(0, 2)), (gs * xhat).sum(axis=(0, 2))
+    m_ = rows * inner
+    dx_ = w[:, None] / np.sqrt(var[:, None] + 1e-5) * (gs - db_[:, None] / m_ - xhat * dw_[:, None] / m_)
+    want = [(xhat * w[:, None] + b[:, None]).reshape(-1), mu, var, dx_.reshape(-1), dw_, db_]
+    for name, a, c in zip(["out", "mean", "var", "dx", "dw", "db"], got[1], want):
+        np.testing.assert_allclose(a[: c.size], c, rtol=1e-4, atol=2e-4, err_msg=name)
+
+
 def test_ewise_strided_out_is_b(mod):
     """out may be b's own buffer: the view is read before it is overwritten."""
     x = np.arange(12, dtype=np.float32)
@@ -444,6 +475,18 @@ BAD_CALLS = [
     (IndexError, "ewise_mul_strided", lambda m: (_a(m, 6), _a(m, 6), _a(m, 6), (2, 3), (-3, 1), 0)),
     (ValueError, "ewise_add_strided", lambda m: (_a(m, 5), _a(m, 6), _a(m, 6), (2, 3), (3, 1), 0)),
     (ValueError, "ewise_mul_strided", lambda m: (_a(m, 6), _a(m, 6), _a(m, 5), (2, 3), (0, 1), 0)),
+    (ValueError, "batch_norm_forward", lambda m: (_a(m, 11), _a(m, 3), _a(m, 3), _a(m, 12),
+                                                  _a(m, 3), _a(m, 3), 2, 3, 2, 1e-5)),
+    (ValueError, "batch_norm_forward", lambda m: (_a(m, 12), _a(m, 2), _a(m, 3), _a(m, 12),
+                                                  _a(m, 3), _a(m, 3), 2, 3, 2, 1e-5)),
+    (ValueError, "batch_norm_forward", lambda m: (_a(m, 12), _a(m, 3), _a(m, 3), _a(m, 12),
+                                                  _a(m, 3), _a(m, 3), 0, 3, 2, 1e-5)),
+    (ValueError, "batch_norm_backward", lambda m: (_a(m, 12), _a(m, 11), _a(m, 3), _a(m, 3),
+                                                   _a(m, 3), _a(m, 12), _a(m, 3), _a(m, 3), 2, 3,
+                                                   2, 1e-5)),
+    (ValueError, "batch_norm_backward", lambda m: (_a(m, 12), _a(m, 12), _a(m, 3), _a(m, 3),
+                                                   _a(m, 3), _a(m, 12), _a(m, 3), _a(m, 2), 2, 3,
+                                                   2, 1e-5)),
     (ValueError, "ewise_add", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5))),
     (ValueError, "ewise_pow", lambda m: (_a(m, 5), _a(m, 4), _a(m, 5))),
     (ValueError, "scalar_mul", lambda m: (_a(m, 4), 2.0, _a(m, 5))),

@@ -121,3 +121,19 @@ def test_batch_norm_gradient_without_graph(device, shape):
     got = grads(False)
     for a, t in zip(got, (x, w, b)):
         np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_ndarray_batch_norm_errors(device):
+    import needle.backend_ndarray as nd
+    x = nd.array(np.ones((2, 3, 2), np.float32), device=device)
+    w, b = nd.array(np.ones(3, np.float32), device=device), nd.array(np.ones(2, np.float32),
+                                                                     device=device)
+    with pytest.raises(ValueError, match=r"batch_norm: bias of shape \(2,\) for 3 channels"):
+        x.batch_norm(w, b)
+    with pytest.raises(ValueError, match=r"batch_norm: weight of shape \(2,\)"):
+        x.batch_norm(b, w)
+    with pytest.raises(ValueError, match=r"N x C x \.\.\. with N \* H \* W > 0"):
+        nd.array(np.ones((0, 3), np.float32), device=device).batch_norm(w, w)
+    out, mean, var = x.batch_norm(w, w)
+    with pytest.raises(ValueError, match="batch_norm_backward: out_grad"):
+        x.batch_norm_backward(out.reshape((6, 2)), w, mean, var)

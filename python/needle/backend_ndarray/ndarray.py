@@ -620,6 +620,51 @@ class NDArray:
         """Max over `axis` (None, int or tuple of ints)."""
         return self._reduce(axis, keepdims, self.device.reduce_max, "max")
 
+    # ------------------------------------------------------------ batch norm
+    def _norm_layout(self, weight, op):
+        if self.ndim < 2 or self._shape[0] * prod(self._shape[2:]) == 0 or self._shape[1] == 0:
+            raise ValueError(f"{op}: input must be N x C x ... with N * H * W > 0, got shape "
+                             f"{self._shape}")
+        c = self._shape[1]
+        if weight.size != c:
+            raise ValueError(f"{op}: weight of shape {weight.shape} for {c} channels (input "
+                             f"{self._shape})")
+        return self._shape[0], c, prod(self._shape[2:])
+
+    def batch_norm(self, weight, bias, eps=1e-5):
+        """Training batch norm of N x C (x ...) over every axis but 1, in one kernel call.
+
+        Returns (out like self, mean (C,), var (C,)), var biased:
+        out = (self - mean) * weight / sqrt(var + eps) + bias.
+        """
+        rows, c, inner = self._norm_layout(weight, "batch_norm")
+        if bias.size != c:
+            raise ValueError(f"batch_norm: bias of shape {bias.shape} for {c} channels")
+        x = self.compact()
+        out = NDArray.make(self._shape, device=self.device)
+        mean, var = NDArray.make((c,), device=self.device), NDArray.make((c,), device=self.device)
+        self.device.batch_norm_forward(x._handle, weight.compact()._handle, bias.compact()._handle,
+                                       out._handle, mean._handle, var._handle, rows, c, inner,
+                                       float(eps))
+        return out, mean, var
+
+    def batch_norm_backward(self, out_grad, weight, mean, var, eps=1e-5):
+        """Gradients of `batch_norm` at input self (N x C x ...) given its mean and var (C,).
+
+        Returns (d input like self, d weight (C,), d bias (C,)).
+        """
+        rows, c, inner = self._norm_layout(weight, "batch_norm_backward")
+        if out_grad.shape != self._shape or mean.size != c or var.size != c:
+            raise ValueError(f"batch_norm_backward: out_grad {out_grad.shape}, mean {mean.shape}, "
+                             f"var {var.shape} do not match input {self._shape}")
+        dx = NDArray.make(self._shape, device=self.device)
+        dw, db = NDArray.make((c,), device=self.device), NDArray.make((c,), device=self.device)
+        self.device.batch_norm_backward(
+            self.compact()._handle, out_grad.compact()._handle, weight.compact()._handle,
+            mean.compact()._handle, var.compact()._handle, dx._handle, dw._handle, db._handle,
+            rows, c, inner, float(eps))
+        return dx, dw, db
+
     # ------------------------------------------------------------ softmax
     def _rowwise(self, axis, func, op):
         (axis,) = _normalize_axes(axis, self.ndim, op)

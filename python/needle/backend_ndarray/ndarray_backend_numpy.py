@@ -15,7 +15,7 @@ __all__ = [
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "reduce_sum", "reduce_max",
-    "softmax_rows", "log_softmax_rows",
+    "softmax_rows", "log_softmax_rows", "batch_norm_forward", "batch_norm_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
 ]
 __tile_size__ = 8
@@ -284,6 +284,55 @@ def reduce_sum(a, out, reduce_size):
         out.array[:] = 0
         return
     out.array[:] = _rows("reduce_sum", a, out, reduce_size).sum(axis=1)
+
+
+def _norm_sizes(fn, rows, channels, inner, big, small):
+    """Validated element count of a batch-norm call; `big` hold rows*C*inner, `small` C."""
+    if min(rows, channels, inner) < 1:
+        raise ValueError(f"{fn}: rows, channels and inner must be >= 1, got {rows}, {channels}, "
+                         f"{inner}")
+    n = rows * channels * inner
+    for what, arr in big:
+        _check_size(fn, what, arr, n)
+    for what, arr in small:
+        _check_size(fn, what, arr, channels)
+    return n
+
+
+def batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps):
+    """x viewed rows x C x inner: per-channel mean and biased variance (float64 sums), then
+    out = (x - mean) * (w / sqrt(var + eps)) + b."""
+    n = _norm_sizes("batch_norm_forward", rows, channels, inner, [("x", x), ("out", out)],
+                    [("weight", w), ("bias", b), ("mean", mean), ("var", var)])
+    xs = x.array[:n].reshape(rows, channels, inner).astype(np.float64)
+    mu = xs.mean(axis=(0, 2))
+    v = ((xs - mu[:, None]) ** 2).mean(axis=(0, 2))
+    mean.array[:channels], var.array[:channels] = mu, v
+    mu32 = mu.astype(np.float32)[:, None]
+    scale = (w.array[:channels] / np.sqrt(v + eps)).astype(np.float32)[:, None]
+    out.array[:n] = ((x.array[:n].reshape(rows, channels, inner) - mu32) * scale
+                     + b.array[:channels, None]).reshape(-1)
+
+
+def batch_norm_backward(x, g, w, mean, var, dx, dw, db, rows, channels, inner, eps):
+    """Gradients of batch_norm_forward from its mean and var: db = sum g, dw = sum g * xhat,
+    dx = w * invstd * g - w * invstd * (db + xhat * dw) / M (M = rows * inner)."""
+    n = _norm_sizes("batch_norm_backward", rows, channels, inner,
+                    [("x", x), ("out_grad", g), ("dx", dx)],
+                    [("weight", w), ("mean", mean), ("var", var), ("dw", dw), ("db", db)])
+    m = rows * inner
+    mu = mean.array[:channels].astype(np.float64)[:, None]
+    invstd = 1.0 / np.sqrt(var.array[:channels].astype(np.float64) + eps)
+    gs = g.array[:n].reshape(rows, channels, inner)
+    centered = x.array[:n].reshape(rows, channels, inner) - mean.array[:channels, None]
+    sum_g = gs.astype(np.float64).sum(axis=(0, 2))
+    sum_gxhat = (gs * (x.array[:n].reshape(rows, channels, inner) - mu)).sum(axis=(0, 2)) * invstd
+    db.array[:channels], dw.array[:channels] = sum_g, sum_gxhat
+    a = w.array[:channels].astype(np.float64) * invstd
+    k1 = a.astype(np.float32)[:, None]
+    k2 = (-a * invstd * sum_gxhat / m).astype(np.float32)[:, None]
+    k3 = (-a * sum_g / m).astype(np.float32)[:, None]
+    dx.array[:n] = (gs * k1 + centered * k2 + k3).reshape(-1)
 
 
 def reduce_max(a, out, reduce_size):

@@ -11,10 +11,10 @@ writes its gradient in closed form, still built from needle ops so it can be dif
 
 Sums run over every axis but the channel axis 1, so (N, C) and NCHW inputs both work.
 
-Inside `no_grad` (a `backward(create_graph=False)`), nothing will differentiate the gradient,
-so it is computed straight on arrays from the statistics the forward kept, as
-dx = xhat * k2 + (g * k1 + k3) with per-channel k1 = w * invstd, k2 = -k1 * dw / M,
-k3 = -k1 * db / M: ~12 array calls instead of ~30 graph nodes.
+On NDArrays the forward is one backend call (`NDArray.batch_norm`: statistics in double, two
+passes). Inside `no_grad` (a `backward(create_graph=False)`), nothing will differentiate the
+gradient, so it is one more call (`NDArray.batch_norm_backward`) from the forward's mean and
+var, instead of ~30 graph nodes; numpy mode computes the same on arrays.
 """
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_selection import array_api
@@ -50,9 +50,11 @@ class BatchNormTrain(TensorOp):
         if w.size != x.shape[1] or b.size != x.shape[1]:
             raise ValueError(f"batch_norm: weight {w.shape} and bias {b.shape} must hold "
                              f"{x.shape[1]} values for input {x.shape}")
+        if hasattr(x, "batch_norm"):  # NDArray: one fused backend call
+            out, self.batch_mean, self.batch_var = x.batch_norm(w, b, self.eps)
+            self._saved = (x, None, None)
+            return out
         given = x
-        if hasattr(x, "compact"):  # NDArray (not numpy mode): copy a strided input once
-            x = x.compact()
         mean = x.sum(axis=axes, keepdims=True) / m
         # a + (-b) is exactly a - b; negating the (C,) side saves a full-size pass
         centered = x + array_api.broadcast_to(-mean, x.shape)
@@ -85,9 +87,15 @@ class BatchNormTrain(TensorOp):
         return grad_x, reshape(grad_weight, w.shape), reshape(grad_bias, node.inputs[2].shape)
 
     def _gradient_arrays(self, out_grad, node, saved):
-        """The same gradient as constants, from the forward's centered x and variance."""
-        _, centered, var = saved
+        """The same gradient as constants, from the forward's statistics."""
+        x_arr, centered, var = saved
         x, w, b = node.inputs
+        if centered is None:  # NDArray: one fused backend call
+            dx, dw, db = x_arr.batch_norm_backward(
+                out_grad.realize_cached_data(), w.realize_cached_data(), self.batch_mean,
+                self.batch_var, self.eps)
+            return (Tensor.make_const(dx), Tensor.make_const(dw.reshape(w.shape)),
+                    Tensor.make_const(db.reshape(b.shape)))
         axes, cshape, m = _layout(centered.shape, "batch_norm")
         shape = centered.shape
 
