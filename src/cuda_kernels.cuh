@@ -373,6 +373,20 @@ __global__ void AvgPoolBackwardKernel(const float* dout, float* dinp, PoolDims d
   }
 }
 
+// One SGD step; the _rn intrinsics round every product and sum on its own (no FMA), as the
+// optimizer's separate array ops do.
+__global__ void SgdUpdateKernel(const float* w, const float* g, const float* u, float* w_out, float* u_out,
+                                int64_t n, float m, float d, float lr, float wd, bool decay, bool has_u) {
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    float gi = g[i];
+    if (decay) gi = __fadd_rn(gi, __fmul_rn(w[i], wd));
+    const float step = __fmul_rn(gi, d);
+    const float ui = has_u ? __fadd_rn(__fmul_rn(u[i], m), step) : step;
+    u_out[i] = ui;
+    w_out[i] = __fadd_rn(w[i], __fmul_rn(ui, lr));
+  }
+}
+
 // ------------------------------------------------------------------------------------ batch norm
 // x viewed rows x C x inner. One block per channel sums that channel's rows*inner values (in
 // double); a grid-stride kernel then applies the per-channel affine map.

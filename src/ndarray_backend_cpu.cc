@@ -363,6 +363,48 @@ void Reduce(const char* fn, const Array& a, Array& out, int64_t row_size) {
     }
 }
 
+// One SGD step, element-wise, each product and sum rounded to float32 on its own (no fused
+// multiply-add), so it matches the optimizer's separate array ops bit for bit:
+// g' = g + w*wd; u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
+#if defined(__GNUC__) && !defined(__clang__)
+#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
+#else
+#define NEEDLE_NO_FMA  // clang contracts only within one expression: the steps below are separate
+#endif
+NEEDLE_NO_FMA void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou, int64_t i0,
+                            int64_t i1, float m, float d, float lr, float wd, bool decay, bool has_u) {
+  for (int64_t i = i0; i < i1; ++i) {
+    float gi = pg[i];
+    if (decay) {
+      const float shrink = pw[i] * wd;
+      gi = gi + shrink;
+    }
+    const float step = gi * d;
+    float ui = step;
+    if (has_u) {
+      const float keep = pu[i] * m;
+      ui = keep + step;
+    }
+    const float move = ui * lr;
+    ou[i] = ui;
+    ow[i] = pw[i] + move;
+  }
+}
+
+void SgdUpdate(const Array& w, const Array& g, const Array& u, Array& w_out, Array& u_out, double momentum,
+               double dampening, double neg_lr, double weight_decay, bool has_u) {
+  const char* fn = "sgd_update";
+  const int64_t n = w_out.size;
+  CheckHolds(fn, "w", w.size, n);
+  CheckHolds(fn, "grad", g.size, n);
+  CheckHolds(fn, "u_out", u_out.size, n);
+  if (has_u) CheckHolds(fn, "u", u.size, n);
+  ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
+    SgdRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, float(momentum), float(dampening),
+             float(neg_lr), float(weight_decay), weight_decay != 0.0, has_u);
+  });
+}
+
 // Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
 int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
   if (rows < 1 || C < 1 || inner < 1)
@@ -651,6 +693,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("log_softmax_rows", LogSoftmaxRows,
         "log_softmax_rows(a, out, row_size): stable log-softmax of each row.", Release());
 
+  m.def("sgd_update", SgdUpdate,
+        "sgd_update(w, grad, u, w_out, u_out, momentum, dampening, neg_lr, weight_decay, has_u): one "
+        "SGD step over w_out.size elements, rounding like the separate array ops.", Release());
   m.def("batch_norm_forward", BatchNormForward,
         "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
         "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());

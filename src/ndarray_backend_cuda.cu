@@ -581,6 +581,22 @@ void BindEwiseStrided(py::module_& m, const char* name) {
         py::arg("a"), py::arg("b"), py::arg("out"), py::arg("shape"), py::arg("strides"), py::arg("offset"));
 }
 
+void SgdUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaArray& w_out, CudaArray& u_out,
+               double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
+  const char* fn = "sgd_update";
+  const int64_t n = w_out.size;
+  CheckSize(fn, "w", w.size, n);
+  CheckSize(fn, "grad", g.size, n);
+  CheckSize(fn, "u_out", u_out.size, n);
+  if (has_u) CheckSize(fn, "u", u.size, n);
+  if (n == 0) return;
+  SgdUpdateKernel<<<GridFor(n), kThreads>>>(w.data, g.data, u.data, w_out.data, u_out.data, n,
+                                            static_cast<float>(momentum), static_cast<float>(dampening),
+                                            static_cast<float>(neg_lr), static_cast<float>(weight_decay),
+                                            weight_decay != 0.0, has_u);
+  CUDA_CHECK_LAUNCH();
+}
+
 // ------------------------------------------------------------------------------------ batch norm
 
 int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
@@ -719,6 +735,8 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   m.def("softmax_rows", &Softmax<false>, arg("a"), arg("out"), arg("row_size"));
   m.def("log_softmax_rows", &Softmax<true>, arg("a"), arg("out"), arg("row_size"));
 
+  m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("momentum"),
+        arg("dampening"), arg("neg_lr"), arg("weight_decay"), arg("has_u"));
   m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),
         arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
   m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),

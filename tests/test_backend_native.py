@@ -176,6 +176,26 @@ def test_batch_norm_kernels(mod, rows, channels, inner):
         np.testing.assert_allclose(a[: c.size], c, rtol=1e-4, atol=2e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("has_u", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_sgd_update(mod, has_u, weight_decay):
+    n = 100_003  # past the parallel threshold, odd
+    w, g, u = (RNG.standard_normal(n).astype(np.float32) for _ in range(3))
+    got = []
+    for m in (REF, mod):
+        w_out, u_out = garbage(m, n), garbage(m, n)
+        m.sgd_update(put(m, w), put(m, g), put(m, u), w_out, u_out, 0.9, 0.1, -0.05, weight_decay,
+                     has_u)
+        got.append((get(m, w_out), get(m, u_out)))
+    same(got[0][0], got[1][0])
+    same(got[0][1], got[1][1])
+    f = np.float32
+    grad = g + w * f(weight_decay) if weight_decay else g
+    want_u = u * f(0.9) + grad * f(0.1) if has_u else grad * f(0.1)
+    same(got[1][1], want_u)
+    same(got[1][0], w + want_u * f(-0.05))
+
+
 def test_ewise_strided_out_is_b(mod):
     """out may be b's own buffer: the view is read before it is overwritten."""
     x = np.arange(12, dtype=np.float32)
@@ -487,6 +507,10 @@ BAD_CALLS = [
     (ValueError, "batch_norm_backward", lambda m: (_a(m, 12), _a(m, 12), _a(m, 3), _a(m, 3),
                                                    _a(m, 3), _a(m, 12), _a(m, 3), _a(m, 2), 2, 3,
                                                    2, 1e-5)),
+    (ValueError, "sgd_update", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5), _a(m, 5), _a(m, 5), 0.9,
+                                          0.1, -0.1, 0.0, False)),
+    (ValueError, "sgd_update", lambda m: (_a(m, 5), _a(m, 5), _a(m, 4), _a(m, 5), _a(m, 5), 0.9,
+                                          0.1, -0.1, 0.0, True)),
     (ValueError, "ewise_add", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5))),
     (ValueError, "ewise_pow", lambda m: (_a(m, 5), _a(m, 4), _a(m, 5))),
     (ValueError, "scalar_mul", lambda m: (_a(m, 4), 2.0, _a(m, 5))),

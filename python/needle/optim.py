@@ -152,10 +152,16 @@ class SGD(Optimizer):
             if p.grad is None:
                 continue
             w, g = _arrays(p)
+            u_prev = self.u[p].realize_cached_data() if p in self.u else None
+            if hasattr(w, "sgd_step"):  # NDArray: the lines below in one backend call
+                w, u = w.sgd_step(g, u_prev, self.momentum, -self.lr, self.weight_decay)
+                self.u[p] = Tensor.make_const(u)
+                p.data = Tensor.make_const(w)
+                continue
             if self.weight_decay:
                 g = g + w * self.weight_decay
-            if p in self.u:
-                u = self.u[p].realize_cached_data() * self.momentum + g * (1 - self.momentum)
+            if u_prev is not None:
+                u = u_prev * self.momentum + g * (1 - self.momentum)
             else:
                 u = g * (1 - self.momentum)
             self.u[p] = Tensor.make_const(u)

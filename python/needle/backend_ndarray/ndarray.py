@@ -620,6 +620,28 @@ class NDArray:
         """Max over `axis` (None, int or tuple of ints)."""
         return self._reduce(axis, keepdims, self.device.reduce_max, "max")
 
+    # ------------------------------------------------------------ optimizer
+    def sgd_step(self, grad, velocity, momentum, neg_lr, weight_decay=0.0):
+        """One SGD step from weights `self` (any shape), in one backend call.
+
+        Returns (new weights, new velocity), both new arrays shaped like self:
+        g = grad + weight_decay * self; v = momentum * velocity + (1 - momentum) * g (or
+        (1 - momentum) * g when `velocity` is None); weights = self + neg_lr * v. Every product
+        and sum is rounded to float32 as the separate array ops would round it.
+        """
+        for what, arr in (("grad", grad), ("velocity", velocity)):
+            if arr is not None and arr.shape != self._shape:
+                raise ValueError(f"sgd_step: {what} of shape {arr.shape} for weights of shape "
+                                 f"{self._shape}")
+        w_out = NDArray.make(self._shape, device=self.device)
+        v_out = NDArray.make(self._shape, device=self.device)
+        g = grad.compact()
+        v = g if velocity is None else velocity.compact()
+        self.device.sgd_update(self.compact()._handle, g._handle, v._handle, w_out._handle,
+                               v_out._handle, float(momentum), float(1 - momentum), float(neg_lr),
+                               float(weight_decay), velocity is not None)
+        return w_out, v_out
+
     # ------------------------------------------------------------ batch norm
     def _norm_layout(self, weight, op):
         if self.ndim < 2 or self._shape[0] * prod(self._shape[2:]) == 0 or self._shape[1] == 0:
