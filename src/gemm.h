@@ -1,18 +1,18 @@
 // needle SGEMM for the CPU backend: packed, cache-blocked, register-blocked, OpenMP.
 //
 // Loop nest (Goto/BLIS), for each matrix of the batch:
-//   jc over n in NC columns      B block  (KC x NC)  -> packed once, shared by the team (L3)
-//    pc over k in KC steps       A block  (MC x KC)  -> packed per thread (L2)
-//     ic over this thread's rows in MC steps
+//   jc over n in NC columns      B block  (KC x NC)  -> packed (shared by the team or per thread)
+//    pc over k in KC steps       A block  (MC x KC)  -> packed per thread (L2), or read in place
+//     ic over this thread's rows in MC steps                  when few B micro-panels reuse it
 //      jr over NR-wide micro-panels of B (L1)
 //       ir over MR-high micro-panels of A: micro-kernel, MR x NR tile of C in registers
-// Transposed operands are handled while packing, so every micro-kernel sees one layout.
-// Threads split C into a grid (rows x micro-panel columns) for big matrices, or take whole
-// matrices of the batch when each matrix is small. See docs/gemm.md.
+// Transposed operands are handled while packing (or by the kernel's A addressing), so every
+// micro-kernel sees one B layout. Threads split C by rows, by micro-panel columns and/or k
+// (a Plan, picked by a cost model per shape), or take whole matrices of a batch of small ones.
+// See docs/gemm.md.
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -28,9 +28,9 @@
 namespace needle {
 namespace gemm_detail {
 
-constexpr int64_t kKC = 256;   // k depth of a block: a KC x NR B micro-panel (16 KiB) stays in L1
-constexpr int64_t kMC = 144;   // rows of the packed A block: MC x KC floats (144 KiB) in L2
-constexpr int64_t kNC = 4080;  // columns of the packed B block: KC x NC floats (4 MiB) in L3
+constexpr int64_t kKC = 384;  // k depth of a block: a KC x NR B micro-panel (24 KiB) stays in L1
+constexpr int64_t kMC = 96;   // rows of the packed A block: MC x KC floats (144 KiB) in L2
+constexpr int64_t kNC = 4080;  // columns of the packed B block: KC x NC floats (6 MiB) in L3
 // Below this many multiply-adds in total, threads cost more than they save.
 constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
 // A matrix with fewer multiply-adds than this is done by one thread when the batch has many.
@@ -39,24 +39,33 @@ constexpr int64_t kTeamMinMacs = int64_t(1) << 21;
 // non-transposed A (six rows read side by side) or a transposed one (k steps lda apart).
 constexpr int64_t kPackAMinReuseRows = 16;
 constexpr int64_t kPackAMinReuseCols = 4;
-inline int64_t PackAMinReuse(bool trans_a) {
-  return trans_a ? kPackAMinReuseCols : kPackAMinReuseRows;
+// A transposed A bigger than this is packed all the same: read in place, each k step is a new
+// cache line, and from DRAM (a weight gradient's im2col matrix, saved since the forward pass)
+// that walk runs at a fraction of the bandwidth that the row-by-row packing streams at.
+constexpr int64_t kInPlaceMaxColsA = int64_t(1) << 17;  // floats (512 KiB)
+// 0 (always pack) for kernels that read packed panels only.
+inline int64_t PackAMinReuse(bool in_place_a, bool trans_a, int64_t m, int64_t k) {
+  if (!in_place_a) return 0;
+  if (!trans_a) return kPackAMinReuseRows;
+  return m * k <= kInPlaceMaxColsA ? kPackAMinReuseCols : 0;
 }
-// A K split gives each thread at least this many k steps.
+// A K split gives each thread at least this many k steps, and needs an m x n scratch product
+// per extra thread: at most this many floats.
 constexpr int64_t kMinSplitK = 64;
+constexpr int64_t kMaxSplitScratch = int64_t(1) << 20;
 
 inline int64_t RoundUp(int64_t x, int64_t r) { return (x + r - 1) / r * r; }
 
 // Step that cuts `total` into the fewest blocks of at most `max_block` (a multiple of
-// `multiple`), all about equal: k = 1040 gives 5 x 208 rather than 4 x 256 + 16, whose
-// thin last block would cost a whole extra pass over C.
+// `multiple`), all about equal: k = 1040 gives 352 + 352 + 336 rather than 384 + 384 + 272,
+// whose thin last block would cost a whole extra pass over C.
 inline int64_t BlockStep(int64_t total, int64_t max_block, int64_t multiple) {
   if (total <= max_block) return std::max<int64_t>(total, 1);
   const int64_t blocks = (total + max_block - 1) / max_block;
   return std::min(max_block, RoundUp((total + blocks - 1) / blocks, multiple));
 }
 
-// Grow-only 64-byte aligned scratch buffer; one pair per thread, kept across calls.
+// Grow-only 64-byte aligned scratch buffer, kept across calls (see Workspace).
 // Get returns nullptr when memory runs out (it is called inside parallel regions, where an
 // exception would terminate the process); the driver turns that into std::bad_alloc.
 class Buffer {
@@ -247,10 +256,6 @@ struct ABlock {
   int layout;        // ALayout
 };
 
-// Runs the micro-kernel over an mc x nc block (B panels [panel0, panel1) packed); the kernels
-// write only the valid corner of edge tiles, and a half-width kernel covers a last panel of at
-// most NR / 2 columns. An A read in place has no zero padding: its last, partial panel is
-// packed into `edge` first.
 // The half-width kernel when the tile has at most NR / 2 columns.
 template <class K, int kLayout>
 inline void RunKernel(int64_t kc, const float* a, int64_t a_stride, const float* b, float* c,
@@ -261,6 +266,9 @@ inline void RunKernel(int64_t kc, const float* a, int64_t a_stride, const float*
     K::template Run<kLayout, false>(kc, a, a_stride, b, c, ldc, accumulate, mr, nr);
 }
 
+// Runs the micro-kernel over an mc x nc block (B panels [panel0, panel1) packed); the kernels
+// write only the valid corner of edge tiles. An A read in place has no zero padding: its last,
+// partial panel is packed into `edge` first.
 template <class K>
 inline void MacroKernel(const Operands& op, int64_t i0, int64_t p0, const ABlock& a, int64_t mc,
                         int64_t panel0, int64_t panel1, int64_t nc, int64_t kc,
@@ -284,14 +292,22 @@ inline void MacroKernel(const Operands& op, int64_t i0, int64_t p0, const ABlock
         for (int64_t l = l0; l < l1; ++l) PrefetchRead(next + l * 16);
       }
       float* ct = c + ir * ldc + jr;
-      if (ir >= full_rows)
-        RunKernel<K, kPacked>(kc, edge, 0, bp, ct, ldc, accumulate, mr, nr);
-      else if (a.layout == kRows)
-        RunKernel<K, kRows>(kc, a.ptr + ir * a.row_step, a.stride, bp, ct, ldc, accumulate, mr, nr);
-      else if (a.layout == kCols)
-        RunKernel<K, kCols>(kc, a.ptr + ir * a.row_step, a.stride, bp, ct, ldc, accumulate, mr, nr);
-      else
-        RunKernel<K, kPacked>(kc, a.ptr + ir * a.row_step, 0, bp, ct, ldc, accumulate, mr, nr);
+      const float* ap = a.ptr + ir * a.row_step;
+      if constexpr (K::kInPlaceA) {
+        if (ir >= full_rows) {
+          RunKernel<K, kPacked>(kc, edge, 0, bp, ct, ldc, accumulate, mr, nr);
+          continue;
+        }
+        if (a.layout == kRows) {
+          RunKernel<K, kRows>(kc, ap, a.stride, bp, ct, ldc, accumulate, mr, nr);
+          continue;
+        }
+        if (a.layout == kCols) {
+          RunKernel<K, kCols>(kc, ap, a.stride, bp, ct, ldc, accumulate, mr, nr);
+          continue;
+        }
+      }
+      RunKernel<K, kPacked>(kc, ap, 0, bp, ct, ldc, accumulate, mr, nr);
     }
   }
 }
@@ -347,7 +363,7 @@ inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool a
     const int64_t q0 = panels * tj / plan.tn, q1 = panels * (tj + 1) / plan.tn;
     // An A panel feeds q1 - q0 micro-kernel calls: with few, packing it costs more than
     // reading A where it lies.
-    const bool pack_a = q1 - q0 > PackAMinReuse(op.trans_a);
+    const bool pack_a = q1 - q0 > PackAMinReuse(K::kInPlaceA, op.trans_a, m, k);
     for (int64_t pc = k0; pc < k1; pc += kc_step) {
       const int64_t kc = std::min(kc_step, k1 - pc);
       const bool acc = accumulate_c || pc > k0;
@@ -399,9 +415,9 @@ inline void ReduceKSplit(const Operands& op, int64_t m, int64_t n, int tk, const
 // Per-thread cost of a plan in multiply-add equivalents: the padded micro-tiles it computes,
 // plus packing, barriers and the K-split reduction. The weights are rough (a packed float
 // costs about as much as kPackCost multiply-adds); they only need to rank the candidates.
-inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, bool trans_a,
+inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t a_min_reuse,
                        const Plan& p) {
-  constexpr double kPackCost = 6.0, kReadCost = 2.0, kReduceCost = 8.0, kBarrierCost = 16384.0;
+  constexpr double kPackCost = 6.0, kReadCost = 2.0, kReduceCost = 8.0, kBarrierCost = 65536.0;
   const int64_t row_panels = (m + mr - 1) / mr, col_panels = (n + nr - 1) / nr;
   const double rows = double((row_panels + p.tm - 1) / p.tm * mr);
   const double col_share = double((col_panels + p.tn - 1) / p.tn);
@@ -409,7 +425,7 @@ inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, bool tra
   const double depth = double((k + p.tk - 1) / p.tk);
   double cost = rows * cols * depth;
   // A is packed, or read in place by every thread that shares its rows.
-  cost += rows * depth * (col_share > PackAMinReuse(trans_a) ? kPackCost : kReadCost);
+  cost += rows * depth * (col_share > a_min_reuse ? kPackCost : kReadCost);
   if (p.shared_b) {
     const double blocks = double((k + kKC - 1) / kKC) * double((n + kNC - 1) / kNC);
     cost += double(col_panels * nr) * double(k) / p.threads() * kPackCost + blocks * kBarrierCost;
@@ -420,25 +436,27 @@ inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, bool tra
   return cost;
 }
 
+// Tests only: a plan to use instead of the cheapest whenever it has the right thread count
+// (tests/gemm_plans_check.cc walks every plan this way).
+inline const Plan*& ForcedPlan() {
+  static const Plan* plan = nullptr;
+  return plan;
+}
+
 // The cheapest plan for `nthreads` threads on one m x n x k product (PlanCost); ties go to
 // row splits, then to private B blocks (no waiting).
-inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, bool trans_a,
+inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t a_min_reuse,
                        int nthreads) {
-#ifdef NEEDLE_GEMM_FORCE_PLAN
-  if (const char* env = NEEDLE_GEMM_FORCE_PLAN) {
-    Plan p;
-    char s = 'p';
-    if (std::sscanf(env, "%d,%d,%d,%c", &p.tm, &p.tn, &p.tk, &s) == 4 && p.threads() == nthreads) {
-      p.shared_b = s == 's';
-      return p;
-    }
-  }
-#endif
+  const Plan* forced = ForcedPlan();
+  if (forced != nullptr && forced->threads() == nthreads && (forced->tk == 1 || k >= forced->tk) &&
+      !(forced->shared_b && forced->tk > 1))
+    return *forced;
   Plan best;
   best.tm = nthreads;
   double best_cost = -1.0;
   for (int tk = 1; tk <= nthreads; ++tk) {
-    if (nthreads % tk != 0 || (tk > 1 && k < tk * kMinSplitK)) continue;
+    if (nthreads % tk != 0) continue;
+    if (tk > 1 && (k < tk * kMinSplitK || m * n > kMaxSplitScratch)) continue;
     for (int tm = nthreads / tk; tm >= 1; --tm) {
       if (nthreads / tk % tm != 0) continue;
       for (int shared = 0; shared < 2; ++shared) {
@@ -448,7 +466,7 @@ inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, bool tra
         p.tn = nthreads / tk / tm;
         p.tk = tk;
         p.shared_b = shared != 0;
-        const double cost = PlanCost(m, n, k, mr, nr, trans_a, p);
+        const double cost = PlanCost(m, n, k, mr, nr, a_min_reuse, p);
         if (best_cost < 0.0 || cost < best_cost * 0.999) {
           best = p;
           best_cost = cost;
@@ -509,7 +527,8 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
     if (out_of_memory) throw std::bad_alloc();
     return;
   }
-  const Plan plan = ChoosePlan(m, n, k, MR, NR, base.trans_a, nthreads);
+  const Plan plan = ChoosePlan(m, n, k, MR, NR, PackAMinReuse(K::kInPlaceA, base.trans_a, m, k),
+                               nthreads);
   // The calling thread allocates every buffer of the team up front, so nothing inside the
   // parallel region can fail: shared B blocks or one private B block per thread, an A block
   // per thread, and the K-split partial products.

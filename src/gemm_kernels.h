@@ -8,8 +8,9 @@
 //   b: a packed panel, kc x NR, row p holds op(B)[p, j0 .. j0+NR] (64-byte aligned);
 //   c: row-major with leading dim ldc; only its top-left mr x nr corner is written (edge tiles
 //      of C; the zero padding of the packed B panel makes the other columns zero).
-// kHalf: nr <= NR / 2, so the kernel may skip the right half of the tile. The driver never hands
-// a kernel an A panel with missing rows (it packs them, zero-padded). kc >= 1.
+// kHalf: nr <= NR / 2, so the kernel may skip the right half of the tile. A kernel with
+// kInPlaceA false only ever gets packed panels. The driver never hands a kernel an A panel with
+// missing rows (it packs them, zero-padded). kc >= 1.
 #pragma once
 #include <cstdint>
 
@@ -27,21 +28,22 @@ enum ALayout { kPacked, kRows, kCols };
 
 // Portable kernel: plain loops over a small accumulator tile; the compiler vectorises them
 // for the baseline ISA (SSE2 on x86-64). Also the reference the SIMD kernels are tested against.
+// Packed A only (kInPlaceA false): on a strided A the compiler vectorises the k loop instead of
+// the j loop, and gathering A into a packed chunk per call costs more than packing it once.
 struct GenericKernel {
   static constexpr int kMR = 4;
   static constexpr int kNR = 8;
+  static constexpr bool kInPlaceA = false;
   static constexpr const char* kName = "generic";
   template <int kLayout, bool kHalf>
-  static void Run(int64_t kc, const float* a, int64_t a_stride, const float* b, float* c,
+  static void Run(int64_t kc, const float* a, int64_t /*a_stride*/, const float* b, float* c,
                   int64_t ldc, bool accumulate, int mr, int nr) {
+    static_assert(kLayout == kPacked, "the generic kernel reads packed A panels only");
     float acc[kMR][kNR] = {};
     for (int64_t p = 0; p < kc; ++p) {
-      for (int i = 0; i < kMR; ++i) {
-        const float ai = kLayout == kRows ? a[i * a_stride + p]
-                         : kLayout == kCols ? a[p * a_stride + i]
-                                            : a[p * kMR + i];
-        for (int j = 0; j < kNR; ++j) acc[i][j] += ai * b[j];
-      }
+      for (int i = 0; i < kMR; ++i)
+        for (int j = 0; j < kNR; ++j) acc[i][j] += a[i] * b[j];
+      a += kMR;
       b += kNR;
     }
     if (mr == kMR && nr == kNR) {
@@ -54,8 +56,14 @@ struct GenericKernel {
       }
       return;
     }
+    // Through a copy: indexing acc itself with the runtime mr / nr would keep it in memory
+    // during the k loop.
+    float tile[kMR][kNR];
+    for (int i = 0; i < kMR; ++i)
+      for (int j = 0; j < kNR; ++j) tile[i][j] = acc[i][j];
     for (int i = 0; i < mr; ++i)
-      for (int j = 0; j < nr; ++j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + acc[i][j];
+      for (int j = 0; j < nr; ++j)
+        c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + tile[i][j];
   }
 };
 
@@ -93,6 +101,7 @@ struct GenericKernel {
 struct Avx2Kernel {
   static constexpr int kMR = 6;
   static constexpr int kNR = 16;
+  static constexpr bool kInPlaceA = true;
   static constexpr const char* kName = "avx2";
   template <int kLayout, bool kHalf>
   __attribute__((target("avx2,fma"))) static void Run(int64_t kc, const float* a,
@@ -105,7 +114,8 @@ struct Avx2Kernel {
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    for (int i = 0; i < kMR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    for (int i = 0; i < kMR; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     if (kLayout == kRows) {
       // Six rows of A side by side, each read left to right (six sequential streams).
       const float *a0 = a, *a1 = a + a_stride, *a2 = a + 2 * a_stride, *a3 = a + 3 * a_stride,

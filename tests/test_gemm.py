@@ -2,9 +2,11 @@
 matmul, against numpy in float64.
 
 Sizes mix 1, 2, 7, 16, 33, 65, 257 so that every edge of the 6 x 16 (AVX2) and 4 x 8 (generic)
-micro-tiles and of the 144 / 256 cache blocks is crossed. `accumulate` and leading dims wider than
+micro-tiles and of the 96 / 384 cache blocks is crossed. `accumulate` and leading dims wider than
 the matrix are only reachable from C++: `test_native_harness` compiles the standalone harness
-benchmarks/bench_gemm_native.cc and runs its correctness sweep.
+benchmarks/bench_gemm_native.cc and runs its correctness sweep, and `test_every_plan` compiles
+tests/gemm_plans_check.cc, which forces every thread plan (row / column / K splits, shared or
+private B blocks) whatever the core count and the cost model would pick.
 """
 import os
 import pathlib
@@ -90,6 +92,40 @@ def test_backend_gemm_batched(device, batch, m, n, p, a_shared, b_shared):
         np.testing.assert_allclose(got, want, **tolerance(n), err_msg=f"ta={ta} tb={tb}")
 
 
+# The ResNet9 (batch 128) training-step shapes, (m, n, p) of out (m x p) = a (m x n) @ b (n x p):
+# a tall A read in place (few B panels), tiny reductions, and the weight gradients cols^T @ dY
+# (long reduction, small output: split over k between the threads, then summed).
+STEP_SHAPES = [
+    ("NN", 8192, 147, 16), ("NN", 8192, 16, 147), ("TN", 147, 8192, 16),
+    ("NN", 2048, 32, 288), ("TN", 288, 2048, 32), ("TN", 144, 2048, 32),
+    ("NN", 512, 64, 288), ("TN", 288, 512, 64), ("NN", 128, 1152, 128), ("TN", 1152, 128, 128),
+    ("NT", 128, 128, 128), ("TT", 130, 1000, 20), ("NN", 5, 3000, 7),
+]
+
+
+@pytest.mark.parametrize("kind,m,n,p", STEP_SHAPES,
+                         ids=[f"{k}{m}x{n}x{p}" for k, m, n, p in STEP_SHAPES])
+def test_ndarray_matmul_step_shapes(device, kind, m, n, p):
+    ta, tb = kind[0] == "T", kind[1] == "T"
+    a, b = random_ops(1, m, n)[0], random_ops(1, n, p)[0]
+    x = nd.array(stored(a, ta), device=device)
+    y = nd.array(stored(b, tb), device=device)
+    got = nd.matmul(x, y, transpose_a=ta, transpose_b=tb).numpy()
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, **tolerance(n))
+
+
+@pytest.mark.parametrize("m,n,p", [(7, 33, 3), (13, 9, 8), (31, 500, 9), (200, 70, 24)],
+                         ids=["3cols", "8cols", "9cols", "24cols"])
+def test_backend_gemm_narrow_edges(device, m, n, p):
+    """Last micro-panels of at most half the tile width (the half-width kernel) and partial
+    rows of an A read in place (packed into a zero-padded edge panel), all transposes."""
+    a, b = random_ops(1, m, n), random_ops(1, n, p)
+    for ta, tb in [(False, False), (True, False), (False, True), (True, True)]:
+        got = run_gemm(device, a, b, ta, tb)
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), **tolerance(n),
+                                   err_msg=f"ta={ta} tb={tb}")
+
+
 def test_backend_gemm_zero_reduction_and_empty(device):
     a, b = device.Array(1), device.Array(1)
     out = device.Array(2 * 3 * 4)
@@ -165,7 +201,8 @@ import numpy as np
 import needle.backend_ndarray as nd
 rng = np.random.default_rng(1)
 worst = 0.0
-for m, n, p in [(1, 1, 1), (5, 7, 9), (33, 65, 17), (257, 33, 65), (150, 300, 140)]:
+for m, n, p in [(1, 1, 1), (5, 7, 9), (33, 65, 17), (257, 33, 65), (150, 300, 140),
+                (2000, 147, 16), (147, 3000, 16), (40, 16, 147)]:
     a = rng.uniform(-1, 1, (m, n)).astype(np.float32)
     b = rng.uniform(-1, 1, (n, p)).astype(np.float32)
     x, y = nd.array(a, device=nd.cpu()), nd.array(b, device=nd.cpu())
@@ -180,6 +217,33 @@ print(worst)
 def test_generic_kernel_forced_by_env():
     """NEEDLE_GEMM_KERNEL=generic runs the portable kernel (what CPUs without AVX2 get)."""
     res = run_python(GENERIC_CHECK, NEEDLE_GEMM_KERNEL="generic")
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.split()[-1]) < 1.0, res.stdout
+
+
+THREADS_CHECK = """
+import numpy as np
+import needle.backend_ndarray as nd
+rng = np.random.default_rng(2)
+worst = 0.0
+for kind, m, n, p in [("TN", 147, 8192, 16), ("TN", 288, 2048, 32), ("NN", 8192, 147, 16),
+                      ("NN", 2048, 32, 288), ("NT", 128, 128, 128), ("TT", 300, 900, 40)]:
+    ta, tb = kind[0] == "T", kind[1] == "T"
+    a = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    b = rng.uniform(-1, 1, (n, p)).astype(np.float32)
+    x = nd.array(a.T.copy() if ta else a, device=nd.cpu())
+    y = nd.array(b.T.copy() if tb else b, device=nd.cpu())
+    got = nd.matmul(x, y, transpose_a=ta, transpose_b=tb).numpy()
+    worst = max(worst, float(np.abs(got - a.astype(np.float64) @ b).max() / (2e-6 * n + 1e-5)))
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_step_shapes_thread_counts(threads):
+    """The cost model's plans for 1 and 3 threads (a 3-way K split for the weight gradients),
+    whatever the number of cores here."""
+    res = run_python(THREADS_CHECK, OMP_NUM_THREADS=threads, OMP_WAIT_POLICY="passive")
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.split()[-1]) < 1.0, res.stdout
 
@@ -200,14 +264,31 @@ def _cxx():
     pytest.fail("no C++ compiler found (the package build needs one too); set CXX")
 
 
+def build_native(tmp_path, source, name):
+    exe = tmp_path / name
+    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}", str(source),
+           "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def test_every_plan(tmp_path):
+    """Every thread plan (row, column and K splits; shared or private B blocks; 2 to 4 threads)
+    and both A paths (packed, read in place), forced one after the other, both kernels."""
+    exe = build_native(tmp_path, REPO / "tests" / "gemm_plans_check.cc", "plans")
+    for kernel in ["auto", "generic"]:
+        res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, check=False,
+                             env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel,
+                                      OMP_WAIT_POLICY="passive"))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "failed=0" in res.stdout and "cases=352" in res.stdout, res.stdout
+
+
 def test_native_harness(tmp_path):
     """accumulate=true, leading dims wider than the matrix, k = 0, NaN-filled C (never read
     unless accumulating), untouched padding columns: the C++ correctness sweep, both kernels."""
-    exe = tmp_path / "bench_gemm"
-    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}",
-           str(REPO / "benchmarks" / "bench_gemm_native.cc"), "-o", str(exe)]
-    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert build.returncode == 0, build.stderr
+    exe = build_native(tmp_path, REPO / "benchmarks" / "bench_gemm_native.cc", "bench_gemm")
     for kernel in ["auto", "generic"]:
         res = subprocess.run([str(exe), "check"], capture_output=True, text=True, timeout=300,
                              check=False,
