@@ -864,6 +864,17 @@ def _gemm_operand(x, batch_shape):
     return xb._handle, xb._offset, r * c, transposed
 
 
+def _gemm_operand_2d(x, transpose):
+    """(handle, offset, transposed) of a 2-D operand, read in place when row- or column-major."""
+    (r, c), (s_r, s_c) = x._shape, x._strides
+    if s_c == 1 and (s_r == c or r == 1):
+        return x._handle, x._offset, transpose
+    if s_r == 1 and (s_c == r or c == 1):
+        return x._handle, x._offset, not transpose
+    x = x.compact()
+    return x._handle, x._offset, transpose
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """Batched matmul with numpy broadcasting: (..., m, n) @ (..., n, p) -> (..., m, p).
 
@@ -874,6 +885,18 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     a._check_device(b, "matmul")
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"matmul: operands must be at least 2-D, got shapes {a.shape} and {b.shape}")
+    if a.ndim == 2 and b.ndim == 2:  # the common case, without the batch bookkeeping
+        ah, aoff, at = _gemm_operand_2d(a, transpose_a)
+        bh, boff, bt = _gemm_operand_2d(b, transpose_b)
+        m, n = a._shape[::-1] if transpose_a else a._shape
+        n2, p = b._shape[::-1] if transpose_b else b._shape
+        if n != n2:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} (transpose_a={transpose_a}, "
+                             f"transpose_b={transpose_b}) are not aligned ({n} != {n2})")
+        out = NDArray.make((m, p), device=a.device)
+        if out.size:
+            a.device.gemm(ah, bh, out._handle, 1, m, n, p, aoff, 0, at, boff, 0, bt)
+        return out
     if transpose_a:
         a = a.permute(tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2))
     if transpose_b:
