@@ -242,6 +242,7 @@ class NDArray:
         self._offset = other._offset
         self._device = other._device
         self._handle = other._handle
+        self._compact = other._compact
 
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0):
@@ -252,6 +253,7 @@ class NDArray:
         arr._offset = offset
         arr._device = device = device if device is not None else default_device()
         arr._handle = device.Array(_size_of(shape)) if handle is None else handle
+        arr._compact = True if handle is None and strides is None else None  # None: not known yet
         return arr
 
     # ------------------------------------------------------------ attributes
@@ -313,8 +315,11 @@ class NDArray:
 
     # ------------------------------------------------------------ layout
     def is_compact(self):
-        shape = self._shape
-        return self._strides == _compact_strides(shape) and _size_of(shape) == self._handle.size
+        if self._compact is None:  # layouts never change: decide once
+            shape = self._shape
+            self._compact = (self._strides == _compact_strides(shape)
+                             and _size_of(shape) == self._handle.size)
+        return self._compact
 
     def _is_row_major(self):
         """Contiguous row-major strides (dims of size 1 ignored), whatever the offset."""
@@ -487,7 +492,9 @@ class NDArray:
             if other._shape != self._shape:
                 raise ValueError(f"{op}: shapes {self._shape} and {other._shape} differ "
                                  f"(NDArray ops do not broadcast; use broadcast_to)")
-            if strided_func is not None and not (self.is_compact() and other.is_compact()):
+            if self.is_compact() and other.is_compact():
+                ewise_func(self._handle, other._handle, out._handle)
+            elif strided_func is not None:
                 dense, view = _dense_and_view(self, other)
                 strided_func(dense.compact()._handle, view._handle, out._handle, view._shape,
                              view._strides, view._offset)
