@@ -9,6 +9,7 @@ needle's result against the reference first, then reports the median of repeated
 """
 import argparse
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -33,6 +34,9 @@ RESNET9_CONVS = [(32, 3, 16, 7, 4), (8, 16, 32, 3, 2), (4, 32, 32, 3, 1), (4, 32
 
 
 def median_s(fn, repeats, sync=None):
+    # Let the previous framework's worker threads (OpenBLAS, torch's and our OpenMP pools
+    # all spin for a while after a call) go idle first: on 2 cores they would steal one.
+    time.sleep(0.2)
     fn()
     times = []
     for _ in range(repeats):
@@ -196,7 +200,8 @@ def main():
     rows += bench_sgemm(ndl.cpu(), [256, 512] if args.quick else [512, 1024, 2048], repeats)
     rows += bench_conv_layers(ndl.cpu(), 32, repeats)
     rows += bench_pool_softmax(ndl.cpu(), repeats)
-    rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 5)
+    rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 10)
+    gc.collect()  # the graphs of the benchmarks above would slow every allocation below
     rows += bench_op_overhead(repeats)
     if ndl.cuda().enabled():
         rows += bench_sgemm(ndl.cuda(), [1024, 4096], repeats)
