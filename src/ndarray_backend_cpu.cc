@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "cpu_common.h"
-#include "cpu_norm.h"
+#include "cpu_training.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
@@ -361,80 +361,6 @@ void Reduce(const char* fn, const Array& a, Array& out, int64_t row_size) {
       }
       out.ptr[r] = float(v);
     }
-}
-
-// One SGD step, element-wise, each product and sum rounded to float32 on its own (no fused
-// multiply-add), so it matches the optimizer's separate array ops bit for bit:
-// g' = g + w*wd; u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
-#if defined(__GNUC__) && !defined(__clang__)
-#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
-#else
-#define NEEDLE_NO_FMA  // clang contracts only within one expression: the steps below are separate
-#endif
-NEEDLE_NO_FMA void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou, int64_t i0,
-                            int64_t i1, float m, float d, float lr, float wd, bool decay, bool has_u) {
-  for (int64_t i = i0; i < i1; ++i) {
-    float gi = pg[i];
-    if (decay) {
-      const float shrink = pw[i] * wd;
-      gi = gi + shrink;
-    }
-    const float step = gi * d;
-    float ui = step;
-    if (has_u) {
-      const float keep = pu[i] * m;
-      ui = keep + step;
-    }
-    const float move = ui * lr;
-    ou[i] = ui;
-    ow[i] = pw[i] + move;
-  }
-}
-
-void SgdUpdate(const Array& w, const Array& g, const Array& u, Array& w_out, Array& u_out, double momentum,
-               double dampening, double neg_lr, double weight_decay, bool has_u) {
-  const char* fn = "sgd_update";
-  const int64_t n = w_out.size;
-  CheckHolds(fn, "w", w.size, n);
-  CheckHolds(fn, "grad", g.size, n);
-  CheckHolds(fn, "u_out", u_out.size, n);
-  if (has_u) CheckHolds(fn, "u", u.size, n);
-  ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
-    SgdRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, float(momentum), float(dampening),
-             float(neg_lr), float(weight_decay), weight_decay != 0.0, has_u);
-  });
-}
-
-// Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
-int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
-  if (rows < 1 || C < 1 || inner < 1)
-    throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " +
-                                std::to_string(rows) + ", " + std::to_string(C) + ", " + std::to_string(inner));
-  return CheckedProduct(fn, {rows, C, inner});
-}
-
-void BatchNormForward(const Array& x, const Array& w, const Array& b, Array& out, Array& mean, Array& var,
-                      int64_t rows, int64_t C, int64_t inner, double eps) {
-  const char* fn = "batch_norm_forward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  CheckHolds(fn, "x", x.size, n);
-  CheckHolds(fn, "out", out.size, n);
-  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"weight", &w}, {"bias", &b},
-                                  {"mean", &mean}, {"var", &var}})
-    CheckHolds(fn, what, arr->size, C);
-  BatchNormForwardKernel(x.ptr, w.ptr, b.ptr, out.ptr, mean.ptr, var.ptr, rows, C, inner, eps);
-}
-
-void BatchNormBackward(const Array& x, const Array& g, const Array& w, const Array& mean, const Array& var,
-                       Array& dx, Array& dw, Array& db, int64_t rows, int64_t C, int64_t inner, double eps) {
-  const char* fn = "batch_norm_backward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"x", &x}, {"out_grad", &g}, {"dx", &dx}})
-    CheckHolds(fn, what, arr->size, n);
-  for (const auto& [what, arr] : {std::pair<const char*, const Array*>{"weight", &w}, {"mean", &mean},
-                                  {"var", &var}, {"dw", &dw}, {"db", &db}})
-    CheckHolds(fn, what, arr->size, C);
-  BatchNormBackwardKernel(x.ptr, g.ptr, w.ptr, mean.ptr, var.ptr, dx.ptr, dw.ptr, db.ptr, rows, C, inner, eps);
 }
 
 void ReduceSum(const Array& a, Array& out, int64_t reduce_size) { Reduce<false>("reduce_sum", a, out, reduce_size); }

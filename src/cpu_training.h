@@ -1,5 +1,6 @@
-// needle CPU backend: fused batch normalisation over an (rows, C, inner) array, i.e. N x C
-// (inner = 1) or N x C x H x W (rows = N, inner = H*W), statistics per channel c.
+// needle CPU backend: the fused kernels of a training step. Batch normalisation over an
+// (rows, C, inner) array, i.e. N x C (inner = 1) or N x C x H x W (rows = N, inner = H*W),
+// statistics per channel c; and the SGD update.
 //
 // One call replaces the ~15 element-wise / reduction calls of the composed formula. Sums are
 // accumulated in double, per thread, over whole rows, then combined in thread order (the
@@ -8,6 +9,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu_common.h"
@@ -117,6 +120,85 @@ inline void BatchNormBackwardKernel(const float* x, const float* g, const float*
     const float a = k1[size_t(c)], s = k2[size_t(c)], t = k3[size_t(c)], u = mean[c];
     for (int64_t k = 0; k < len; ++k) dx[at + k] = g[at + k] * a + (x[at + k] - u) * s + t;
   });
+}
+
+// ------------------------------------------------------------------------ entry points
+// One SGD step, element-wise, each product and sum rounded to float32 on its own (no fused
+// multiply-add), so it matches the optimizer's separate array ops bit for bit:
+// g' = g + w*wd; u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
+#if defined(__GNUC__) && !defined(__clang__)
+#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
+#else
+#define NEEDLE_NO_FMA  // clang contracts only within one expression: the steps below are separate
+#endif
+NEEDLE_NO_FMA inline void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou,
+                                   int64_t i0, int64_t i1, float m, float d, float lr, float wd, bool decay,
+                                   bool has_u) {
+  for (int64_t i = i0; i < i1; ++i) {
+    float gi = pg[i];
+    if (decay) {
+      const float shrink = pw[i] * wd;
+      gi = gi + shrink;
+    }
+    const float step = gi * d;
+    float ui = step;
+    if (has_u) {
+      const float keep = pu[i] * m;
+      ui = keep + step;
+    }
+    const float move = ui * lr;
+    ou[i] = ui;
+    ow[i] = pw[i] + move;
+  }
+}
+
+using Buffer = AlignedArray;
+
+inline void SgdUpdate(const Buffer& w, const Buffer& g, const Buffer& u, Buffer& w_out, Buffer& u_out,
+                      double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
+  const char* fn = "sgd_update";
+  const int64_t n = w_out.size;
+  CheckHolds(fn, "w", w.size, n);
+  CheckHolds(fn, "grad", g.size, n);
+  CheckHolds(fn, "u_out", u_out.size, n);
+  if (has_u) CheckHolds(fn, "u", u.size, n);
+  ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
+    SgdRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, float(momentum), float(dampening),
+             float(neg_lr), float(weight_decay), weight_decay != 0.0, has_u);
+  });
+}
+
+// Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
+inline int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
+  if (rows < 1 || C < 1 || inner < 1)
+    throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " +
+                                std::to_string(rows) + ", " + std::to_string(C) + ", " + std::to_string(inner));
+  return CheckedProduct(fn, {rows, C, inner});
+}
+
+using Named = std::pair<const char*, const Buffer*>;
+
+inline void BatchNormForward(const Buffer& x, const Buffer& w, const Buffer& b, Buffer& out, Buffer& mean,
+                             Buffer& var, int64_t rows, int64_t C, int64_t inner, double eps) {
+  const char* fn = "batch_norm_forward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  for (const auto& [what, arr] : {Named{"x", &x}, Named{"out", &out}}) CheckHolds(fn, what, arr->size, n);
+  for (const auto& [what, arr] : {Named{"weight", &w}, Named{"bias", &b}, Named{"mean", &mean}, Named{"var", &var}})
+    CheckHolds(fn, what, arr->size, C);
+  BatchNormForwardKernel(x.ptr, w.ptr, b.ptr, out.ptr, mean.ptr, var.ptr, rows, C, inner, eps);
+}
+
+inline void BatchNormBackward(const Buffer& x, const Buffer& g, const Buffer& w, const Buffer& mean,
+                              const Buffer& var, Buffer& dx, Buffer& dw, Buffer& db, int64_t rows, int64_t C,
+                              int64_t inner, double eps) {
+  const char* fn = "batch_norm_backward";
+  const int64_t n = CheckNormSizes(fn, rows, C, inner);
+  for (const auto& [what, arr] : {Named{"x", &x}, Named{"out_grad", &g}, Named{"dx", &dx}})
+    CheckHolds(fn, what, arr->size, n);
+  for (const auto& [what, arr] :
+       {Named{"weight", &w}, Named{"mean", &mean}, Named{"var", &var}, Named{"dw", &dw}, Named{"db", &db}})
+    CheckHolds(fn, what, arr->size, C);
+  BatchNormBackwardKernel(x.ptr, g.ptr, w.ptr, mean.ptr, var.ptr, dx.ptr, dw.ptr, db.ptr, rows, C, inner, eps);
 }
 
 }  // namespace cpu
