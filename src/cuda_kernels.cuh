@@ -387,6 +387,21 @@ __global__ void SgdUpdateKernel(const float* w, const float* g, const float* u, 
   }
 }
 
+// Gradient of softmax at output y: out = y * (g - sum(g * y)), a warp per row.
+__global__ void SoftmaxBackwardWarpKernel(const float* y, const float* g, float* out, int64_t rows,
+                                          int64_t row_len) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = GridThreads() / kWarp;
+  for (int64_t row = GlobalThread() / kWarp; row < rows; row += warps) {
+    const float* yr = y + row * row_len;
+    const float* gr = g + row * row_len;
+    float dot = 0.0f;
+    for (int64_t j = lane; j < row_len; j += kWarp) dot += gr[j] * yr[j];
+    dot = WarpReduce<SumOp>(dot);
+    for (int64_t j = lane; j < row_len; j += kWarp) out[row * row_len + j] = yr[j] * (gr[j] - dot);
+  }
+}
+
 // ------------------------------------------------------------------------------------ batch norm
 // x viewed rows x C x inner. One block per channel sums that channel's rows*inner values (in
 // double); a grid-stride kernel then applies the per-channel affine map.

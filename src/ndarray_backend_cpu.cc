@@ -413,6 +413,39 @@ void Softmax(const char* fn, const Array& a, Array& out, int64_t row_size) {
                 [&](int64_t r0, int64_t r1) { Dispatch(k, r0, r1); });
 }
 
+// Rows of L: out = y * (g - sum(g * y)), the gradient of softmax at output y (sum in double).
+struct SoftmaxBackwardRows {
+  const float* y;
+  const float* g;
+  float* out;
+  int64_t L;
+  NEEDLE_INLINE void operator()(int64_t r0, int64_t r1) const {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *yr = y + r * L, *gr = g + r * L;
+      float* o = out + r * L;
+      VD lo = {}, hi = {};
+      int64_t i = 0;
+      for (; i + kLanes <= L; i += kLanes) AddWide(Load(gr + i) * Load(yr + i), &lo, &hi);
+      double dot = HorizontalSum(lo) + HorizontalSum(hi);
+      for (; i < L; ++i) dot += double(gr[i]) * yr[i];
+      const V d = Splat(float(dot));
+      for (i = 0; i + kLanes <= L; i += kLanes) Store(o + i, Load(yr + i) * (Load(gr + i) - d));
+      for (; i < L; ++i) o[i] = yr[i] * (gr[i] - float(dot));
+    }
+  }
+};
+
+void SoftmaxRowsBackward(const Array& y, const Array& g, Array& out, int64_t row_size) {
+  const char* fn = "softmax_rows_backward";
+  if (row_size <= 0 || y.size % row_size)
+    throw std::invalid_argument(std::string(fn) + ": buffer of " + std::to_string(y.size) +
+                                " is not a whole number of rows of " + std::to_string(row_size));
+  CheckHolds(fn, "out_grad", g.size, y.size);
+  CheckHolds(fn, "out", out.size, y.size);
+  const SoftmaxBackwardRows k{y.ptr, g.ptr, out.ptr, row_size};
+  ParallelRange(y.size / row_size, y.size, kParallelMinCopy, 1, [&](int64_t r0, int64_t r1) { Dispatch(k, r0, r1); });
+}
+
 void SoftmaxRowsFn(const Array& a, Array& out, int64_t row_size) { Softmax<false>("softmax_rows", a, out, row_size); }
 void LogSoftmaxRows(const Array& a, Array& out, int64_t row_size) { Softmax<true>("log_softmax_rows", a, out, row_size); }
 
@@ -629,6 +662,8 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
         "batch_norm_backward(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, eps): the "
         "gradients of batch_norm_forward given its mean and var.", Release());
 
+  m.def("softmax_rows_backward", SoftmaxRowsBackward,
+        "softmax_rows_backward(y, out_grad, out, row_size): out = y * (g - sum(g * y)) per row.", Release());
   m.def("max_pool2d", MaxPool2d,
         "max_pool2d(a, out, N, H, W, C, kh, kw, sh, sw, ph, pw): N x H x W x C -> N x Ho x Wo x C.",
         Release());

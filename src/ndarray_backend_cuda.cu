@@ -483,6 +483,19 @@ void Softmax(const CudaArray& a, CudaArray& out, int64_t row_size) {
   CUDA_CHECK_LAUNCH();
 }
 
+void SoftmaxBackward(const CudaArray& y, const CudaArray& g, CudaArray& out, int64_t row_size) {
+  const char* fn = "softmax_rows_backward";
+  if (row_size <= 0 || y.size % row_size)
+    throw std::invalid_argument(std::string(fn) + ": buffer of " + Str(y.size) + " is not a whole number of rows of " +
+                                Str(row_size));
+  CheckSize(fn, "out_grad", g.size, y.size);
+  CheckSize(fn, "out", out.size, y.size);
+  const int64_t rows = y.size / row_size;
+  if (rows == 0) return;
+  SoftmaxBackwardWarpKernel<<<GridFor(rows, kThreads / kWarp), kThreads>>>(y.data, g.data, out.data, rows, row_size);
+  CUDA_CHECK_LAUNCH();
+}
+
 // ------------------------------------------------------------------------------------ pooling
 
 int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
@@ -734,6 +747,7 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   m.def("reduce_max", &ReduceMax, arg("a"), arg("out"), arg("reduce_size"));
   m.def("softmax_rows", &Softmax<false>, arg("a"), arg("out"), arg("row_size"));
   m.def("log_softmax_rows", &Softmax<true>, arg("a"), arg("out"), arg("row_size"));
+  m.def("softmax_rows_backward", &SoftmaxBackward, arg("y"), arg("out_grad"), arg("out"), arg("row_size"));
 
   m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("momentum"),
         arg("dampening"), arg("neg_lr"), arg("weight_decay"), arg("has_u"));

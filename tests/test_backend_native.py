@@ -196,6 +196,18 @@ def test_sgd_update(mod, has_u, weight_decay):
     same(got[1][0], w + want_u * f(-0.05))
 
 
+@pytest.mark.parametrize("rows,row_size", [(1, 1), (3, 7), (5, 33), (64, 1000), (2000, 10)])
+def test_softmax_rows_backward(mod, rows, row_size):
+    z = RNG.standard_normal((rows, row_size))
+    y = (np.exp(z) / np.exp(z).sum(1, keepdims=True)).astype(np.float32).reshape(-1)
+    g = RNG.standard_normal(rows * row_size).astype(np.float32)
+    a, b = both(mod, "softmax_rows_backward", [y, g], rows * row_size + 2, row_size)
+    close(a, b, rtol=1e-5, atol=1e-6)
+    ys, gs = y.reshape(rows, row_size).astype(np.float64), g.reshape(rows, row_size)
+    close(b[: y.size], (ys * (gs - (gs * ys).sum(1, keepdims=True))).reshape(-1), 1e-5, 1e-6)
+    assert b[y.size] == 7.0  # nothing written past the rows
+
+
 def test_ewise_strided_out_is_b(mod):
     """out may be b's own buffer: the view is read before it is overwritten."""
     x = np.arange(12, dtype=np.float32)
@@ -511,6 +523,9 @@ BAD_CALLS = [
                                           0.1, -0.1, 0.0, False)),
     (ValueError, "sgd_update", lambda m: (_a(m, 5), _a(m, 5), _a(m, 4), _a(m, 5), _a(m, 5), 0.9,
                                           0.1, -0.1, 0.0, True)),
+    (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 6), _a(m, 6), 4)),
+    (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 5), _a(m, 6), 3)),
+    (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 6), _a(m, 5), 3)),
     (ValueError, "ewise_add", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5))),
     (ValueError, "ewise_pow", lambda m: (_a(m, 5), _a(m, 4), _a(m, 5))),
     (ValueError, "scalar_mul", lambda m: (_a(m, 4), 2.0, _a(m, 5))),

@@ -53,6 +53,20 @@ def test_softmax_double_backward(device):
     gradient_check(grad_of_softmax, x, g)
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_softmax_backward_op(device, axis):
+    """The fused SoftmaxBackward op: its value along any axis, and both of its gradients."""
+    rng = np.random.default_rng(axis)
+    y_np = softmax_loops(rng.standard_normal((3, 4, 5)), axis)
+    g_np = rng.standard_normal((3, 4, 5))
+    op = ndl.ops.SoftmaxBackward(axis)
+    got = op(T(y_np, device), T(g_np, device))
+    assert_close(got, y_np * (g_np - (g_np * y_np).sum(axis, keepdims=True)), rtol=1e-5,
+                 atol=1e-6, what="SoftmaxBackward")
+    gradient_check(lambda y, g: ndl.ops.SoftmaxBackward(axis)(y, g), T(y_np, device),
+                   T(g_np, device))
+
+
 def test_native_rows_match_composed_max_exp_sum(device):
     x = (np.random.randn(4, 5, 6) * 10).astype(np.float32)
     a = nd.array(x, device=device)

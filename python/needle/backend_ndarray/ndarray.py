@@ -713,6 +713,20 @@ class NDArray:
         """Numerically stable log-softmax along `axis`."""
         return self._rowwise(axis, self.device.log_softmax_rows, "log_softmax")
 
+    def softmax_backward(self, out_grad, axis=-1):
+        """Gradient of softmax along `axis` at output self: self * (g - sum(g * self, axis)),
+        in one backend call. `out_grad` has self's shape."""
+        if not isinstance(out_grad, NDArray) or out_grad.shape != self._shape:
+            raise ValueError(f"softmax_backward: out_grad {getattr(out_grad, 'shape', out_grad)} "
+                             f"for an output of shape {self._shape}")
+        (axis,) = _normalize_axes(axis, self.ndim, "softmax_backward")
+        order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
+        y, g = self.permute(order).compact(), out_grad.permute(order).compact()
+        out = NDArray.make(y.shape, device=self.device)
+        if out.size:
+            self.device.softmax_rows_backward(y._handle, g._handle, out._handle, self._shape[axis])
+        return out.permute(tuple(np.argsort(order))).compact()
+
     # ------------------------------------------------------------ flip and pad
     def flip(self, axes):
         """Reverse along `axes` (compact result; the input is unchanged)."""

@@ -15,7 +15,7 @@ __all__ = [
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "reduce_sum", "reduce_max",
-    "softmax_rows", "log_softmax_rows", "batch_norm_forward", "batch_norm_backward",
+    "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "sgd_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
 ]
@@ -370,6 +370,15 @@ def softmax_rows(a, out, row_size):
     x = _row_count("softmax_rows", a, out, row_size)
     e = np.exp(x - x.max(axis=1, keepdims=True))
     out.array[: a.size] = (e / e.sum(axis=1, keepdims=True)).reshape(-1)
+
+
+def softmax_rows_backward(y, g, out, row_size):
+    """Gradient of softmax at output y per row: out = y * (g - sum(g * y)) (sum in float64)."""
+    ys = _row_count("softmax_rows_backward", y, out, row_size)
+    _check_size("softmax_rows_backward", "out_grad", g, y.size)
+    gs = g.array[: y.size].reshape(ys.shape)
+    dot = (gs.astype(np.float64) * ys).sum(axis=1, keepdims=True).astype(np.float32)
+    out.array[: y.size] = (ys * (gs - dot)).reshape(-1)
 
 
 def log_softmax_rows(a, out, row_size):

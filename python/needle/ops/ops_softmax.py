@@ -2,8 +2,8 @@
 
 Forward passes use the native stable row kernels (NDArray `.softmax(axis)` / `.log_softmax(axis)`:
 subtract the row max, exponentiate, normalise), so logits of 1e4, 1e5 and beyond are fine.
-Backward passes use the closed forms, built from needle ops (differentiable again):
-  softmax      y = softmax(x):      dx = y * (g - sum(g * y))
+Backward passes use the closed forms, differentiable again:
+  softmax      y = softmax(x):      dx = y * (g - sum(g * y))   (SoftmaxBackward: one native call)
   log_softmax  y = log_softmax(x):  dx = g - exp(y) * sum(g)
   cross entropy over N rows:        dx = (softmax(x) - onehot(labels)) * g / N
 (sums along the softmax axis, broadcast back). numpy mode (NEEDLE_BACKEND=np) is supported too.
@@ -14,7 +14,7 @@ from ..autograd import Tensor, TensorOp
 from ..backend_selection import BACKEND
 from .ops_mathematic import LogSoftmax, broadcast_to, reshape, summation
 
-__all__ = ["Softmax", "softmax", "log_softmax", "SoftmaxCrossEntropy",
+__all__ = ["Softmax", "SoftmaxBackward", "softmax", "log_softmax", "SoftmaxCrossEntropy",
            "softmax_cross_entropy"]
 
 
@@ -53,8 +53,29 @@ class Softmax(TensorOp):
         return _raw_softmax(a, _axis(self.axis, a.ndim, "softmax"), log=False)
 
     def gradient(self, out_grad, node):
-        axis = _axis(self.axis, len(node.shape), "softmax")
-        return node * (out_grad - _sum_keep(out_grad * node, axis))
+        return SoftmaxBackward(_axis(self.axis, len(node.shape), "softmax"))(node, out_grad)
+
+
+class SoftmaxBackward(TensorOp):
+    """dx = y * (g - sum(g * y)) along `axis` for y = softmax(x): one backend call on NDArrays.
+
+    Inputs y (the softmax output) and g (its gradient), same shape. Its own gradient, in needle
+    ops: d/dg (with G) = y * (G - sum(G * y)), which is this op again; d/dy = G * (g - sum(g * y))
+    - g * sum(G * y).
+    """
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def compute(self, y, g):
+        if hasattr(y, "softmax_backward"):
+            return y.softmax_backward(g, self.axis)
+        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+
+    def gradient(self, out_grad, node):
+        y, g = node.inputs
+        dy = out_grad * (g - _sum_keep(g * y, self.axis)) - g * _sum_keep(out_grad * y, self.axis)
+        return dy, SoftmaxBackward(self.axis)(y, out_grad)
 
 
 def softmax(a, axis=-1):
