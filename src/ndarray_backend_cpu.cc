@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "cpu_common.h"
-#include "cpu_training.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
+#include "cpu_training.h"
 #include "gemm.h"
 
 namespace needle {
@@ -402,11 +402,15 @@ struct SoftmaxRows {
   }
 };
 
+void CheckWholeRows(const char* fn, int64_t size, int64_t row_size) {
+  if (row_size <= 0 || size % row_size)
+    throw std::invalid_argument(std::string(fn) + ": buffer of " + std::to_string(size) +
+                                " is not a whole number of rows of " + std::to_string(row_size));
+}
+
 template <bool kLog>
 void Softmax(const char* fn, const Array& a, Array& out, int64_t row_size) {
-  if (row_size <= 0 || a.size % row_size)
-    throw std::invalid_argument(std::string(fn) + ": buffer of " + std::to_string(a.size) +
-                                " is not a whole number of rows of " + std::to_string(row_size));
+  CheckWholeRows(fn, a.size, row_size);
   CheckHolds(fn, "out", out.size, a.size);
   const SoftmaxRows<kLog> k{a.ptr, out.ptr, row_size};
   ParallelRange(a.size / row_size, a.size, kParallelMinMath, 1,
@@ -437,9 +441,7 @@ struct SoftmaxBackwardRows {
 
 void SoftmaxRowsBackward(const Array& y, const Array& g, Array& out, int64_t row_size) {
   const char* fn = "softmax_rows_backward";
-  if (row_size <= 0 || y.size % row_size)
-    throw std::invalid_argument(std::string(fn) + ": buffer of " + std::to_string(y.size) +
-                                " is not a whole number of rows of " + std::to_string(row_size));
+  CheckWholeRows(fn, y.size, row_size);
   CheckHolds(fn, "out_grad", g.size, y.size);
   CheckHolds(fn, "out", out.size, y.size);
   const SoftmaxBackwardRows k{y.ptr, g.ptr, out.ptr, row_size};

@@ -452,12 +452,16 @@ void ReduceMax(const CudaArray& a, CudaArray& out, int64_t reduce_size) {
 
 // ------------------------------------------------------------------------------------ softmax
 
+void CheckWholeRows(const char* fn, int64_t size, int64_t row_size) {
+  if (row_size <= 0 || size % row_size)
+    throw std::invalid_argument(std::string(fn) + ": buffer of " + Str(size) + " is not a whole number of rows of " +
+                                Str(row_size));
+}
+
 template <bool kLog>
 void Softmax(const CudaArray& a, CudaArray& out, int64_t row_size) {
   const char* fn = kLog ? "log_softmax_rows" : "softmax_rows";
-  if (row_size <= 0 || a.size % row_size)
-    throw std::invalid_argument(std::string(fn) + ": buffer of " + Str(a.size) +
-                                " is not a whole number of rows of " + Str(row_size));
+  CheckWholeRows(fn, a.size, row_size);
   CheckSize(fn, "out", out.size, a.size);
   const int64_t rows = a.size / row_size;
   if (rows == 0) return;
@@ -485,9 +489,7 @@ void Softmax(const CudaArray& a, CudaArray& out, int64_t row_size) {
 
 void SoftmaxBackward(const CudaArray& y, const CudaArray& g, CudaArray& out, int64_t row_size) {
   const char* fn = "softmax_rows_backward";
-  if (row_size <= 0 || y.size % row_size)
-    throw std::invalid_argument(std::string(fn) + ": buffer of " + Str(y.size) + " is not a whole number of rows of " +
-                                Str(row_size));
+  CheckWholeRows(fn, y.size, row_size);
   CheckSize(fn, "out_grad", g.size, y.size);
   CheckSize(fn, "out", out.size, y.size);
   const int64_t rows = y.size / row_size;

@@ -695,13 +695,15 @@ class NDArray:
         return dx, dw, db
 
     # ------------------------------------------------------------ softmax
-    def _rowwise(self, axis, func, op):
+    def _rowwise(self, axis, func, op, *others):
+        """func(self rows, *other rows, out rows, row size) with `axis` moved last; `others`
+        are arrays of self's shape, moved the same way."""
         (axis,) = _normalize_axes(axis, self.ndim, op)
         order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
-        moved = self.permute(order).compact()
-        out = NDArray.make(moved.shape, device=self.device)
+        moved = [x.permute(order).compact() for x in (self,) + others]
+        out = NDArray.make(moved[0].shape, device=self.device)
         if out.size:
-            func(moved._handle, out._handle, self._shape[axis])
+            func(*[x._handle for x in moved], out._handle, self._shape[axis])
         inverse = tuple(np.argsort(order))
         return out.permute(inverse).compact()
 
@@ -719,13 +721,7 @@ class NDArray:
         if not isinstance(out_grad, NDArray) or out_grad.shape != self._shape:
             raise ValueError(f"softmax_backward: out_grad {getattr(out_grad, 'shape', out_grad)} "
                              f"for an output of shape {self._shape}")
-        (axis,) = _normalize_axes(axis, self.ndim, "softmax_backward")
-        order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
-        y, g = self.permute(order).compact(), out_grad.permute(order).compact()
-        out = NDArray.make(y.shape, device=self.device)
-        if out.size:
-            self.device.softmax_rows_backward(y._handle, g._handle, out._handle, self._shape[axis])
-        return out.permute(tuple(np.argsort(order))).compact()
+        return self._rowwise(axis, self.device.softmax_rows_backward, "softmax_backward", out_grad)
 
     # ------------------------------------------------------------ flip and pad
     def flip(self, axes):
@@ -862,16 +858,22 @@ def split(a, axis=0):
     return [a[(slice(None),) * axis + (i,)].compact().reshape(shape) for i in range(a.shape[axis])]
 
 
+def _stored_transposed(r, c, s_r, s_c):
+    """How the GEMM reads an r x c matrix with strides (s_r, s_c) in place: False when it is
+    row-major, True when column-major (stored transposed), None when it needs a copy first."""
+    if s_c == 1 and (s_r == c or r == 1):
+        return False
+    if s_r == 1 and (s_c == r or c == 1):
+        return True
+    return None
+
+
 def _gemm_operand(x, batch_shape):
     """(handle, offset, batch_stride, transposed) describing x broadcast to batch_shape + (r, c)."""
     r, c = x.shape[-2:]
     xb = x.broadcast_to(batch_shape + (r, c))
-    s_r, s_c = xb.strides[-2:]
-    if s_c == 1 and (s_r == c or r == 1):
-        transposed = False
-    elif s_r == 1 and (s_c == r or c == 1):
-        transposed = True
-    else:
+    transposed = _stored_transposed(r, c, *xb.strides[-2:])
+    if transposed is None:
         return _gemm_operand(xb.compact(), batch_shape)
     bstrides = [s for n, s in zip(batch_shape, xb.strides[:-2]) if n > 1]
     if all(s == 0 for s in bstrides):
@@ -887,13 +889,10 @@ def _gemm_operand(x, batch_shape):
 
 def _gemm_operand_2d(x, transpose):
     """(handle, offset, transposed) of a 2-D operand, read in place when row- or column-major."""
-    (r, c), (s_r, s_c) = x._shape, x._strides
-    if s_c == 1 and (s_r == c or r == 1):
-        return x._handle, x._offset, transpose
-    if s_r == 1 and (s_c == r or c == 1):
-        return x._handle, x._offset, not transpose
-    x = x.compact()
-    return x._handle, x._offset, transpose
+    stored = _stored_transposed(*x._shape, *x._strides)
+    if stored is None:
+        x, stored = x.compact(), False
+    return x._handle, x._offset, stored != transpose
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):

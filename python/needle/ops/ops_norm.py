@@ -54,14 +54,13 @@ class BatchNormTrain(TensorOp):
             out, self.batch_mean, self.batch_var = x.batch_norm(w, b, self.eps)
             self._saved = (x, None, None)
             return out
-        given = x
         mean = x.sum(axis=axes, keepdims=True) / m
         # a + (-b) is exactly a - b; negating the (C,) side saves a full-size pass
         centered = x + array_api.broadcast_to(-mean, x.shape)
         var = (centered * centered).sum(axis=axes, keepdims=True) / m
         scale = (var + self.eps) ** -0.5 * w.reshape(cshape)
         self.batch_mean, self.batch_var = mean.reshape((x.shape[1],)), var.reshape((x.shape[1],))
-        self._saved = (given, centered, var)  # for the gradient without a graph
+        self._saved = (x, centered, var)  # for the gradient without a graph
         return (centered * array_api.broadcast_to(scale, x.shape)
                 + array_api.broadcast_to(b.reshape(cshape), x.shape))
 
