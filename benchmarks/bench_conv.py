@@ -10,8 +10,9 @@ forward+backward. Times are the best of `--repeat` runs (the minimum is the figu
 disturbed by other processes), in ms; ratios > 1 mean ours is faster.
 
 Paths:
-  ours      ndl.conv / ndl.max_pool2d / ndl.softmax through autograd (im2col view + native
-            compact + one GEMM; backward col2im with scatter_add_ and a second GEMM).
+  ours      ndl.conv / ndl.max_pool2d / ndl.softmax through autograd (an implicit GEMM over the
+            im2col view; input gradient: a conv with the flipped kernel at stride 1, else a
+            GEMM and col2im with scatter_add_; weight gradient: the view read transposed).
   composed  the lecture's loop over kernel offsets: one strided slice + matmul per (i, j), built
             from NDArray calls (slices, compact, @, setitem), with the matching hand-written
             backward; pooling/softmax composed from the im2col view and max/exp/sum reductions.
@@ -166,6 +167,42 @@ def bench_convs(dev, batch, repeat):
     print_row("total", totals, 22)
 
 
+# Bigger 3 x 3 'same' layers (H, Cin, Cout), where the im2col copy is 9x the input
+IMPLICIT_EXTRA = [(32, 16, 32), (16, 64, 64), (8, 128, 128)]
+
+
+def bench_implicit(dev, batch, repeat):
+    """The implicit GEMM (flat_matmul over the im2col view) against gathering the im2col matrix
+    first (compact, then GEMM); for the weight gradient, against a GEMM on an im2col matrix kept
+    from the forward pass (what ndl.conv did before the implicit GEMM)."""
+    print(f"\n== implicit GEMM vs im2col matrix, batch {batch} (ms; ratio > 1: implicit faster) ==")
+    print(f"{'layer':<22}{'impl fwd':>10}{'gath fwd':>10}{'ratio':>8}{'impl dW':>10}"
+          f"{'kept dW':>10}{'ratio':>8}")
+    rng = np.random.default_rng(0)
+    layers = [(h, cin, cout, k, s) for h, cin, cout, k, s in RESNET9 if h * h > 1]
+    layers += [(h, cin, cout, 3, 1) for h, cin, cout in IMPLICIT_EXTRA]
+    for h, cin, cout, k, s in layers:
+        p = k // 2
+        hp, ho = h + 2 * p, (h + 2 * p - k) // s + 1
+        x = nd.array(rng.standard_normal((batch, hp, hp, cin)).astype(np.float32), device=dev)
+        w = nd.array(rng.standard_normal((k * k * cin, cout)).astype(np.float32), device=dev)
+        dy = nd.array(rng.standard_normal((batch * ho * ho, cout)).astype(np.float32), device=dev)
+        sn, sh, sw, sc = x.strides
+        view = x.as_strided((batch, ho, ho, k, k, cin), (sn, sh * s, sw * s, sh, sw, sc))
+        view_t = view.permute((3, 4, 5, 0, 1, 2))
+        cols = view.compact().reshape((batch * ho * ho, k * k * cin))
+        check(f"implicit {h}x{h}x{cin}->{cout}", [
+            ("forward", nd.flat_matmul(view, w, 3).numpy(), (cols @ w).numpy()),
+            ("weight grad", nd.flat_matmul(view_t, dy, 3).numpy(),
+             nd.matmul(cols, dy, transpose_a=True).numpy())])
+        i_f = best_ms(lambda: nd.flat_matmul(view, w, 3), repeat)
+        g_f = best_ms(lambda: view.compact().reshape((batch * ho * ho, k * k * cin)) @ w, repeat)
+        i_w = best_ms(lambda: nd.flat_matmul(view_t, dy, 3), repeat)
+        k_w = best_ms(lambda: nd.matmul(cols, dy, transpose_a=True), repeat)
+        print(f"{f'{h}x{h}x{cin}->{cout} k{k}s{s}':<22}{i_f:>10.3f}{g_f:>10.3f}{g_f / i_f:>8.2f}"
+              f"{i_w:>10.3f}{k_w:>10.3f}{k_w / i_w:>8.2f}")
+
+
 # ---------------------------------------------------------------- pooling
 def composed_pool(a, mode, k, s, p):
     fill = -np.inf if mode == "max" else 0.0
@@ -294,6 +331,7 @@ def main():
     print(f"device {dev} (OMP_NUM_THREADS {omp}){threads}; times: best of {args.repeat}, ms; "
           f"all paths validated first")
     bench_convs(dev, args.batch, args.repeat)
+    bench_implicit(dev, args.batch, args.repeat)
     bench_pools(dev, args.batch, args.repeat)
     bench_softmax(dev, args.repeat)
 

@@ -1,11 +1,12 @@
-// needle CUDA backend: device discovery, the stream-ordered allocator and the Python-visible
-// `Array` buffer (included by ndarray_backend_cuda.cu only).
+// needle CUDA backend: device discovery, the stream-ordered allocator, host -> device uploads
+// and the Python-visible `Array` buffer (included by ndarray_backend_cuda.cu only).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -121,6 +122,60 @@ class DeviceBuffer {
  private:
   void* p_ = nullptr;
 };
+
+// Host -> device copies that do not wait for the GPU. A cudaMemcpy from pageable memory (a
+// numpy array) first waits for all queued work, which would stall every training step at its
+// data upload. Instead the bytes go into one of a ring of pinned staging buffers and the DMA
+// from there is queued on the stream; a slot is refilled once the event recorded after its
+// last copy has fired, so the host waits only when it runs kSlots uploads ahead of the GPU.
+// Uploads above kMaxStaged bytes (a whole data set, once) are plain synchronous copies.
+class Uploader {
+ public:
+  static Uploader& Get() {
+    static Uploader* uploader = new Uploader;  // never destroyed: no CUDA calls at interpreter exit
+    return *uploader;
+  }
+
+  void Copy(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return;
+    if (bytes > kMaxStaged) {
+      CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+      return;
+    }
+    Slot& slot = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (slot.done == nullptr) CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    if (slot.pending) CUDA_CHECK(cudaEventSynchronize(slot.done));  // its previous copy has left
+    slot.pending = false;
+    if (slot.capacity < bytes) {
+      if (slot.host != nullptr) CUDA_CHECK(cudaFreeHost(slot.host));
+      slot.host = nullptr;
+      slot.capacity = 0;
+      size_t capacity = 4096;
+      while (capacity < bytes) capacity *= 2;
+      CUDA_CHECK(cudaMallocHost(&slot.host, capacity));
+      slot.capacity = capacity;
+    }
+    std::memcpy(slot.host, src, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, 0));
+    CUDA_CHECK(cudaEventRecord(slot.done, 0));
+    slot.pending = true;
+  }
+
+ private:
+  static constexpr int kSlots = 8;
+  static constexpr size_t kMaxStaged = size_t{64} << 20;
+  struct Slot {
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+    bool pending = false;
+  };
+  Slot slots_[kSlots];
+  int next_ = 0;
+};
+
+inline void UploadAsync(void* dst, const void* src, size_t bytes) { Uploader::Get().Copy(dst, src, bytes); }
 
 // The Python-visible buffer: `size` float32 elements of device memory.
 class CudaArray {

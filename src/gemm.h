@@ -28,9 +28,11 @@
 namespace needle {
 namespace gemm_detail {
 
-constexpr int64_t kKC = 384;  // k depth of a block: a KC x NR B micro-panel (24 KiB) stays in L1
+// The k depth of a block, KC, is the kernel's (K::kKC, 384 for AVX2): a KC x NR B micro-panel
+// stays in L1.
 constexpr int64_t kMC = 96;   // rows of the packed A block: MC x KC floats (144 KiB) in L2
 constexpr int64_t kNC = 4080;  // columns of the packed B block: KC x NC floats (6 MiB) in L3
+constexpr int64_t kMaxKC = 512;  // bound on the k block depth of every kernel (stack arrays)
 // Below this many multiply-adds in total, threads cost more than they save.
 constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
 // A matrix with fewer multiply-adds than this is done by one thread when the batch has many.
@@ -44,8 +46,9 @@ constexpr int64_t kPackAMinReuseCols = 4;
 // that walk runs at a fraction of the bandwidth that the row-by-row packing streams at.
 constexpr int64_t kInPlaceMaxColsA = int64_t(1) << 17;  // floats (512 KiB)
 // 0 (always pack) for kernels that read packed panels only.
-inline int64_t PackAMinReuse(bool in_place_a, bool trans_a, int64_t m, int64_t k) {
-  if (!in_place_a) return 0;
+inline int64_t PackAMinReuse(bool in_place_a, bool trans_a, int64_t m, int64_t k,
+                             bool strided_a = false) {
+  if (!in_place_a || strided_a) return 0;
   if (!trans_a) return kPackAMinReuseRows;
   return m * k <= kInPlaceMaxColsA ? kPackAMinReuseCols : 0;
 }
@@ -104,7 +107,41 @@ inline Workspace& ThreadWorkspace() {
   return ws;
 }
 
-// One matrix of the batch: op(A) is m x k, op(B) is k x n, C is m x n.
+// op(A) read through a strided view (implicit GEMM): element (i, p) is
+// a[RowOffset(i) + ColOffset(p)], the offsets being i and p written in the mixed radix of up to
+// three dims each (an im2col view N, Ho, Wo | KH, KW, C, or its transpose), so the im2col
+// matrix is never materialised: PackA gathers straight into the micro-panel layout.
+struct StridedA {
+  static constexpr int kDims = 3;
+  int64_t row_shape[kDims], row_strides[kDims];  // unused leading dims: (1, 0)
+  int64_t col_shape[kDims], col_strides[kDims];
+};
+
+// Offsets of the `count` consecutive flat indices from `start` of a 3-dim mixed radix.
+inline void StridedOffsets(const int64_t shape[3], const int64_t strides[3], int64_t start,
+                           int64_t count, int64_t* out) {
+  int64_t d2 = start % shape[2], rest = start / shape[2];
+  int64_t d1 = rest % shape[1], d0 = rest / shape[1];
+  int64_t off = d0 * strides[0] + d1 * strides[1] + d2 * strides[2];
+  for (int64_t i = 0; i < count; ++i) {
+    out[i] = off;
+    if (++d2 < shape[2]) {
+      off += strides[2];
+      continue;
+    }
+    d2 = 0;
+    if (++d1 < shape[1]) {
+      off += strides[1] - (shape[2] - 1) * strides[2];
+      continue;
+    }
+    d1 = 0;
+    ++d0;
+    off = d0 * strides[0];
+  }
+}
+
+// One matrix of the batch: op(A) is m x k, op(B) is k x n, C is m x n. With `strided_a`, op(A)
+// is that view of `a` (lda and trans_a unused) and is always packed.
 struct Operands {
   const float* a;
   int64_t lda;
@@ -114,6 +151,7 @@ struct Operands {
   bool trans_b;
   float* c;
   int64_t ldc;
+  const StridedA* strided_a = nullptr;
 };
 
 inline void PrefetchRead(const float* p) {
@@ -124,25 +162,25 @@ inline void PrefetchRead(const float* p) {
 #endif
 }
 
-// Transposes ROWS rows of `src` (leading dim ld), k steps of each, into dst[p * LD + r]:
-// the packing of a non-transposed A or a transposed B. SSE 4x4 transposes over 4 k steps;
-// returns the number of k steps done (the caller finishes the remainder with scalar code).
+// Transposes ROWS rows, row r starting at src[r], k steps of each, into dst[p * LD + r]: the
+// packing of a non-transposed A or a transposed B. SSE 4x4 transposes over 4 k steps; returns
+// the number of k steps done (the caller finishes the remainder with scalar code). With
+// next_panel != 0, the same columns of the rows that far on are prefetched.
 template <int ROWS, int LD>
-inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* dst) {
+inline int64_t TransposeRowPointers(const float* const src[ROWS], int64_t kc, float* dst,
+                                    int64_t next_panel = 0) {
 #if NEEDLE_GEMM_X86
   static_assert(ROWS % 2 == 0, "row groups of 4, then at most one pair");
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
-    // Each row is read for only kc floats, too short for the hardware prefetcher to ramp
-    // up: fetch the same columns of the next ROWS rows (the next panel) one panel ahead.
-    if (p % 16 == 0)
-      for (int r = 0; r < ROWS; ++r) PrefetchRead(src + (ROWS + r) * ld + p);
+    if (next_panel != 0 && p % 16 == 0)
+      for (int r = 0; r < ROWS; ++r) PrefetchRead(src[r] + next_panel + p);
     int r = 0;
     for (; r + 4 <= ROWS; r += 4) {
-      __m128 r0 = _mm_loadu_ps(src + (r + 0) * ld + p);
-      __m128 r1 = _mm_loadu_ps(src + (r + 1) * ld + p);
-      __m128 r2 = _mm_loadu_ps(src + (r + 2) * ld + p);
-      __m128 r3 = _mm_loadu_ps(src + (r + 3) * ld + p);
+      __m128 r0 = _mm_loadu_ps(src[r + 0] + p);
+      __m128 r1 = _mm_loadu_ps(src[r + 1] + p);
+      __m128 r2 = _mm_loadu_ps(src[r + 2] + p);
+      __m128 r3 = _mm_loadu_ps(src[r + 3] + p);
       _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
       _mm_storeu_ps(dst + (p + 0) * LD + r, r0);
       _mm_storeu_ps(dst + (p + 1) * LD + r, r1);
@@ -150,8 +188,8 @@ inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* ds
       _mm_storeu_ps(dst + (p + 3) * LD + r, r3);
     }
     if (r < ROWS) {  // the last two rows: interleave them, two floats per k step
-      const __m128 x = _mm_loadu_ps(src + (r + 0) * ld + p);
-      const __m128 y = _mm_loadu_ps(src + (r + 1) * ld + p);
+      const __m128 x = _mm_loadu_ps(src[r + 0] + p);
+      const __m128 y = _mm_loadu_ps(src[r + 1] + p);
       const __m128 lo = _mm_unpacklo_ps(x, y), hi = _mm_unpackhi_ps(x, y);
       _mm_storel_pi(reinterpret_cast<__m64*>(dst + (p + 0) * LD + r), lo);
       _mm_storeh_pi(reinterpret_cast<__m64*>(dst + (p + 1) * LD + r), lo);
@@ -161,9 +199,18 @@ inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* ds
   }
   return p;
 #else
-  (void)src, (void)ld, (void)kc, (void)dst;
+  (void)src, (void)kc, (void)dst, (void)next_panel;
   return 0;
 #endif
+}
+
+// TransposeRowPointers over ROWS rows `ld` apart. Each row is read for only kc floats, too short
+// for the hardware prefetcher to ramp up: the next panel's rows are fetched one panel ahead.
+template <int ROWS, int LD>
+inline int64_t TransposeRows(const float* src, int64_t ld, int64_t kc, float* dst) {
+  const float* rows[ROWS];
+  for (int r = 0; r < ROWS; ++r) rows[r] = src + r * ld;
+  return TransposeRowPointers<ROWS, LD>(rows, kc, dst, ROWS * ld);
 }
 
 // Packs W-wide column panels [panel0, panel1) of a row-major kc x width block (leading dim
@@ -223,10 +270,60 @@ inline void PackPanelsByColumn(const float* src, int64_t ld, int64_t kc, int64_t
   }
 }
 
+// PackA of a strided A, one MR-row panel at a time, two ways:
+// - rows in few runs of adjacent offsets (a weight gradient's transposed im2col: rows are the
+//   channels of a tap): per k step, each run is one short copy;
+// - otherwise (a forward im2col: rows are pixels), over each run of k steps whose column
+//   offsets are consecutive (the channels of a tap), the rows are plain memory: 4 x 4
+//   transposes, as when packing a stored matrix.
+template <int MR>
+inline void PackStridedA(const Operands& op, int64_t i0, int64_t p0, int64_t mc, int64_t kc,
+                         float* dst) {
+  const StridedA& v = *op.strided_a;
+  int64_t col_off[kMaxKC];
+  StridedOffsets(v.col_shape, v.col_strides, p0, kc, col_off);
+  for (int64_t r0 = 0; r0 < mc; r0 += MR, dst += MR * kc) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - r0));
+    int64_t row_off[MR];
+    StridedOffsets(v.row_shape, v.row_strides, i0 + r0, rows, row_off);
+    int runs = 1;  // of rows with adjacent offsets
+    for (int r = 1; r < rows; ++r) runs += row_off[r] != row_off[r - 1] + 1;
+    const float* row[MR];
+    for (int r = 0; r < MR; ++r) row[r] = op.a + (r < rows ? row_off[r] : 0);
+    if (runs == 1 && rows == MR) {  // a fixed-size copy per k step
+      for (int64_t p = 0; p < kc; ++p)
+        std::memcpy(dst + p * MR, row[0] + col_off[p], sizeof(float) * MR);
+      continue;
+    }
+    if (runs <= MR / 3) {  // tap boundaries or the last panel: element by element
+      for (int64_t p = 0; p < kc; ++p) {
+        float* d = dst + p * MR;
+        for (int r = 0; r < MR; ++r) d[r] = r < rows ? row[r][col_off[p]] : 0.0f;
+      }
+      continue;
+    }
+    int64_t p = 0;
+    while (p < kc) {
+      int64_t run = 1;
+      while (p + run < kc && col_off[p + run] == col_off[p] + run) ++run;
+      int64_t done = 0;
+      if (rows == MR) {
+        const float* src[MR];
+        for (int r = 0; r < MR; ++r) src[r] = row[r] + col_off[p];
+        done = TransposeRowPointers<MR, MR>(src, run, dst + p * MR);
+      }
+      for (int64_t q = p + done; q < p + run; ++q)
+        for (int r = 0; r < MR; ++r) dst[q * MR + r] = r < rows ? row[r][col_off[q]] : 0.0f;
+      p += run;
+    }
+  }
+}
+
 // Packs op(A)[i0:i0+mc, p0:p0+kc] into MR-row micro-panels, each kc x MR (k-major),
 // zero-padding the last panel to MR rows.
 template <int MR>
 inline void PackA(const Operands& op, int64_t i0, int64_t p0, int64_t mc, int64_t kc, float* dst) {
+  if (op.strided_a != nullptr) return PackStridedA<MR>(op, i0, p0, mc, kc, dst);
   const int64_t panels = (mc + MR - 1) / MR;
   if (op.trans_a)  // op(A)[i, p] = A[p, i]: rows of the stored A are k steps
     PackPanelsByRow<MR>(op.a + p0 * op.lda + i0, op.lda, kc, mc, 0, panels, dst);
@@ -274,7 +371,7 @@ inline void MacroKernel(const Operands& op, int64_t i0, int64_t p0, const ABlock
                         int64_t panel0, int64_t panel1, int64_t nc, int64_t kc,
                         const float* b_packed, float* c, int64_t ldc, bool accumulate) {
   constexpr int MR = K::kMR, NR = K::kNR;
-  alignas(64) float edge[MR * kKC];
+  alignas(64) float edge[MR * K::kKC];
   const int64_t full_rows = a.layout != kPacked ? mc / MR * MR : mc;
   if (full_rows < mc) PackA<MR>(op, i0 + full_rows, p0, mc - full_rows, kc, edge);
   for (int64_t q = panel0; q < panel1; ++q) {
@@ -355,7 +452,9 @@ inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool a
   float* const c = tl == 0 ? op.c : scratch + (tl - 1) * m * n;
   const int64_t ldc = tl == 0 ? op.ldc : n;
   const bool accumulate_c = tl == 0 && accumulate;
-  const int64_t nc_step = BlockStep(n, kNC, NR), kc_step = BlockStep(k1 - k0, kKC, 8);
+  // NC rounded down to whole micro-panels (4080 is already, for NR = 8 and 16).
+  const int64_t nc_step = BlockStep(n, kNC / NR * NR, NR);
+  const int64_t kc_step = BlockStep(k1 - k0, K::kKC, 8);
   const int64_t mc_step = BlockStep(row1 - row0, kMC, MR);
   for (int64_t jc = 0; jc < n; jc += nc_step) {
     const int64_t nc = std::min(nc_step, n - jc);
@@ -363,7 +462,8 @@ inline void GemmTeam(const Operands& op, int64_t m, int64_t n, int64_t k, bool a
     const int64_t q0 = panels * tj / plan.tn, q1 = panels * (tj + 1) / plan.tn;
     // An A panel feeds q1 - q0 micro-kernel calls: with few, packing it costs more than
     // reading A where it lies.
-    const bool pack_a = q1 - q0 > PackAMinReuse(K::kInPlaceA, op.trans_a, m, k);
+    const bool pack_a = q1 - q0 > PackAMinReuse(K::kInPlaceA, op.trans_a, m, k,
+                                                       op.strided_a != nullptr);
     for (int64_t pc = k0; pc < k1; pc += kc_step) {
       const int64_t kc = std::min(kc_step, k1 - pc);
       const bool acc = accumulate_c || pc > k0;
@@ -415,8 +515,8 @@ inline void ReduceKSplit(const Operands& op, int64_t m, int64_t n, int tk, const
 // Per-thread cost of a plan in multiply-add equivalents: the padded micro-tiles it computes,
 // plus packing, barriers and the K-split reduction. The weights are rough (a packed float
 // costs about as much as kPackCost multiply-adds); they only need to rank the candidates.
-inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t a_min_reuse,
-                       const Plan& p) {
+inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t kc_max,
+                       int64_t a_min_reuse, const Plan& p) {
   constexpr double kPackCost = 6.0, kReadCost = 2.0, kReduceCost = 8.0, kBarrierCost = 65536.0;
   const int64_t row_panels = (m + mr - 1) / mr, col_panels = (n + nr - 1) / nr;
   const double rows = double((row_panels + p.tm - 1) / p.tm * mr);
@@ -427,7 +527,7 @@ inline double PlanCost(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t 
   // A is packed, or read in place by every thread that shares its rows.
   cost += rows * depth * (col_share > a_min_reuse ? kPackCost : kReadCost);
   if (p.shared_b) {
-    const double blocks = double((k + kKC - 1) / kKC) * double((n + kNC - 1) / kNC);
+    const double blocks = double((k + kc_max - 1) / kc_max) * double((n + kNC - 1) / kNC);
     cost += double(col_panels * nr) * double(k) / p.threads() * kPackCost + blocks * kBarrierCost;
   } else {
     cost += cols * depth * kPackCost;
@@ -445,8 +545,8 @@ inline const Plan*& ForcedPlan() {
 
 // The cheapest plan for `nthreads` threads on one m x n x k product (PlanCost); ties go to
 // row splits, then to private B blocks (no waiting).
-inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t a_min_reuse,
-                       int nthreads) {
+inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t kc_max,
+                       int64_t a_min_reuse, int nthreads) {
   const Plan* forced = ForcedPlan();
   if (forced != nullptr && forced->threads() == nthreads && (forced->tk == 1 || k >= forced->tk) &&
       !(forced->shared_b && forced->tk > 1))
@@ -466,7 +566,7 @@ inline Plan ChoosePlan(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t 
         p.tn = nthreads / tk / tm;
         p.tk = tk;
         p.shared_b = shared != 0;
-        const double cost = PlanCost(m, n, k, mr, nr, a_min_reuse, p);
+        const double cost = PlanCost(m, n, k, mr, nr, kc_max, a_min_reuse, p);
         if (best_cost < 0.0 || cost < best_cost * 0.999) {
           best = p;
           best_cost = cost;
@@ -498,10 +598,11 @@ template <class K>
 inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Operands& base,
                        int64_t stride_a, int64_t stride_b, int64_t stride_c, bool accumulate) {
   constexpr int MR = K::kMR, NR = K::kNR;
+  static_assert(K::kKC <= kMaxKC, "the k block depth bounds stack arrays");
   const double macs = double(m) * double(n) * double(k);
   int nthreads = MaxThreads();
   if (macs * double(batch) < double(kParallelMinMacs)) nthreads = 1;
-  const int64_t kc_max = std::min(kKC, k);
+  const int64_t kc_max = std::min(K::kKC, k);
   // Multiples of 16 floats: buffers carved out of one pool stay 64-byte aligned.
   const int64_t a_floats = RoundUp(kc_max * RoundUp(std::min(kMC, m), MR), 16);
   const int64_t b_floats = RoundUp(kc_max * RoundUp(std::min(kNC, n), NR), 16);
@@ -527,8 +628,9 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
     if (out_of_memory) throw std::bad_alloc();
     return;
   }
-  const Plan plan = ChoosePlan(m, n, k, MR, NR, PackAMinReuse(K::kInPlaceA, base.trans_a, m, k),
-                               nthreads);
+  const int64_t a_min_reuse =
+      PackAMinReuse(K::kInPlaceA, base.trans_a, m, k, base.strided_a != nullptr);
+  const Plan plan = ChoosePlan(m, n, k, MR, NR, K::kKC, a_min_reuse, nthreads);
   // The calling thread allocates every buffer of the team up front, so nothing inside the
   // parallel region can fail: shared B blocks or one private B block per thread, an A block
   // per thread, and the K-split partial products.
@@ -566,18 +668,20 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
   }
 }
 
-enum class KernelChoice { kGeneric, kAvx2, kInvalid };
+enum class KernelChoice { kGeneric, kAvx2, kAvx512, kInvalid };
 
-// Reads NEEDLE_GEMM_KERNEL once: "auto" (default: the best kernel this CPU runs), "generic"
-// (portable kernel, also for testing), "avx2" (falls back to generic without AVX2/FMA).
+// Reads NEEDLE_GEMM_KERNEL once: "auto" (default: the best kernel this CPU runs: avx512, then
+// avx2, then generic), "generic" (portable kernel, also for testing), "avx2" or "avx512" (that
+// kernel, or the best one below it on a CPU without its instructions).
 inline KernelChoice SelectKernel() {
   static const KernelChoice choice = [] {
     const char* env = std::getenv("NEEDLE_GEMM_KERNEL");
     const std::string want = env == nullptr ? "auto" : env;
-    if (want != "auto" && want != "" && want != "generic" && want != "avx2")
+    if (want != "auto" && want != "" && want != "generic" && want != "avx2" && want != "avx512")
       return KernelChoice::kInvalid;
     if (want == "generic") return KernelChoice::kGeneric;
 #if NEEDLE_GEMM_X86
+    if (want != "avx2" && NEEDLE_GEMM_CPU_HAS_AVX512()) return KernelChoice::kAvx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       return KernelChoice::kAvx2;
 #endif
@@ -588,10 +692,12 @@ inline KernelChoice SelectKernel() {
 
 }  // namespace gemm_detail
 
-// Name of the micro-kernel sgemm runs on this machine ("generic" or "avx2").
+// Name of the micro-kernel sgemm runs on this machine ("generic", "avx2" or "avx512").
 inline const char* sgemm_kernel_name() {
   switch (gemm_detail::SelectKernel()) {
 #if NEEDLE_GEMM_X86
+    case gemm_detail::KernelChoice::kAvx512:
+      return gemm_detail::Avx512Kernel::kName;
     case gemm_detail::KernelChoice::kAvx2:
       return gemm_detail::Avx2Kernel::kName;
 #endif
@@ -607,10 +713,12 @@ inline const char* sgemm_kernel_name() {
 // C may be uninitialised when accumulate is false (never read it then). k may be 0 (C = 0 or unchanged).
 // Uses OpenMP internally (callers do not call it from inside a parallel region).
 // Throws std::invalid_argument for negative sizes or an unknown NEEDLE_GEMM_KERNEL value.
+// With `strided_a` (see sgemm_strided_a), op(A) is that view of A instead.
 inline void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t m, int64_t n, int64_t k,
                           const float* A, int64_t stride_a, int64_t lda,
                           const float* B, int64_t stride_b, int64_t ldb,
-                          float* C, int64_t stride_c, int64_t ldc, bool accumulate) {
+                          float* C, int64_t stride_c, int64_t ldc, bool accumulate,
+                          const gemm_detail::StridedA* strided_a = nullptr) {
   using namespace gemm_detail;
   if (batch < 0 || m < 0 || n < 0 || k < 0)
     throw std::invalid_argument("sgemm: negative size (batch=" + std::to_string(batch) +
@@ -619,7 +727,7 @@ inline void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t m, 
   const KernelChoice choice = SelectKernel();
   if (choice == KernelChoice::kInvalid)
     throw std::invalid_argument(
-        "sgemm: NEEDLE_GEMM_KERNEL must be one of auto, generic, avx2 (got '" +
+        "sgemm: NEEDLE_GEMM_KERNEL must be one of auto, generic, avx2, avx512 (got '" +
         std::string(std::getenv("NEEDLE_GEMM_KERNEL")) + "')");
   if (batch == 0 || m == 0 || n == 0) return;
   if (k == 0) {
@@ -628,14 +736,27 @@ inline void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t m, 
         for (int64_t r = 0; r < m; ++r) std::fill_n(C + i * stride_c + r * ldc, n, 0.0f);
     return;
   }
-  const Operands base{A, lda, trans_a, B, ldb, trans_b, C, ldc};
+  const Operands base{A, lda, trans_a, B, ldb, trans_b, C, ldc, strided_a};
 #if NEEDLE_GEMM_X86
+  if (choice == KernelChoice::kAvx512) {
+    GemmDriver<Avx512Kernel>(batch, m, n, k, base, stride_a, stride_b, stride_c, accumulate);
+    return;
+  }
   if (choice == KernelChoice::kAvx2) {
     GemmDriver<Avx2Kernel>(batch, m, n, k, base, stride_a, stride_b, stride_c, accumulate);
     return;
   }
 #endif
   GemmDriver<GenericKernel>(batch, m, n, k, base, stride_a, stride_b, stride_c, accumulate);
+}
+
+// C (m x n) = A' (m x k) @ op(B) (k x n), where A'[i, p] = A[RowOffset(i) + ColOffset(p)] through
+// `view` (gemm_detail::StridedA): an implicit GEMM over an im2col view, which is gathered straight
+// into packed micro-panels. The caller has checked that every offset stays inside A's buffer.
+inline void sgemm_strided_a(bool trans_b, int64_t m, int64_t n, int64_t k, const float* A,
+                            const gemm_detail::StridedA& view, const float* B, int64_t ldb, float* C,
+                            int64_t ldc) {
+  sgemm_batched(false, trans_b, 1, m, n, k, A, 0, 0, B, 0, ldb, C, 0, ldc, false, &view);
 }
 
 inline void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,

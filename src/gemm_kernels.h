@@ -10,13 +10,23 @@
 //      of C; the zero padding of the packed B panel makes the other columns zero).
 // kHalf: nr <= NR / 2, so the kernel may skip the right half of the tile. A kernel with
 // kInPlaceA false only ever gets packed panels. The driver never hands a kernel an A panel with
-// missing rows (it packs them, zero-padded). kc >= 1.
+// missing rows (it packs them, zero-padded). 1 <= kc <= kKC, the kernel's k block depth (chosen
+// so that a kKC x NR B micro-panel stays in L1 while the A panels stream past it).
 #pragma once
 #include <cstdint>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define NEEDLE_GEMM_X86 1
 #include <immintrin.h>
+// The AVX-512 kernel's target and the CPU check that selects it. tests/avx512_emulation.h
+// defines both first (AVX2 + FMA) and emulates the _mm512 intrinsics, so that the same kernel
+// source runs, and is tested, on machines without AVX-512.
+#ifndef NEEDLE_GEMM_AVX512_TARGET
+#define NEEDLE_GEMM_AVX512_TARGET "avx512f"
+#endif
+#ifndef NEEDLE_GEMM_CPU_HAS_AVX512
+#define NEEDLE_GEMM_CPU_HAS_AVX512() __builtin_cpu_supports("avx512f")
+#endif
 #else
 #define NEEDLE_GEMM_X86 0
 #endif
@@ -33,6 +43,7 @@ enum ALayout { kPacked, kRows, kCols };
 struct GenericKernel {
   static constexpr int kMR = 4;
   static constexpr int kNR = 8;
+  static constexpr int64_t kKC = 384;  // the AVX2 kernel's (rarely used; not tuned on its own)
   static constexpr bool kInPlaceA = false;
   static constexpr const char* kName = "generic";
   template <int kLayout, bool kHalf>
@@ -101,6 +112,7 @@ struct GenericKernel {
 struct Avx2Kernel {
   static constexpr int kMR = 6;
   static constexpr int kNR = 16;
+  static constexpr int64_t kKC = 384;  // B micro-panel 384 x 16 floats = 24 KiB of a 32 KiB L1d
   static constexpr bool kInPlaceA = true;
   static constexpr const char* kName = "avx2";
   template <int kLayout, bool kHalf>
@@ -172,6 +184,80 @@ struct Avx2Kernel {
   }
 };
 #undef NEEDLE_GEMM_AVX2_STEP
+
+// AVX-512F, 12 x 32 (the BLIS Skylake-X tile): 24 zmm accumulators, 2 for the B row and 1 for
+// the A broadcast, of 32 zmm registers. Per k step: 2 loads + 12 broadcasts feed 24 FMAs,
+// 12 cycles on the two 512-bit FMA pipes of Skylake-SP .. Sapphire Rapids, 14 loads in them.
+struct Avx512Kernel {
+  static constexpr int kMR = 12;
+  static constexpr int kNR = 32;
+  // B micro-panel 256 x 32 floats = 32 KiB: 2/3 of the 48 KiB L1d of Ice Lake / Sapphire
+  // Rapids, as the AVX2 kernel's 24 KiB of 32. At 384 it would be 48 KiB, the whole L1d.
+  static constexpr int64_t kKC = 256;
+  static constexpr bool kInPlaceA = true;
+  static constexpr const char* kName = "avx512";
+  template <int kLayout, bool kHalf>
+  __attribute__((target(NEEDLE_GEMM_AVX512_TARGET))) static void Run(
+      int64_t kc, const float* a, int64_t a_stride, const float* b, float* c, int64_t ldc,
+      bool accumulate, int mr, int nr) {
+    // Element (i, p) of the A panel is a[i * row_step] after p k steps of `a += k_step`.
+    const int64_t row_step = kLayout == kRows ? a_stride : 1;
+    const int64_t k_step = kLayout == kPacked ? kMR : kLayout == kRows ? 1 : a_stride;
+    // Indexed by constants only (every loop over i is unrolled), so the array lives in registers.
+    __m512 acc[kMR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < kMR; ++i) {
+      acc[i][0] = _mm512_setzero_ps();
+      acc[i][1] = _mm512_setzero_ps();
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + nr - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; ++p) {
+      const __m512 b0 = _mm512_load_ps(b);
+      const __m512 b1 = kHalf ? b0 : _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+      for (int i = 0; i < kMR; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i * row_step]);
+        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+        if (!kHalf) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      }
+      a += k_step;
+      b += kNR;
+    }
+    if (!kHalf && mr == kMR && nr == kNR) {
+#pragma GCC unroll 12
+      for (int i = 0; i < kMR; ++i) {
+        Store(c + i * ldc, acc[i][0], 0xFFFF, accumulate);
+        Store(c + i * ldc + 16, acc[i][1], 0xFFFF, accumulate);
+      }
+      return;
+    }
+    // Edge tile: masked stores write only the valid corner (fast with AVX-512, unlike the
+    // AVX2 vmaskmovps).
+    const __mmask16 lo = nr >= 16 ? 0xFFFF : (1u << nr) - 1;
+    const __mmask16 hi = nr <= 16 ? 0 : (1u << (nr - 16)) - 1;
+#pragma GCC unroll 12
+    for (int i = 0; i < kMR; ++i) {
+      if (i >= mr) continue;
+      Store(c + i * ldc, acc[i][0], lo, accumulate);
+      if (!kHalf) Store(c + i * ldc + 16, acc[i][1], hi, accumulate);
+    }
+  }
+
+ private:
+  // 16 floats at c (the lanes set in `mask`) = v (+ c when accumulating).
+  __attribute__((target(NEEDLE_GEMM_AVX512_TARGET), always_inline)) static inline void Store(
+      float* c, __m512 v, __mmask16 mask, bool accumulate) {
+    if (mask == 0xFFFF) {
+      if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(c));
+      _mm512_storeu_ps(c, v);
+    } else {
+      if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, c));
+      _mm512_mask_storeu_ps(c, mask, v);
+    }
+  }
+};
 #endif  // NEEDLE_GEMM_X86
 
 }  // namespace gemm_detail

@@ -541,6 +541,48 @@ void Gemm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, 
                 b_batch_stride, b_transposed ? n : p, out.ptr, m * p, p, false);
 }
 
+// out (m x p) = A (m x n) @ opB (n x p), A the view (a_shape, a_strides, a_offset) of `a` split into
+// row dims (the first a_row_dims) and column dims, 1 to 3 each: an implicit GEMM over an im2col view.
+void GemmStridedA(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p,
+                  const Shape& a_shape, const Shape& a_strides, int64_t a_offset, int64_t a_row_dims,
+                  int64_t b_offset, bool b_transposed) {
+  const char* fn = "gemm_strided_a";
+  CheckMnp(fn, m, n, p);
+  const int64_t dims = static_cast<int64_t>(a_shape.size());
+  constexpr int64_t kMaxDims = gemm_detail::StridedA::kDims;
+  if (a_row_dims < 1 || a_row_dims > kMaxDims || dims - a_row_dims < 1 || dims - a_row_dims > kMaxDims)
+    throw std::invalid_argument(std::string(fn) + ": A view shape " + Str(a_shape) + " split after " +
+                                std::to_string(a_row_dims) +
+                                " dims: need 1 to 3 row dims and 1 to 3 column dims");
+  CheckView(fn, a_shape, a_strides, a_offset, a.size);
+  const Shape row_shape(a_shape.begin(), a_shape.begin() + a_row_dims);
+  const Shape col_shape(a_shape.begin() + a_row_dims, a_shape.end());
+  int64_t row_count = 1, col_count = 1;
+  for (int64_t d : row_shape) row_count *= d;  // no overflow: CheckView bounded the product
+  for (int64_t d : col_shape) col_count *= d;
+  if (row_count != m || col_count != n)
+    throw std::invalid_argument(std::string(fn) + ": A view shape " + Str(a_shape) + " split after " +
+                                std::to_string(a_row_dims) + " dims is " + std::to_string(row_count) +
+                                " x " + std::to_string(col_count) + ", expected m x n = " +
+                                std::to_string(m) + " x " + std::to_string(n));
+  CheckHolds(fn, "out", out.size, CheckedProduct(fn, {m, p}));
+  CheckView(fn, {n, p}, b_transposed ? Shape{1, n} : Shape{p, 1}, b_offset, b.size);
+  if (m == 0 || p == 0) return;
+  gemm_detail::StridedA view;
+  for (int64_t i = 0; i < kMaxDims; ++i) {
+    const int64_t r = i - (kMaxDims - a_row_dims), c = i - (kMaxDims - (dims - a_row_dims));
+    view.row_shape[i] = r < 0 ? 1 : a_shape[r];
+    view.row_strides[i] = r < 0 ? 0 : a_strides[r];
+    view.col_shape[i] = c < 0 ? 1 : a_shape[a_row_dims + c];
+    view.col_strides[i] = c < 0 ? 0 : a_strides[a_row_dims + c];
+  }
+  // n == 0: the (empty, unchecked) operands are never read and sgemm writes zeros
+  const float* A = n == 0 ? a.ptr : a.ptr + a_offset;
+  const float* B = n == 0 ? b.ptr : b.ptr + b_offset;
+  pybind11::gil_scoped_release release;
+  sgemm_strided_a(b_transposed, m, p, n, A, view, B, b_transposed ? n : p, out.ptr, p);
+}
+
 // ------------------------------------------------------------------------ pooling (NHWC)
 void MaxPool2d(const Array& a, Array& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
@@ -648,6 +690,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("gemm", Gemm,
         "gemm(a, b, out, batch, m, n, p, a_offset, a_batch_stride, a_transposed, b_offset, "
         "b_batch_stride, b_transposed): out[i] (m x p) = opA_i (m x n) @ opB_i (n x p), i < batch.");
+  m.def("gemm_strided_a", GemmStridedA,
+        "gemm_strided_a(a, b, out, m, n, p, a_shape, a_strides, a_offset, a_row_dims, b_offset, "
+        "b_transposed): out (m x p) = A @ opB, A (m x n) a strided view of a (implicit GEMM).");
   m.def("reduce_sum", ReduceSum, "reduce_sum(a, out, reduce_size): out[i] = sum of row i of a.", Release());
   m.def("reduce_max", ReduceMax, "reduce_max(a, out, reduce_size): out[i] = max of row i of a.", Release());
   m.def("softmax_rows", SoftmaxRowsFn, "softmax_rows(a, out, row_size): stable softmax of each row.", Release());

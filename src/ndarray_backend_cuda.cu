@@ -1,13 +1,16 @@
-// needle CUDA backend: the function table of docs/backends.md on an NVIDIA GPU (FP32 only).
+// needle CUDA backend: the function table of docs/backends.md on an NVIDIA GPU (FP32; TF32
+// tensor cores for GEMMs only when NEEDLE_CUDA_TF32=1).
 //
 // Argument order, always: inputs, then out, then sizes/params. Letters: N batch, H/W spatial,
 // C channels, kh/kw kernel, sh/sw stride, ph/pw padding, m/n/p matmul sizes ((m,n) @ (n,p)).
 // Buffers are flat float32 `Array`s in device memory; NDArray (Python) owns all shape / stride
 // logic and passes explicit (shape, strides, offset) views to compact / setitem / scatter_add.
 //
-// Layout of this translation unit: header comment -> helpers (cuda_common.cuh: CUDA_CHECK,
-// validation, view metadata; cuda_memory.cuh: device discovery, allocator, Array) -> kernels
-// (cuda_kernels.cuh, cuda_gemm.cuh) -> launchers (below) -> pybind11 bindings.
+// Layout: header comment -> helpers (cuda_common.cuh: CUDA_CHECK, validation, view metadata;
+// cuda_memory.cuh: device discovery, allocator, uploads, Array) -> kernels (cuda_kernels.cuh;
+// cuda_gemm.cuh FP32 SGEMM; cuda_gemm_tf32.cuh tensor cores) -> launchers (cuda_launch.cuh,
+// cuda_gemm_launch.cuh, the small pooling / training ones below) -> this file: the entry points
+// (validation, then a launcher) and the pybind11 bindings.
 // Every argument is validated on the host before anything is launched (ValueError / IndexError
 // with the numpy backend's messages); every launch is followed by CUDA_CHECK_LAUNCH(); CUDA
 // errors become RuntimeError with file:line. All work is queued on the legacy default stream:
@@ -27,8 +30,9 @@
 #include <vector>
 
 #include "cuda_common.cuh"
-#include "cuda_gemm.cuh"
+#include "cuda_gemm_launch.cuh"
 #include "cuda_kernels.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
 
 namespace needle {
@@ -37,148 +41,6 @@ namespace cuda {
 namespace py = pybind11;
 
 constexpr int kTileSize = 8;  // __tile_size__ of the matmul_tiled layout
-constexpr int kThreads = 256;  // block size of the element-wise / view / pooling kernels
-
-// ------------------------------------------------------------------------------------ launch helpers
-
-// Blocks for a grid-stride kernel over `work` items of `per_block` each: enough to fill the GPU,
-// never more than needed.
-unsigned GridFor(int64_t work, int64_t per_block = kThreads) {
-  const int64_t want = (work + per_block - 1) / per_block;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{NumSMs()} * 16)));
-}
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-template <typename Op>
-void LaunchBinary(const float* a, const float* b, float* out, int64_t n, Op op) {
-  if (n == 0) return;
-  const bool vec = Aligned16(a) && Aligned16(b) && Aligned16(out);
-  EwiseBinaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, b, out, n, vec, op);
-  CUDA_CHECK_LAUNCH();
-}
-
-template <typename Op>
-void LaunchUnary(const float* a, float* out, int64_t n, Op op) {
-  if (n == 0) return;
-  const bool vec = Aligned16(a) && Aligned16(out);
-  EwiseUnaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, out, n, vec, op);
-  CUDA_CHECK_LAUNCH();
-}
-
-void LaunchFill(float* out, int64_t n, float val) {
-  if (n == 0) return;
-  const bool vec = Aligned16(out);
-  FillKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(out, n, vec, val);
-  CUDA_CHECK_LAUNCH();
-}
-
-// A validated view, coalesced, ready to pass to a kernel.
-struct DeviceView {
-  ViewMeta meta{};
-  int64_t numel = 0;
-  DeviceBuffer ext;  // shape and strides, when they do not fit in ViewMeta
-
-  // The view is one contiguous run of numel elements starting at meta.offset.
-  bool contiguous() const { return meta.ndim == 0 || (meta.ndim == 1 && meta.strides[0] == 1); }
-};
-
-DeviceView MakeView(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
-                    int64_t offset, int64_t numel) {
-  DeviceView v;
-  v.numel = numel;
-  v.meta.offset = offset;
-  std::vector<int64_t> sh, st;
-  Coalesce(shape, strides, &sh, &st);
-  v.meta.ndim = static_cast<int32_t>(sh.size());
-  if (sh.size() <= static_cast<size_t>(kInlineDims)) {
-    std::copy(sh.begin(), sh.end(), v.meta.shape);
-    std::copy(st.begin(), st.end(), v.meta.strides);
-    v.meta.ext = nullptr;
-  } else {
-    // Rare (> 8 dims that cannot be merged): one small synchronous upload.
-    std::vector<int64_t> host(sh);
-    host.insert(host.end(), st.begin(), st.end());
-    v.ext = DeviceBuffer(host.size() * sizeof(int64_t));
-    CUDA_CHECK(cudaMemcpy(v.ext.as<int64_t>(), host.data(), host.size() * sizeof(int64_t),
-                          cudaMemcpyHostToDevice));
-    v.meta.ext = v.ext.as<int64_t>();
-  }
-  return v;
-}
-
-enum class ViewOp { kCompact, kSetitem, kScalarSetitem, kScatterAdd };
-
-template <typename IdxT>
-void LaunchViewT(ViewOp op, const float* a, float val, float* out, const DeviceView& v) {
-  const IdxT n = static_cast<IdxT>(v.numel);
-  const unsigned grid = GridFor(v.numel);
-  switch (op) {
-    case ViewOp::kCompact: CompactKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
-    case ViewOp::kSetitem: SetitemKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
-    case ViewOp::kScalarSetitem: ScalarSetitemKernel<IdxT><<<grid, kThreads>>>(val, out, v.meta, n); break;
-    case ViewOp::kScatterAdd: ScatterAddKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
-  }
-  CUDA_CHECK_LAUNCH();
-}
-
-// 32-bit index arithmetic whenever the element count allows it (i + grid stride < 2^32).
-void LaunchView(ViewOp op, const float* a, float val, float* out, const DeviceView& v) {
-  if (v.numel == 0) return;
-  if (v.numel < (int64_t{1} << 31))
-    LaunchViewT<uint32_t>(op, a, val, out, v);
-  else
-    LaunchViewT<uint64_t>(op, a, val, out, v);
-}
-
-// The view's last two dims, once coalesced, are (rows, cols) with rows contiguous in the source
-// (a transpose, possibly batched): worth a tiled transpose when both are not tiny.
-bool IsBatchedTranspose(const DeviceView& v) {
-  const int nd = v.meta.ndim;
-  return v.meta.ext == nullptr && nd >= 2 && v.meta.strides[nd - 2] == 1 && v.meta.strides[nd - 1] != 1 &&
-         v.meta.shape[nd - 2] >= 8 && v.meta.shape[nd - 1] >= 8;
-}
-
-void LaunchTransposeCompact(const float* src, float* dst, const DeviceView& v) {
-  const int nd = v.meta.ndim;
-  const int64_t rows = v.meta.shape[nd - 2], cols = v.meta.shape[nd - 1];
-  ViewMeta batch = v.meta;  // the leading dims, and the offset
-  batch.ndim = nd - 2;
-  const int64_t nbatch = v.numel / (rows * cols);
-  const int64_t tiles_c = (cols + 31) / 32, tiles = ((rows + 31) / 32) * tiles_c;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tiles, INT_MAX)), 1,
-                  static_cast<unsigned>(std::min<int64_t>(nbatch, 65535)));
-  const dim3 block(32, 8);
-  if (nbatch < (int64_t{1} << 31))
-    TransposeCompactKernel<uint32_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
-                                                      v.meta.strides[nd - 1], tiles_c, tiles);
-  else
-    TransposeCompactKernel<uint64_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
-                                                      v.meta.strides[nd - 1], tiles_c, tiles);
-  CUDA_CHECK_LAUNCH();
-}
-
-// Gathers view `v` of `src` into compact `dst` (numel elements).
-void CompactInto(const float* src, float* dst, const DeviceView& v) {
-  if (v.numel == 0) return;
-  if (v.contiguous()) {
-    CUDA_CHECK(cudaMemcpyAsync(dst, src + v.meta.offset, v.numel * sizeof(float),
-                               cudaMemcpyDeviceToDevice, 0));
-  } else if (IsBatchedTranspose(v)) {
-    LaunchTransposeCompact(src, dst, v);
-  } else {
-    LaunchView(ViewOp::kCompact, src, 0.0f, dst, v);
-  }
-}
-
-// When a kernel reads `a` while writing through a view of the same buffer, read a copy.
-const float* Unaliased(const CudaArray& a, const CudaArray& out, int64_t count, DeviceBuffer* keep) {
-  if (a.data != out.data || count == 0) return a.data;
-  *keep = DeviceBuffer(count * sizeof(float));
-  CUDA_CHECK(cudaMemcpyAsync(keep->as<float>(), a.data, count * sizeof(float),
-                             cudaMemcpyDeviceToDevice, 0));
-  return keep->as<float>();
-}
 
 // ------------------------------------------------------------------------------------ copies and views
 
@@ -205,7 +67,7 @@ void FromNumpy(py::array_t<float, py::array::c_style | py::array::forcecast> a, 
     throw std::invalid_argument("from_numpy: array of " + Str(a.size()) + " elements into a buffer of " +
                                 Str(out.size));
   if (out.size == 0) return;
-  CUDA_CHECK(cudaMemcpy(out.data, a.data(), out.size * sizeof(float), cudaMemcpyHostToDevice));
+  UploadAsync(out.data, a.data(), out.size * sizeof(float));
 }
 
 void Fill(CudaArray& out, float val) { LaunchFill(out.data, out.size, val); }
@@ -307,24 +169,18 @@ void CheckMNP(const char* fn, int64_t m, int64_t n, int64_t p) {
                                 " p=" + Str(p));
 }
 
-template <class T, Layout LA, Layout LB>
-void LaunchSgemmT(GemmArgs g) {
-  g.tiles_p = (g.p + T::BN - 1) / T::BN;
-  g.tiles = ((g.m + T::BM - 1) / T::BM) * g.tiles_p;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(g.tiles, INT_MAX)), 1,
-                  static_cast<unsigned>(std::min<int64_t>(g.batch, 65535)));
-  SgemmKernel<T, LA, LB><<<grid, T::kThreads>>>(g);
-  CUDA_CHECK_LAUNCH();
-}
-
-// Big 128 x 128 tiles when they alone fill the GPU, else 64 x 64 tiles for more parallelism.
-template <Layout LA, Layout LB>
-void LaunchSgemm(const GemmArgs& g) {
-  const int64_t big = ((g.m + BigTile::BM - 1) / BigTile::BM) * ((g.p + BigTile::BN - 1) / BigTile::BN);
-  if (big * g.batch >= NumSMs())
-    LaunchSgemmT<BigTile, LA, LB>(g);
-  else
-    LaunchSgemmT<SmallTile, LA, LB>(g);
+// The operands and sizes of a GEMM launch; offsets, batch strides and vector flags stay 0.
+GemmArgs BaseGemmArgs(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch,
+                      int64_t m, int64_t n, int64_t p) {
+  GemmArgs g{};
+  g.a = a.data;
+  g.b = b.data;
+  g.c = out.data;
+  g.batch = batch;
+  g.m = static_cast<int>(m);
+  g.n = static_cast<int>(n);
+  g.p = static_cast<int>(p);
+  return g;
 }
 
 void Gemm(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch, int64_t m, int64_t n,
@@ -341,14 +197,7 @@ void Gemm(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch,
   CheckView("gemm", a.size, a_shape, a_strides, a_offset);
   CheckView("gemm", b.size, b_shape, b_strides, b_offset);
   if (batch * m * p == 0) return;
-  GemmArgs g{};
-  g.a = a.data;
-  g.b = b.data;
-  g.c = out.data;
-  g.batch = batch;
-  g.m = static_cast<int>(m);
-  g.n = static_cast<int>(n);
-  g.p = static_cast<int>(p);
+  GemmArgs g = BaseGemmArgs(a, b, out, batch, m, n, p);
   g.a_offset = a_offset;
   g.a_batch_stride = a_batch_stride;
   g.b_offset = b_offset;
@@ -360,13 +209,50 @@ void Gemm(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch,
   g.vec_b = Aligned16(b.data) && b_offset % 4 == 0 && b_batch_stride % 4 == 0 && ldb % 4 == 0;
   g.vec_c = Aligned16(out.data) && p % 4 == 0;
   if (a_transposed && b_transposed)
-    LaunchSgemm<Layout::kTransposed, Layout::kTransposed>(g);
+    LaunchGemm<Layout::kTransposed, Layout::kTransposed>(g);
   else if (a_transposed)
-    LaunchSgemm<Layout::kTransposed, Layout::kRowMajor>(g);
+    LaunchGemm<Layout::kTransposed, Layout::kRowMajor>(g);
   else if (b_transposed)
-    LaunchSgemm<Layout::kRowMajor, Layout::kTransposed>(g);
+    LaunchGemm<Layout::kRowMajor, Layout::kTransposed>(g);
   else
-    LaunchSgemm<Layout::kRowMajor, Layout::kRowMajor>(g);
+    LaunchGemm<Layout::kRowMajor, Layout::kRowMajor>(g);
+}
+
+// Implicit GEMM: out (m x p) = A @ opB with A the strided view (a_shape, a_strides, a_offset) of
+// `a`, its first a_row_dims dims the rows (e.g. an im2col view N,Ho,Wo | KH,KW,C), read in place.
+void GemmStridedA(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m, int64_t n, int64_t p,
+                  const std::vector<int64_t>& a_shape, const std::vector<int64_t>& a_strides, int64_t a_offset,
+                  int64_t a_row_dims, int64_t b_offset, bool b_transposed) {
+  const char* fn = "gemm_strided_a";
+  CheckMNP(fn, m, n, p);
+  const int64_t ndim = static_cast<int64_t>(a_shape.size());
+  if (a_row_dims < 1 || a_row_dims > 3 || ndim - a_row_dims < 1 || ndim - a_row_dims > 3)
+    throw std::invalid_argument(std::string(fn) + ": A view shape " + Tup(a_shape) + " split after " +
+                                Str(a_row_dims) + " dims: need 1 to 3 row dims and 1 to 3 column dims");
+  const int64_t rows = Prod(fn, {a_shape.begin(), a_shape.begin() + a_row_dims});
+  const int64_t cols = Prod(fn, {a_shape.begin() + a_row_dims, a_shape.end()});
+  if (rows != m || cols != n)
+    throw std::invalid_argument(std::string(fn) + ": A view shape " + Tup(a_shape) + " split after " +
+                                Str(a_row_dims) + " dims is " + Str(rows) + " x " + Str(cols) +
+                                ", expected m x n = " + Str(m) + " x " + Str(n));
+  CheckSize(fn, "out", out.size, CheckedMul(fn, m, p));
+  CheckView(fn, a.size, a_shape, a_strides, a_offset);
+  CheckView(fn, b.size, {n, p}, b_transposed ? std::vector<int64_t>{1, n} : std::vector<int64_t>{p, 1}, b_offset);
+  if (m * p == 0) return;
+  if (n == 0) {  // an empty sum; the view may hold 0-length dims the index maps cannot take
+    LaunchFill(out.data, m * p, 0.0f);
+    return;
+  }
+  GemmArgs g = BaseGemmArgs(a, b, out, 1, m, n, p);
+  g.a_offset = a_offset;
+  g.b_offset = b_offset;
+  g.vec_b = Aligned16(b.data) && b_offset % 4 == 0 && (b_transposed ? n : p) % 4 == 0;
+  g.vec_c = Aligned16(out.data) && p % 4 == 0;
+  const size_t row_dims = static_cast<size_t>(a_row_dims);
+  if (b_transposed)
+    LaunchGemmStridedA<Layout::kTransposed>(g, a_shape, a_strides, row_dims);
+  else
+    LaunchGemmStridedA<Layout::kRowMajor>(g, a_shape, a_strides, row_dims);
 }
 
 void Matmul(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m, int64_t n, int64_t p) {
@@ -387,14 +273,7 @@ void MatmulTiled(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t
   CheckSize("matmul_tiled", "b", b.size, CheckedMul("matmul_tiled", n, p));
   CheckSize("matmul_tiled", "out", out.size, CheckedMul("matmul_tiled", m, p));
   if (m * p == 0) return;
-  GemmArgs g{};
-  g.a = a.data;
-  g.b = b.data;
-  g.c = out.data;
-  g.batch = 1;
-  g.m = static_cast<int>(m);
-  g.n = static_cast<int>(n);
-  g.p = static_cast<int>(p);
+  GemmArgs g = BaseGemmArgs(a, b, out, 1, m, n, p);
   g.vec_a = Aligned16(a.data);  // tile rows are 8 floats: every quad is aligned
   g.vec_b = Aligned16(b.data);
   g.vec_c = Aligned16(out.data);
@@ -402,32 +281,6 @@ void MatmulTiled(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t
 }
 
 // ------------------------------------------------------------------------------------ reductions
-
-// out[r] = reduce(a[r*row_len : (r+1)*row_len]) for r < rows.
-template <typename Op>
-void LaunchReduce(const float* a, float* out, int64_t rows, int64_t row_len) {
-  if (rows == 0) return;
-  const int64_t sms = NumSMs();
-  if (row_len <= 1024) {  // a warp per row
-    ReduceWarpKernel<Op><<<GridFor(rows, kThreads / kWarp), kThreads>>>(a, out, rows, row_len);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
-  if (rows >= 2 * sms || row_len < 65536) {  // a block per row
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, sms * 16));
-    ReduceBlockKernel<Op><<<grid, kThreads>>>(a, out, rows, row_len, row_len, 1);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
-  // Few very long rows: split each into chunks (pass 1), then reduce the partials (pass 2).
-  const int64_t chunks = std::min((4 * sms + rows - 1) / rows, (row_len + 4095) / 4096);
-  const int64_t chunk_len = (row_len + chunks - 1) / chunks;
-  DeviceBuffer partial(rows * chunks * sizeof(float));
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows * chunks, sms * 16));
-  ReduceBlockKernel<Op><<<grid, kThreads>>>(a, partial.as<float>(), rows, row_len, chunk_len, chunks);
-  CUDA_CHECK_LAUNCH();
-  LaunchReduce<Op>(partial.as<float>(), out, rows, chunks);
-}
 
 void CheckRowSize(const char* fn, int64_t row_size) {
   if (row_size <= 0)
@@ -463,28 +316,7 @@ void Softmax(const CudaArray& a, CudaArray& out, int64_t row_size) {
   const char* fn = kLog ? "log_softmax_rows" : "softmax_rows";
   CheckWholeRows(fn, a.size, row_size);
   CheckSize(fn, "out", out.size, a.size);
-  const int64_t rows = a.size / row_size;
-  if (rows == 0) return;
-  if (row_size <= 32 * 32) {  // a warp per row, the row in registers
-    const unsigned grid = GridFor(rows, kThreads / kWarp);
-    const int len = static_cast<int>(row_size);
-    if (row_size <= 32)
-      SoftmaxWarpKernel<1, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-    else if (row_size <= 64)
-      SoftmaxWarpKernel<2, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-    else if (row_size <= 128)
-      SoftmaxWarpKernel<4, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-    else if (row_size <= 256)
-      SoftmaxWarpKernel<8, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-    else if (row_size <= 512)
-      SoftmaxWarpKernel<16, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-    else
-      SoftmaxWarpKernel<32, kLog><<<grid, kThreads>>>(a.data, out.data, rows, len);
-  } else {  // a block per row
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{NumSMs()} * 16));
-    SoftmaxBlockKernel<kLog><<<grid, 512>>>(a.data, out.data, rows, row_size);
-  }
-  CUDA_CHECK_LAUNCH();
+  LaunchSoftmax<kLog>(a.data, out.data, a.size / row_size, row_size);
 }
 
 void SoftmaxBackward(const CudaArray& y, const CudaArray& g, CudaArray& out, int64_t row_size) {
@@ -578,12 +410,7 @@ void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaAr
   if (n == 0) return;
   DeviceBuffer keep;
   const float* src = Unaliased(b, out, b.size, &keep);
-  const DeviceView v = MakeView(shape, strides, offset, n);
-  if (n < (int64_t{1} << 31))
-    EwiseViewKernel<uint32_t><<<GridFor(n), kThreads>>>(a.data, src, out.data, v.meta, static_cast<uint32_t>(n), Op());
-  else
-    EwiseViewKernel<uint64_t><<<GridFor(n), kThreads>>>(a.data, src, out.data, v.meta, static_cast<uint64_t>(n), Op());
-  CUDA_CHECK_LAUNCH();
+  LaunchEwiseView<Op>(a.data, src, out.data, MakeView(shape, strides, offset, n));
 }
 
 template <typename Op>
@@ -604,12 +431,8 @@ void SgdUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaA
   CheckSize(fn, "grad", g.size, n);
   CheckSize(fn, "u_out", u_out.size, n);
   if (has_u) CheckSize(fn, "u", u.size, n);
-  if (n == 0) return;
-  SgdUpdateKernel<<<GridFor(n), kThreads>>>(w.data, g.data, u.data, w_out.data, u_out.data, n,
-                                            static_cast<float>(momentum), static_cast<float>(dampening),
-                                            static_cast<float>(neg_lr), static_cast<float>(weight_decay),
-                                            weight_decay != 0.0, has_u);
-  CUDA_CHECK_LAUNCH();
+  LaunchSgdUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, momentum, dampening, neg_lr, weight_decay,
+                  has_u);
 }
 
 // ------------------------------------------------------------------------------------ batch norm
@@ -632,13 +455,7 @@ void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b
   CheckSize(fn, "mean", mean.size, C);
   CheckSize(fn, "var", var.size, C);
   if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
-  DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
-  BatchNormStatsKernel<<<static_cast<unsigned>(C), kThreads>>>(x.data, w.data, mean.data, var.data,
-                                                               scale.as<float>(), rows, C, inner, eps);
-  CUDA_CHECK_LAUNCH();
-  BatchNormApplyKernel<<<GridFor(n), kThreads>>>(x.data, mean.data, scale.as<float>(), b.data, out.data, n, C,
-                                                 inner);
-  CUDA_CHECK_LAUNCH();
+  LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, rows, C, inner, eps);
 }
 
 void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
@@ -655,14 +472,8 @@ void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& 
   CheckSize(fn, "dw", dw.size, C);
   CheckSize(fn, "db", db.size, C);
   if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
-  DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
-  BatchNormGradSumsKernel<<<static_cast<unsigned>(C), kThreads>>>(x.data, g.data, w.data, mean.data, var.data,
-                                                                  dw.data, db.data, k.as<float>(), rows, C,
-                                                                  inner, eps);
-  CUDA_CHECK_LAUNCH();
-  BatchNormGradApplyKernel<<<GridFor(n), kThreads>>>(x.data, g.data, mean.data, k.as<float>(), dx.data, n, C,
-                                                     inner);
-  CUDA_CHECK_LAUNCH();
+  LaunchBatchNormBackward(x.data, g.data, w.data, mean.data, var.data, dx.data, dw.data, db.data, rows, C, inner,
+                          eps);
 }
 
 // Bindings of the element-wise families: (a, b, out), (a, val, out), (a, out).
@@ -744,6 +555,8 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   m.def("gemm", &Gemm, arg("a"), arg("b"), arg("out"), arg("batch"), arg("m"), arg("n"), arg("p"),
         arg("a_offset"), arg("a_batch_stride"), arg("a_transposed"), arg("b_offset"), arg("b_batch_stride"),
         arg("b_transposed"));
+  m.def("gemm_strided_a", &GemmStridedA, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"),
+        arg("a_shape"), arg("a_strides"), arg("a_offset"), arg("a_row_dims"), arg("b_offset"), arg("b_transposed"));
 
   m.def("reduce_sum", &ReduceSum, arg("a"), arg("out"), arg("reduce_size"));
   m.def("reduce_max", &ReduceMax, arg("a"), arg("out"), arg("reduce_size"));

@@ -532,7 +532,10 @@ def test_data_batch_grad_is_deferred_but_exact(device, create_graph):
     assert x.grad is not None and x.grad.cached_data is None  # not computed yet
     eager_x = ndl.Tensor(x_np, device=device)
     ndl.conv(eager_x, w, stride=2, padding=1).sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), eager_x.grad.numpy())
+    if device.name == "cuda":  # col2im adds with atomics, whose order varies from run to run
+        np.testing.assert_allclose(x.grad.numpy(), eager_x.grad.numpy(), rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(x.grad.numpy(), eager_x.grad.numpy())
     assert x.grad.shape == x.shape
     # once read, a no-graph gradient is a plain constant (nothing else kept alive)
     assert (x.grad.op is None) == (not create_graph)

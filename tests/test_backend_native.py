@@ -287,7 +287,11 @@ def test_scatter_add_overlapping(mod, size, shape, strides, offset):
         out = put(m, base)
         m.scatter_add(put(m, vals), out, shape, strides, offset)
         res.append(get(m, out))
-    close(res[0], res[1], rtol=1e-5, atol=1e-4)
+    # float32 sums in another order (CUDA atomics): the error grows with the number of terms
+    terms = np.zeros(size)
+    np.add.at(terms, _flat(shape, strides, offset).reshape(-1), 1)
+    err = np.abs(res[1].astype(np.float64) - res[0])
+    assert np.all(err <= 1e-4 * np.sqrt(terms + 1) + 1e-5 * np.abs(res[0])), err.max()
 
 
 def test_scatter_add_counts_every_contribution(mod):
@@ -400,6 +404,60 @@ def test_gemm(mod, batch, m, n, p, ao, abs_, at, bo, bbs, bt):
     a, b = both(mod, "gemm", [x, y], batch * m * p + 1, batch, m, n, p, ao, abs_, at, bo, bbs, bt,
                 fill=np.nan)
     close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _im2col_view(n, h, w, c, k, stride, dilation=1):
+    """(shape, strides) of the N x Ho x Wo x KH x KW x C windows of an NHWC buffer."""
+    ho, wo = (h - dilation * (k - 1) - 1) // stride + 1, (w - dilation * (k - 1) - 1) // stride + 1
+    return ((n, ho, wo, k, k, c),
+            (h * w * c, stride * w * c, stride * c, dilation * w * c, dilation * c, 1))
+
+
+def _transposed_view(view):
+    """The same view with its three row dims and three column dims swapped (im2col^T)."""
+    shape, strides = view
+    return shape[3:] + shape[:3], strides[3:] + strides[:3]
+
+
+STRIDED_A = [
+    # (buffer size, view shape, strides, offset, row dims)
+    (2 * 9 * 9 * 3, *_im2col_view(2, 9, 9, 3, 3, 1), 0, 3),      # forward im2col, RGB stem
+    (3 * 8 * 8 * 16, *_im2col_view(3, 8, 8, 16, 3, 2), 0, 3),    # stride 2
+    (2 * 9 * 9 * 7, *_im2col_view(2, 9, 9, 7, 3, 1, 2), 0, 3),   # dilation 2, odd channels
+    (2 * 6 * 6 * 33, *_im2col_view(2, 6, 6, 33, 1, 1), 0, 3),    # 1 x 1 taps
+    (2 * 9 * 9 * 3, *_transposed_view(_im2col_view(2, 9, 9, 3, 3, 1)), 0, 3),   # weight grad
+    (2 * 7 * 7 * 16, *_transposed_view(_im2col_view(2, 7, 7, 16, 3, 1)), 0, 3),
+    (2 * 7 * 7 * 20, *_transposed_view(_im2col_view(2, 7, 7, 20, 2, 2)), 0, 3),
+    (4 * 20 * 20 * 48, *_im2col_view(4, 20, 20, 48, 3, 1), 0, 3),  # threads, two k blocks
+    (4 * 20 * 20 * 48, *_transposed_view(_im2col_view(4, 20, 20, 48, 3, 1)), 0, 3),
+    (40, (5, 8), (1, 5), 0, 1),                                   # a column-major matrix
+    (60, (3, 4, 5), (-20, 5, 1), 40, 1),                          # negative stride, 1 + 2 dims
+    (60, (4, 3, 5), (5, 0, 1), 0, 2),                             # a broadcast (zero stride)
+    (13, (13, 1), (1, 0), 0, 1),                                  # 13 x 1
+    (40, (5, 0), (1, 5), 0, 1),                                   # n = 0: out = 0
+]
+
+
+@pytest.mark.parametrize("size,shape,strides,offset,row_dims", STRIDED_A)
+@pytest.mark.parametrize("p,bt", [(17, False), (1, True), (40, True)])
+def test_gemm_strided_a(mod, size, shape, strides, offset, row_dims, p, bt):
+    m, n = int(np.prod(shape[:row_dims])), int(np.prod(shape[row_dims:]))
+    x, y = RNG.standard_normal(size), RNG.standard_normal(n * p + 3)
+    a, b = both(mod, "gemm_strided_a", [x, y], m * p + 1, m, n, p, shape, strides, offset,
+                row_dims, 3, bt, fill=np.nan)
+    atol = 1e-4 + 1e-6 * n  # sums of n products in another order: cancellation near 0
+    close(a, b, rtol=1e-4, atol=atol)
+    view = x.astype(np.float32)[_flat(shape, strides, offset)]  # independent of the spec
+    bm = y[3:3 + n * p].reshape((p, n)).T if bt else y[3:3 + n * p].reshape((n, p))
+    close(view.reshape(m, n).astype(np.float64) @ bm, b[:m * p].reshape(m, p), rtol=1e-4,
+          atol=atol)
+
+
+def _flat(shape, strides, offset):
+    idx = np.full((), offset, dtype=np.int64)
+    for n, s in zip(shape, strides):
+        idx = idx[..., None] + np.arange(n, dtype=np.int64) * s
+    return idx
 
 
 # ---------------------------------------------------------------- reductions and softmax
@@ -545,6 +603,23 @@ BAD_CALLS = [
                                     6, True)),
     (IndexError, "gemm", lambda m: (_a(m, 12), _a(m, 12), _a(m, 8), 2, 2, 3, 2, 0, -6, False, 0,
                                     6, False)),
+    (IndexError, "gemm_strided_a", lambda m: (_a(m, 11), _a(m, 6), _a(m, 8), 4, 3, 2, (4, 3),
+                                              (3, 1), 0, 1, 0, False)),
+    (IndexError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 6), _a(m, 8), 4, 3, 2, (4, 3),
+                                              (-3, 1), 0, 1, 0, False)),
+    (IndexError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 5), _a(m, 8), 4, 3, 2, (4, 3),
+                                              (3, 1), 0, 1, 0, True)),
+    (ValueError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 6), _a(m, 8), 4, 3, 2, (4, 3),
+                                              (3, 1), 0, 0, 0, False)),
+    (ValueError, "gemm_strided_a", lambda m: (_a(m, 64), _a(m, 6), _a(m, 8), 4, 3, 2,
+                                              (1, 1, 1, 1, 4, 3), (0, 0, 0, 0, 3, 1), 0, 4, 0,
+                                              False)),
+    (ValueError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 6), _a(m, 8), 4, 2, 2, (4, 3),
+                                              (3, 1), 0, 1, 0, False)),
+    (ValueError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 6), _a(m, 7), 4, 3, 2, (4, 3),
+                                              (3, 1), 0, 1, 0, False)),
+    (ValueError, "gemm_strided_a", lambda m: (_a(m, 12), _a(m, 6), _a(m, 8), 4, 3, 2, (4, 3),
+                                              (3,), 0, 1, 0, False)),
     (ValueError, "reduce_sum", lambda m: (_a(m, 5), _a(m, 2), 3)),
     (ValueError, "reduce_sum", lambda m: (_a(m, 5), _a(m, 2), -1)),
     (ValueError, "reduce_max", lambda m: (_a(m, 5), _a(m, 2), 0)),

@@ -243,15 +243,31 @@ def test_replaced_input_data_is_not_served_from_stale_columns(device):
                  what="dw from the replaced data")
 
 
-def test_large_columns_are_not_kept(device, monkeypatch):
+def test_kept_columns_are_a_view_of_the_padded_input(device):
+    """Without groups the kept columns are the im2col view itself (implicit GEMM): the node
+    holds one padded copy of the input, not KH*KW copies of it."""
+    x, w = T(np.random.randn(2, 5, 5, 3), device), T(np.random.randn(3, 3, 3, 4), device)
+    y = ndl.conv(x, w, padding=1)
+    cols = _kept(y)[1]
+    assert cols.shape == (2, 5, 5, 3, 3, 3) and not cols.is_compact()
+    assert cols._handle.size == 2 * 7 * 7 * 3  # the padded input's buffer
+
+
+def test_large_grouped_columns_are_not_kept(device, monkeypatch):
+    """A grouped conv gathers its columns into matrices: those are kept only when small."""
     monkeypatch.setattr(ops_conv, "_KEEP_COLS_MAX", 10)
-    x, w = T(np.random.randn(1, 4, 4, 2), device), T(np.random.randn(3, 3, 2, 2), device)
-    y = ndl.conv(x, w)
+    x, w = T(np.random.randn(1, 4, 4, 2), device), T(np.random.randn(3, 3, 1, 2), device)
+    y = ndl.conv(x, w, groups=2)
     assert _kept(y) is None
     go = np.random.randn(*y.shape)
     y.backward(T(go, device))
-    assert_close(w.grad, conv_weight_grad_loops(x.numpy(), go, 3, 1, 1), rtol=1e-4, atol=1e-4,
-                 what="dw, recomputed")
+    direct = ndl.conv_weight_grad(T(x.numpy(), device), T(go, device), 3, 1, 1, groups=2)
+    np.testing.assert_array_equal(w.grad.numpy(), direct.numpy())
+    xs = x.numpy()
+    for g in range(2):  # each group is a one-channel conv
+        assert_close(w.grad.numpy()[..., g:g + 1], conv_weight_grad_loops(
+            xs[..., g:g + 1], go[..., g:g + 1], 3, 1, 1), rtol=1e-4, atol=1e-4,
+            what=f"dw of group {g}, recomputed")
 
 
 def test_one_op_called_twice_keeps_each_gradient_right(device):

@@ -6,10 +6,13 @@ micro-tiles and of the 96 / 384 cache blocks is crossed. `accumulate` and leadin
 the matrix are only reachable from C++: `test_native_harness` compiles the standalone harness
 benchmarks/bench_gemm_native.cc and runs its correctness sweep, and `test_every_plan` compiles
 tests/gemm_plans_check.cc, which forces every thread plan (row / column / K splits, shared or
-private B blocks) whatever the core count and the cost model would pick.
+private B blocks) whatever the core count and the cost model would pick, then sweeps odd sizes.
+Both also run the AVX-512 kernel (12 x 32) with its intrinsics emulated on AVX2
+(tests/avx512_emulation.h), since this machine and CI have no AVX-512.
 """
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -214,9 +217,11 @@ print(worst)
 """
 
 
-def test_generic_kernel_forced_by_env():
-    """NEEDLE_GEMM_KERNEL=generic runs the portable kernel (what CPUs without AVX2 get)."""
-    res = run_python(GENERIC_CHECK, NEEDLE_GEMM_KERNEL="generic")
+@pytest.mark.parametrize("kernel", ["generic", "avx512"])
+def test_kernel_forced_by_env(kernel):
+    """NEEDLE_GEMM_KERNEL=generic runs the portable kernel (what CPUs without AVX2 get);
+    avx512 runs that kernel, or the best one below it on a CPU without AVX-512."""
+    res = run_python(GENERIC_CHECK, NEEDLE_GEMM_KERNEL=kernel)
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.split()[-1]) < 1.0, res.stdout
 
@@ -255,6 +260,7 @@ def test_unknown_kernel_name_raises():
     res = run_python(code, NEEDLE_GEMM_KERNEL="no-such-kernel")
     assert res.returncode == 0, res.stderr
     assert "ValueError:" in res.stdout and "NEEDLE_GEMM_KERNEL" in res.stdout, res.stdout
+    assert "avx512" in res.stdout, res.stdout  # the message lists the valid names
 
 
 def _cxx():
@@ -264,35 +270,79 @@ def _cxx():
     pytest.fail("no C++ compiler found (the package build needs one too); set CXX")
 
 
-def build_native(tmp_path, source, name):
+def build_native(tmp_path, source, name, emulate_avx512=False):
+    """Compiles a C++ checker; with emulate_avx512, its AVX-512 kernel runs on AVX2."""
     exe = tmp_path / name
-    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}", str(source),
+    emulation = ["-include", str(REPO / "tests" / "avx512_emulation.h")] if emulate_avx512 else []
+    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}", *emulation, str(source),
            "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stderr
     return exe
 
 
+def run_native(exe, kernel, *args):
+    """Runs a C++ checker with NEEDLE_GEMM_KERNEL=kernel; returns its output, which must report
+    no failure."""
+    res = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                         check=False, env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel,
+                                               OMP_WAIT_POLICY="passive"))  # idle threads sleep
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "failed=0" in res.stdout, res.stdout
+    return res.stdout
+
+
+def avx2_fma_here():
+    """Whether this CPU runs the AVX-512 emulation (AVX2 + FMA underneath)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: let the run report the kernel it got
+        return True
+    return "avx2" in flags and "fma" in flags
+
+
+needs_avx512_emulation = pytest.mark.skipif(
+    not avx2_fma_here(),
+    reason="the AVX-512 kernel is emulated on AVX2 + FMA, which this CPU lacks")
+
+PLANS_CHECK = REPO / "tests" / "gemm_plans_check.cc"
+NATIVE_HARNESS = REPO / "benchmarks" / "bench_gemm_native.cc"
+
+
 def test_every_plan(tmp_path):
     """Every thread plan (row, column and K splits; shared or private B blocks; 2 to 4 threads)
-    and both A paths (packed, read in place), forced one after the other, both kernels."""
-    exe = build_native(tmp_path, REPO / "tests" / "gemm_plans_check.cc", "plans")
-    for kernel in ["auto", "generic"]:
-        res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, check=False,
-                             env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel,
-                                      OMP_WAIT_POLICY="passive"))
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "failed=0" in res.stdout and "cases=352" in res.stdout, res.stdout
+    and both A paths (packed, read in place), forced one after the other, then odd sizes
+    (1, 7, 13, 16, 17, 31, 33, 257 in every position); the native kernels."""
+    exe = build_native(tmp_path, PLANS_CHECK, "plans")
+    outputs = [run_native(exe, "auto"), run_native(exe, "generic")]
+    if "kernel=avx512" in outputs[0]:  # auto ran AVX-512 natively: check AVX2 on its own too
+        outputs.append(run_native(exe, "avx2"))
+    for out in outputs:
+        assert "cases=2576" in out, out
+
+
+@needs_avx512_emulation
+def test_every_plan_avx512_emulated(tmp_path):
+    """The same checks on the AVX-512 kernel (12 x 32 tile, 256-deep k blocks: edges at other
+    sizes than AVX2's), its _mm512 intrinsics emulated lane for lane on AVX2."""
+    exe = build_native(tmp_path, PLANS_CHECK, "plans512", emulate_avx512=True)
+    out = run_native(exe, "avx512")
+    assert "kernel=avx512" in out and "cases=2576" in out, out
 
 
 def test_native_harness(tmp_path):
     """accumulate=true, leading dims wider than the matrix, k = 0, NaN-filled C (never read
-    unless accumulating), untouched padding columns: the C++ correctness sweep, both kernels."""
-    exe = build_native(tmp_path, REPO / "benchmarks" / "bench_gemm_native.cc", "bench_gemm")
+    unless accumulating), untouched padding columns: the C++ correctness sweep, both native
+    kernels."""
+    exe = build_native(tmp_path, NATIVE_HARNESS, "bench_gemm")
     for kernel in ["auto", "generic"]:
-        res = subprocess.run([str(exe), "check"], capture_output=True, text=True, timeout=300,
-                             check=False,
-                             env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel,
-                                      OMP_WAIT_POLICY="passive"))  # idle threads don't spin
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "failed=0" in res.stdout, res.stdout
+        run_native(exe, kernel, "check")
+
+
+@needs_avx512_emulation
+def test_native_harness_avx512_emulated(tmp_path):
+    """The C++ correctness sweep on the AVX-512 kernel, emulated on AVX2."""
+    exe = build_native(tmp_path, NATIVE_HARNESS, "bench_gemm512", emulate_avx512=True)
+    assert "kernel=avx512" in run_native(exe, "avx512", "check")

@@ -139,3 +139,27 @@ def test_reductions_match_numpy(dev, shape, data):
     np.testing.assert_allclose(a.sum(axes, keep).numpy(), x.sum(axes, keepdims=keep), rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_array_equal(a.max(axes, keep).numpy(), x.max(axes, keepdims=keep))
+
+
+@pytest.mark.parametrize("dev", DEVICES)
+@SETTINGS
+@given(chain=view_chains(), data=st.data())
+def test_flat_matmul_of_any_view_matches_numpy(dev, chain, data):
+    """flat_matmul reads a strided view as a matrix in place (gemm_strided_a): any view chain,
+    split anywhere, against numpy on the materialised view."""
+    device = getattr(nd, dev)()
+    shape, steps = chain
+    x = np.random.randn(*shape).astype(np.float32)
+    want = apply(x, steps, True)
+    a = apply(nd.array(x, device=device), steps, False)
+    if a.ndim < 2:
+        a, want = a.reshape(a.shape + (1,)), want.reshape(want.shape + (1,))
+    row_dims = data.draw(st.integers(1, a.ndim - 1))
+    m, n = int(np.prod(want.shape[:row_dims])), int(np.prod(want.shape[row_dims:]))
+    y = np.random.randn(n, data.draw(st.integers(1, 9))).astype(np.float32)
+    b = nd.array(y, device=device)
+    if data.draw(st.booleans()):  # a column-major right operand is read in place too
+        b = nd.array(y.T.copy(), device=device).permute((1, 0))
+    got = nd.flat_matmul(a, b, row_dims)
+    assert got.shape == (m, y.shape[1]) and got.is_compact()
+    np.testing.assert_allclose(got.numpy(), want.reshape(m, n) @ y, rtol=1e-4, atol=1e-4)

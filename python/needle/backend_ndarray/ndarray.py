@@ -7,19 +7,16 @@ as_strided) only edit (shape, strides, offset) and share the buffer.
 import builtins
 import functools
 import operator
-import os
 from functools import reduce
 
 import numpy as np
 
-from . import ndarray_backend_numpy
+from .device import _check_dtype, default_device
 
 __all__ = [
-    "BackendDevice", "NDArray", "array", "empty", "full", "zeros", "ones",
-    "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
+    "NDArray", "array", "empty", "full", "zeros", "ones",
     "broadcast_to", "broadcast_shapes", "reshape", "maximum", "log", "exp", "tanh", "sum", "max",
-    "flip", "pad", "stack", "split", "matmul", "transpose", "power", "negative",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "flip", "pad", "stack", "split", "transpose", "power", "negative",
 ]
 
 _FLOAT32_NAMES = ("float32",)
@@ -39,120 +36,6 @@ def _compact_strides(shape):
         out.append(stride)
         stride *= n
     return tuple(reversed(out))
-
-
-def _check_dtype(dtype, op):
-    if dtype is None:
-        return
-    try:
-        ok = np.dtype(dtype) == np.float32
-    except TypeError:
-        ok = False
-    if not ok:
-        raise TypeError(f"{op}: NDArray supports only float32, got dtype {dtype!r}")
-
-
-class BackendDevice:
-    """A device: a name plus the backend module implementing the function table."""
-
-    def __init__(self, name, mod):
-        self.name = name
-        self.mod = mod
-        if mod is not None:  # bind the function table once: no __getattr__ on the hot path
-            self.__dict__.update({k: getattr(mod, k) for k in dir(mod) if not k.startswith("__")})
-
-    def __eq__(self, other):
-        return isinstance(other, BackendDevice) and self.name == other.name
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __repr__(self):
-        return self.name + "()"
-
-    __str__ = __repr__
-
-    def __getattr__(self, name):
-        # Only reached for names not found normally: forward to the backend module.
-        mod = self.__dict__.get("mod")
-        if mod is None:
-            raise RuntimeError(f"device {self.name}() is not enabled (backend not built or no device)")
-        return getattr(mod, name)
-
-    def enabled(self):
-        return self.mod is not None
-
-    def randn(self, *shape, dtype="float32"):
-        _check_dtype(dtype, "randn")
-        return NDArray(np.random.randn(*shape).astype(np.float32), device=self)
-
-    def rand(self, *shape, dtype="float32"):
-        _check_dtype(dtype, "rand")
-        return NDArray(np.random.rand(*shape).astype(np.float32), device=self)
-
-    def one_hot(self, n, i, dtype="float32"):
-        _check_dtype(dtype, "one_hot")
-        if isinstance(i, NDArray):
-            i = i.numpy()
-        idx = np.asarray(i).astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"one_hot: indices must lie in [0, {n}), got range "
-                             f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
-        out = np.zeros(idx.shape + (n,), dtype=np.float32)  # not eye(n)[idx]: n may be 10^4+
-        np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
-        return NDArray(out, device=self)
-
-    def empty(self, shape, dtype="float32"):
-        _check_dtype(dtype, "empty")
-        return NDArray.make(tuple(shape), device=self)
-
-    def full(self, shape, fill_value, dtype="float32"):
-        arr = self.empty(shape, dtype)
-        arr.fill(fill_value)
-        return arr
-
-
-def cpu_numpy():
-    """The pure-numpy reference backend (always available)."""
-    return _DEVICES.setdefault("cpu_numpy", BackendDevice("cpu_numpy", ndarray_backend_numpy))
-
-
-def cpu():
-    """The C++ CPU backend (OpenMP + SIMD)."""
-    if "cpu" not in _DEVICES:
-        # Idle OpenMP workers spin briefly, then sleep. Sleeping at once (PASSIVE) costs a
-        # wake-up per kernel (~0.2 ms; a ResNet9 step 72 -> 47 ms without it); spinning
-        # forever (ACTIVE) costs ~16 ms per region when the cores are shared. libgomp reads
-        # this once, when it loads; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
-        if "OMP_WAIT_POLICY" not in os.environ:
-            os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-        from . import ndarray_backend_cpu
-        _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
-    return _DEVICES["cpu"]
-
-
-def cuda():
-    """The CUDA backend; `enabled()` is False when it was not built or no GPU answers."""
-    if "cuda" not in _DEVICES:
-        try:
-            from . import ndarray_backend_cuda as mod
-            if not mod.is_available():
-                mod = None
-        except ImportError:
-            mod = None
-        _DEVICES["cuda"] = BackendDevice("cuda", mod)
-    return _DEVICES["cuda"]
-
-
-_DEVICES = {}
-
-
-def default_device():
-    return cpu()
-
-
-def all_devices():
-    return [cpu(), cuda(), cpu_numpy()]
 
 
 _AXES = {}  # (axes, ndim) -> normalized axes: permute / sum are on every op's hot path
@@ -574,7 +457,7 @@ class NDArray:
 
     # ------------------------------------------------------------ matmul
     def __matmul__(self, other):
-        return matmul(self, other)
+        return linalg.matmul(self, other)
 
     def matmul_tiled(self, other):
         """The contract's tiled path (both 2-D, sizes multiples of `device.__tile_size__`)."""
@@ -858,142 +741,5 @@ def split(a, axis=0):
     return [a[(slice(None),) * axis + (i,)].compact().reshape(shape) for i in range(a.shape[axis])]
 
 
-def _stored_transposed(r, c, s_r, s_c):
-    """How the GEMM reads an r x c matrix with strides (s_r, s_c) in place: False when it is
-    row-major, True when column-major (stored transposed), None when it needs a copy first."""
-    if s_c == 1 and (s_r == c or r == 1):
-        return False
-    if s_r == 1 and (s_c == r or c == 1):
-        return True
-    return None
-
-
-def _gemm_operand(x, batch_shape):
-    """(handle, offset, batch_stride, transposed) describing x broadcast to batch_shape + (r, c)."""
-    r, c = x.shape[-2:]
-    xb = x.broadcast_to(batch_shape + (r, c))
-    transposed = _stored_transposed(r, c, *xb.strides[-2:])
-    if transposed is None:
-        return _gemm_operand(xb.compact(), batch_shape)
-    bstrides = [s for n, s in zip(batch_shape, xb.strides[:-2]) if n > 1]
-    if all(s == 0 for s in bstrides):
-        return xb._handle, xb._offset, 0, transposed
-    expect, ok = r * c, True
-    for n, s in reversed([(n, s) for n, s in zip(batch_shape, xb.strides[:-2]) if n > 1]):
-        ok &= s == expect
-        expect *= n
-    if not ok:
-        return _gemm_operand(xb.compact(), batch_shape)
-    return xb._handle, xb._offset, r * c, transposed
-
-
-def _gemm_operand_2d(x, transpose):
-    """(handle, offset, transposed) of a 2-D operand, read in place when row- or column-major."""
-    stored = _stored_transposed(*x._shape, *x._strides)
-    if stored is None:
-        x, stored = x.compact(), False
-    return x._handle, x._offset, stored != transpose
-
-
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """Batched matmul with numpy broadcasting: (..., m, n) @ (..., n, p) -> (..., m, p).
-
-    `transpose_a` / `transpose_b` swap the last two axes of an operand first, without a copy.
-    """
-    if not isinstance(a, NDArray) or not isinstance(b, NDArray):
-        raise TypeError("matmul: both operands must be NDArrays")
-    a._check_device(b, "matmul")
-    if a.ndim < 2 or b.ndim < 2:
-        raise ValueError(f"matmul: operands must be at least 2-D, got shapes {a.shape} and {b.shape}")
-    if a.ndim == 2 and b.ndim == 2:  # the common case, without the batch bookkeeping
-        ah, aoff, at = _gemm_operand_2d(a, transpose_a)
-        bh, boff, bt = _gemm_operand_2d(b, transpose_b)
-        m, n = a._shape[::-1] if transpose_a else a._shape
-        n2, p = b._shape[::-1] if transpose_b else b._shape
-        if n != n2:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} (transpose_a={transpose_a}, "
-                             f"transpose_b={transpose_b}) are not aligned ({n} != {n2})")
-        out = NDArray.make((m, p), device=a.device)
-        if out.size:
-            a.device.gemm(ah, bh, out._handle, 1, m, n, p, aoff, 0, at, boff, 0, bt)
-        return out
-    if transpose_a:
-        a = a.permute(tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2))
-    if transpose_b:
-        b = b.permute(tuple(range(b.ndim - 2)) + (b.ndim - 1, b.ndim - 2))
-    (m, n), (n2, p) = a.shape[-2:], b.shape[-2:]
-    if n != n2:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned ({n} != {n2})")
-    batch_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    batch = prod(batch_shape)
-    out = NDArray.make(batch_shape + (m, p), device=a.device)
-    if out.size == 0:
-        return out
-    ah, aoff, abs_, at = _gemm_operand(a, batch_shape)
-    bh, boff, bbs, bt = _gemm_operand(b, batch_shape)
-    a.device.gemm(ah, bh, out._handle, batch, m, n, p, aoff, abs_, at, boff, bbs, bt)
-    return out
-
-
-# ---------------------------------------------------------------- pooling (NHWC)
-def _pair(v, name, op):
-    v = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(v) != 2:
-        raise ValueError(f"{op}: {name} must be an int or a pair, got {v}")
-    return int(v[0]), int(v[1])
-
-
-def _pool_args(a, kernel, stride, padding, op):
-    if a.ndim != 4:
-        raise ValueError(f"{op}: expected an N x H x W x C array, got shape {a.shape}")
-    kh, kw = _pair(kernel, "kernel", op)
-    sh, sw = _pair(kernel if stride is None else stride, "stride", op)
-    ph, pw = _pair(padding, "padding", op)
-    N, H, W, C = a.shape
-    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"{op}: kernel/stride must be >= 1 and padding >= 0, got kernel=({kh},{kw}) "
-                         f"stride=({sh},{sw}) padding=({ph},{pw})")
-    if 2 * ph > kh or 2 * pw > kw:  # as torch: every window then holds a real element
-        raise ValueError(f"{op}: padding ({ph},{pw}) must be at most half the kernel ({kh},{kw})")
-    if kh > H + 2 * ph or kw > W + 2 * pw:
-        raise ValueError(f"{op}: kernel ({kh},{kw}) larger than padded input "
-                         f"({H + 2 * ph},{W + 2 * pw}) for input shape {a.shape}")
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    return (N, H, W, C, kh, kw, sh, sw, ph, pw), (N, Ho, Wo, C)
-
-
-def max_pool2d(a, kernel, stride=None, padding=0):
-    """Max pooling of an N x H x W x C array -> N x Ho x Wo x C (padding never wins)."""
-    args, out_shape = _pool_args(a, kernel, stride, padding, "max_pool2d")
-    out = NDArray.make(out_shape, device=a.device)
-    a.device.max_pool2d(a.compact()._handle, out._handle, *args)
-    return out
-
-
-def max_pool2d_backward(a, dout, kernel, stride=None, padding=0):
-    """Gradient of max_pool2d w.r.t. its N x H x W x C input; ties go to the first max."""
-    args, out_shape = _pool_args(a, kernel, stride, padding, "max_pool2d_backward")
-    if dout.shape != out_shape:
-        raise ValueError(f"max_pool2d_backward: dout shape {dout.shape}, expected {out_shape}")
-    dinp = NDArray.make(a.shape, device=a.device)
-    a.device.max_pool2d_backward(a.compact()._handle, dout.compact()._handle, dinp._handle, *args)
-    return dinp
-
-
-def avg_pool2d(a, kernel, stride=None, padding=0):
-    """Average pooling (zero padding counted in the window) of N x H x W x C -> N x Ho x Wo x C."""
-    args, out_shape = _pool_args(a, kernel, stride, padding, "avg_pool2d")
-    out = NDArray.make(out_shape, device=a.device)
-    a.device.avg_pool2d(a.compact()._handle, out._handle, *args)
-    return out
-
-
-def avg_pool2d_backward(dout, input_shape, kernel, stride=None, padding=0):
-    """Gradient of avg_pool2d w.r.t. its input of shape `input_shape` (N x H x W x C)."""
-    probe = NDArray.make(tuple(input_shape), device=dout.device, handle=dout._handle)
-    args, out_shape = _pool_args(probe, kernel, stride, padding, "avg_pool2d_backward")
-    if dout.shape != out_shape:
-        raise ValueError(f"avg_pool2d_backward: dout shape {dout.shape}, expected {out_shape}")
-    dinp = NDArray.make(tuple(input_shape), device=dout.device)
-    dout.device.avg_pool2d_backward(dout.compact()._handle, dinp._handle, *args)
-    return dinp
+# NDArray.__matmul__ calls linalg.matmul; linalg builds on NDArray, hence the import at the end.
+from . import linalg  # noqa: E402

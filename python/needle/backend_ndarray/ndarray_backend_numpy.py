@@ -14,7 +14,7 @@ __all__ = [
     "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
-    "matmul", "matmul_tiled", "gemm", "reduce_sum", "reduce_max",
+    "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "sgd_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
@@ -270,6 +270,30 @@ def gemm(a, b, out, batch, m, n, p, a_offset, a_batch_stride, a_transposed,
     av = _view("gemm", a, (batch, m, n), a_strides, a_offset)
     bv = _view("gemm", b, (batch, n, p), b_strides, b_offset)
     out.array[: batch * m * p] = np.matmul(av, bv).reshape(-1)
+
+
+def gemm_strided_a(a, b, out, m, n, p, a_shape, a_strides, a_offset, a_row_dims, b_offset,
+                   b_transposed):
+    """out (row-major m x p) = A (m x n) @ opB (n x p), A read through a strided view of `a`.
+
+    A is the view (a_shape, a_strides, a_offset) of `a` (1 to 3 row dims, then 1 to 3 column
+    dims; any strides, even 0 or negative) with its first `a_row_dims` dims flattened row-major
+    into the m rows and the others into the n columns: an im2col view (N, Ho, Wo | KH, KW, C)
+    or its permutation (KH, KW, C | N, Ho, Wo), multiplied without being materialised.
+    B is stored row-major n x p (p x n when b_transposed) from b[b_offset]. n may be 0."""
+    _check_mnp("gemm_strided_a", m, n, p)
+    a_shape, a_strides = tuple(a_shape), tuple(a_strides)
+    if not (1 <= a_row_dims <= 3 and 1 <= len(a_shape) - a_row_dims <= 3):
+        raise ValueError(f"gemm_strided_a: A view shape {a_shape} split after {a_row_dims} dims: "
+                         f"need 1 to 3 row dims and 1 to 3 column dims")
+    rows, cols = int(np.prod(a_shape[:a_row_dims])), int(np.prod(a_shape[a_row_dims:]))
+    if (rows, cols) != (m, n):
+        raise ValueError(f"gemm_strided_a: A view shape {a_shape} split after {a_row_dims} dims "
+                         f"is {rows} x {cols}, expected m x n = {m} x {n}")
+    _check_size("gemm_strided_a", "out", out, m * p)
+    av = _view("gemm_strided_a", a, a_shape, a_strides, a_offset).reshape(m, n)
+    bv = _view("gemm_strided_a", b, (n, p), (1, n) if b_transposed else (p, 1), b_offset)
+    out.array[: m * p] = np.matmul(av, bv).reshape(-1)
 
 
 # ---------------------------------------------------------------- reductions and softmax

@@ -4,9 +4,11 @@ Layouts (letters: N batch, H/W spatial, C channels, K kernel, G groups):
   conv            input N x H x W x Cin, weight KH x KW x (Cin/G) x Cout -> N x Ho x Wo x Cout
   conv_transpose  input N x Hi x Wi x Cin, weight KH x KW x Cin x (Cout/G) -> N x Ho x Wo x Cout
                   (torch conv_transpose2d weight = ours.permute(2, 3, 0, 1))
-Forward: im2col as an `as_strided` view of the padded input, materialised by the native compact
-kernel, then one GEMM (a batched GEMM over the groups). Input gradient: the transposed conv, i.e.
-a GEMM into columns and col2im with `scatter_add_`. Weight gradient: im2col^T @ out_grad.
+Forward: im2col as an `as_strided` view of the padded input, multiplied by the weight without
+being materialised (`flat_matmul`: an implicit GEMM that packs its panels from the view); grouped
+convs gather the columns and run a batched GEMM. Input gradient: the transposed conv; at stride 1
+that is a conv with the flipped kernel (implicit GEMM again), otherwise a GEMM into columns and
+col2im with `scatter_add_`. Weight gradient: im2col^T @ out_grad, the view read transposed.
 The three ops' gradients are written with each other, so gradients of gradients work.
 
 Shortcuts, none of which changes a value: kernel taps that read only padding are left out of
@@ -165,31 +167,33 @@ def _window_view(buf, start, kernel, stride, dilation, steps, groups):
 
 
 def _im2col(a, plan, stride, dilation, steps, groups):
-    """Columns of the live taps of an NHWC input (any strides).
+    """im2col of the live taps of an NHWC input (any strides), as a view: nothing is copied
+    but the padded input, when the live taps reach padding.
 
-    Returns (cols, order): cols is (M, K) or, with groups, (G, M, K), M = N*Ho*Wo and
-    K = KH'*KW'*Cg; each row lists the (tap row, tap col, channel) axes in the order `order` (a
-    permutation of (0, 1, 2)). That is (0, 1, 2) except when the windows need no padding and are
-    already rows of `a` in another axis order (e.g. a 2 x 2 input under a 2 x 2 live kernel,
-    NCHW in memory): then cols is a view of `a` and nothing is copied.
+    Returns (cols, order): cols is the view (G x) N x Ho x Wo x T0 x T1 x T2 whose last three
+    axes are (tap row, tap col, channel) in the order `order` (a permutation of (0, 1, 2)). That
+    is (0, 1, 2) except when the windows need no padding and lie in memory in another axis order
+    (an NCHW input): then the taps follow memory order, so that more views are plain matrices and
+    the gathers read longer runs.
     """
     (h0, h1, bh, ah, sth), (w0, w1, bw, aw, stw) = plan
     kernel = (h1 - h0 + 1, w1 - w0 + 1)
-    m = a.shape[0] * steps[0] * steps[1]
-    k = kernel[0] * kernel[1] * (a.shape[3] // groups)
-    shape = (m, k) if groups == 1 else (groups, m, k)
     lead = 0 if groups == 1 else 1  # the G axis
     if not (bh or ah or bw or aw):
         view = _window_view(a, (sth, stw), kernel, stride, dilation, steps, groups)
         order = tuple(sorted(range(3), key=lambda i: -view.strides[lead + 3 + i]))
-        view = view.permute(tuple(range(lead + 3)) + tuple(lead + 3 + i for i in order))
-        if view._is_row_major():  # the reshape below is a view
-            return view.reshape(shape), order
+        return view.permute(tuple(range(lead + 3)) + tuple(lead + 3 + i for i in order)), order
     # an NHWC copy first (for an NCHW-ordered input a transposing copy, faster than gathering
-    # single channels), so that the gather below copies runs of KW*C adjacent floats
-    view = _window_view(_pad_hw(a, bh, ah, bw, aw), (sth, stw), kernel, stride, dilation, steps,
-                        groups)
-    return view.compact().reshape(shape), (0, 1, 2)  # compact: the native im2col gather
+    # single channels), so that the windows read runs of KW*C adjacent floats
+    return _window_view(_pad_hw(a, bh, ah, bw, aw), (sth, stw), kernel, stride, dilation, steps,
+                        groups), (0, 1, 2)
+
+
+def _group_cols(cols):
+    """G x N x Ho x Wo x T0 x T1 x T2 im2col view -> compact (G, M, K) matrices (the native
+    im2col gather), for the batched GEMM of grouped convs."""
+    g, n, ho, wo, t0, t1, t2 = cols.shape
+    return cols.compact().reshape((g, n * ho * wo, t0 * t1 * t2))
 
 
 def _weight_rows(w_live, order):
@@ -219,8 +223,9 @@ def _rows(x, hint):
     return x.reshape((n * h * w, c))
 
 
-# Largest im2col matrix (in floats) a Conv node keeps for its weight gradient: small layers gain
-# most from the reuse, while big ones would hold K*K copies of their input until backward.
+# Largest im2col matrix (in floats) a grouped Conv node keeps for its weight gradient: small
+# layers gain most from the reuse, while big ones would hold K*K copies of their input until
+# backward. Without groups, the kept columns are a view of the (padded) input: always kept.
 _KEEP_COLS_MAX = 1 << 22
 
 
@@ -275,12 +280,13 @@ class Conv(TensorOp):
         cols, order = _im2col(a, plan, self.stride, self.dilation, (ho, wo), g)
         w_rows = _weight_rows(_live(b, plan), order)
         if g == 1:
-            out = cols @ w_rows
+            out = array_api.flat_matmul(cols, w_rows, 3)  # implicit GEMM: no im2col matrix
         else:
+            cols = _group_cols(cols)
             k = w_rows.shape[0]
             wg = w_rows.reshape((k, g, cout // g)).permute((1, 0, 2)).compact()
             out = _merge_groups(array_api.matmul(cols, wg))
-        if self._keep_cols and cols.size <= _KEEP_COLS_MAX:
+        if self._keep_cols and (g == 1 or cols.size <= _KEEP_COLS_MAX):
             self._saved = (a, cols, order)
         return out.reshape(out_shape)
 
@@ -374,6 +380,12 @@ class ConvTranspose(TensorOp):
         n, ho, wo, cout = out_shape
         _, hi, wi, cin = y.shape
         g = self.groups
+        kernel = w.shape[:2]
+        full_pad = tuple(d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding))
+        if self.stride == (1, 1) and min(full_pad) >= 0:
+            # stride 1: a conv of y, padded by d(K-1) - p, with the flipped kernel, run as an
+            # implicit GEMM: no columns matrix, no col2im scatter, no zero fill
+            return Conv(1, full_pad, self.dilation, g).compute(y, _flipped_conv_weight(w, g))
         # the kept output is the data of the conv geometry with the roles of input and output
         # swapped: taps that only land in the cropped padding are skipped
         plan = _plan((ho, wo), w.shape[:2], self.stride, self.padding, self.dilation, (hi, wi))
@@ -414,6 +426,17 @@ class ConvTranspose(TensorOp):
         dwc = conv_weight_grad(out_grad, y, w.shape[:2], self.stride, self.padding,
                                self.dilation, self.groups)
         return dy, transpose(dwc, (2, 3))
+
+
+def _flipped_conv_weight(w, groups):
+    """conv_transpose weight KH x KW x Cin x Cout/G -> the conv weight KH x KW x Cin/G x Cout
+    of the same map at stride 1: taps reversed, each group's in and out channels swapped in."""
+    kh, kw, cin, og = w.shape
+    flipped = w.flip((0, 1))
+    if groups == 1:
+        return flipped
+    per_group = flipped.reshape((kh, kw, groups, cin // groups, og))
+    return per_group.permute((0, 1, 3, 2, 4)).reshape((kh, kw, cin // groups, groups * og))
 
 
 def conv_transpose(a, b, stride=1, padding=0, dilation=1, groups=1, output_padding=0):
@@ -471,9 +494,11 @@ class ConvWeightGrad(TensorOp):
             cols, order = cols_hint[1], cols_hint[2]
         else:
             cols, order = _im2col(x, plan, self.stride, self.dilation, (ho, wo), grp)
+            if grp > 1:
+                cols = _group_cols(cols)
         g2 = _rows(g, rows_hint)
-        if grp == 1:
-            dw = array_api.matmul(cols, g2, transpose_a=True)
+        if grp == 1:  # taps x pixels @ pixels x Cout, the transposed im2col view read in place
+            dw = array_api.flat_matmul(cols.permute((3, 4, 5, 0, 1, 2)), g2, 3)
         else:
             dw = _merge_groups(array_api.matmul(cols, _split_groups(g2, grp), transpose_a=True))
         # rows of dw follow the columns' axis order; put the axes back to KH' x KW' x Cg

@@ -1,0 +1,129 @@
+"""Devices: a name plus the backend module that implements the function table of
+docs/backends.md (cpu_numpy: the numpy spec; cpu: C++; cuda)."""
+import os
+
+import numpy as np
+
+from . import ndarray_backend_numpy
+
+__all__ = ["BackendDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices"]
+
+
+def _check_dtype(dtype, op):
+    if dtype is None:
+        return
+    try:
+        ok = np.dtype(dtype) == np.float32
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{op}: NDArray supports only float32, got dtype {dtype!r}")
+
+
+class BackendDevice:
+    """A device: a name plus the backend module implementing the function table."""
+
+    def __init__(self, name, mod):
+        self.name = name
+        self.mod = mod
+        if mod is not None:  # bind the function table once: no __getattr__ on the hot path
+            self.__dict__.update({k: getattr(mod, k) for k in dir(mod) if not k.startswith("__")})
+
+    def __eq__(self, other):
+        return isinstance(other, BackendDevice) and self.name == other.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __repr__(self):
+        return self.name + "()"
+
+    __str__ = __repr__
+
+    def __getattr__(self, name):
+        # Only reached for names not found normally: forward to the backend module.
+        mod = self.__dict__.get("mod")
+        if mod is None:
+            raise RuntimeError(f"device {self.name}() is not enabled (backend not built or no device)")
+        return getattr(mod, name)
+
+    def enabled(self):
+        return self.mod is not None
+
+    # The constructors below build NDArrays: imported at call time, since ndarray.py imports
+    # this module first.
+    def randn(self, *shape, dtype="float32"):
+        from .ndarray import NDArray
+        _check_dtype(dtype, "randn")
+        return NDArray(np.random.randn(*shape).astype(np.float32), device=self)
+
+    def rand(self, *shape, dtype="float32"):
+        from .ndarray import NDArray
+        _check_dtype(dtype, "rand")
+        return NDArray(np.random.rand(*shape).astype(np.float32), device=self)
+
+    def one_hot(self, n, i, dtype="float32"):
+        from .ndarray import NDArray
+        _check_dtype(dtype, "one_hot")
+        if isinstance(i, NDArray):
+            i = i.numpy()
+        idx = np.asarray(i).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"one_hot: indices must lie in [0, {n}), got range "
+                             f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
+        out = np.zeros(idx.shape + (n,), dtype=np.float32)  # not eye(n)[idx]: n may be 10^4+
+        np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
+        return NDArray(out, device=self)
+
+    def empty(self, shape, dtype="float32"):
+        from .ndarray import NDArray
+        _check_dtype(dtype, "empty")
+        return NDArray.make(tuple(shape), device=self)
+
+    def full(self, shape, fill_value, dtype="float32"):
+        arr = self.empty(shape, dtype)
+        arr.fill(fill_value)
+        return arr
+
+
+def cpu_numpy():
+    """The pure-numpy reference backend (always available)."""
+    return _DEVICES.setdefault("cpu_numpy", BackendDevice("cpu_numpy", ndarray_backend_numpy))
+
+
+def cpu():
+    """The C++ CPU backend (OpenMP + SIMD)."""
+    if "cpu" not in _DEVICES:
+        # Idle OpenMP workers spin briefly, then sleep. Sleeping at once (PASSIVE) costs a
+        # wake-up per kernel (~0.2 ms; a ResNet9 step 72 -> 47 ms without it); spinning
+        # forever (ACTIVE) costs ~16 ms per region when the cores are shared. libgomp reads
+        # this once, when it loads; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
+        if "OMP_WAIT_POLICY" not in os.environ:
+            os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+        from . import ndarray_backend_cpu
+        _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
+    return _DEVICES["cpu"]
+
+
+def cuda():
+    """The CUDA backend; `enabled()` is False when it was not built or no GPU answers."""
+    if "cuda" not in _DEVICES:
+        try:
+            from . import ndarray_backend_cuda as mod
+            if not mod.is_available():
+                mod = None
+        except ImportError:
+            mod = None
+        _DEVICES["cuda"] = BackendDevice("cuda", mod)
+    return _DEVICES["cuda"]
+
+
+_DEVICES = {}
+
+
+def default_device():
+    return cpu()
+
+
+def all_devices():
+    return [cpu(), cuda(), cpu_numpy()]

@@ -1,0 +1,269 @@
+// needle CUDA backend: launchers of the element-wise, strided-view, reduction, softmax and
+// training (SGD, batch norm) kernels of cuda_kernels.cuh: grid sizes, vectorisation and path
+// choices, with every launch checked. Host side; arguments are validated by the callers in
+// ndarray_backend_cuda.cu.
+// Everything is queued on the legacy default stream: nothing here waits for the GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <vector>
+
+#include "cuda_common.cuh"
+#include "cuda_kernels.cuh"
+#include "cuda_memory.cuh"
+
+namespace needle {
+namespace cuda {
+
+constexpr int kThreads = 256;  // block size of the element-wise / view / pooling kernels
+
+// ------------------------------------------------------------------------------------ grids, element-wise
+
+// Blocks for a grid-stride kernel over `work` items of `per_block` each: enough to fill the GPU,
+// never more than needed.
+inline unsigned GridFor(int64_t work, int64_t per_block = kThreads) {
+  const int64_t want = (work + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{NumSMs()} * 16)));
+}
+
+inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <typename Op>
+inline void LaunchBinary(const float* a, const float* b, float* out, int64_t n, Op op) {
+  if (n == 0) return;
+  const bool vec = Aligned16(a) && Aligned16(b) && Aligned16(out);
+  EwiseBinaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, b, out, n, vec, op);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename Op>
+inline void LaunchUnary(const float* a, float* out, int64_t n, Op op) {
+  if (n == 0) return;
+  const bool vec = Aligned16(a) && Aligned16(out);
+  EwiseUnaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, out, n, vec, op);
+  CUDA_CHECK_LAUNCH();
+}
+
+inline void LaunchFill(float* out, int64_t n, float val) {
+  if (n == 0) return;
+  const bool vec = Aligned16(out);
+  FillKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(out, n, vec, val);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ------------------------------------------------------------------------------------ strided views
+
+// A validated view, coalesced, ready to pass to a kernel.
+struct DeviceView {
+  ViewMeta meta{};
+  int64_t numel = 0;
+  DeviceBuffer ext;  // shape and strides, when they do not fit in ViewMeta
+
+  // The view is one contiguous run of numel elements starting at meta.offset.
+  bool contiguous() const { return meta.ndim == 0 || (meta.ndim == 1 && meta.strides[0] == 1); }
+};
+
+inline DeviceView MakeView(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
+                    int64_t offset, int64_t numel) {
+  DeviceView v;
+  v.numel = numel;
+  v.meta.offset = offset;
+  std::vector<int64_t> sh, st;
+  Coalesce(shape, strides, &sh, &st);
+  v.meta.ndim = static_cast<int32_t>(sh.size());
+  if (sh.size() <= static_cast<size_t>(kInlineDims)) {
+    std::copy(sh.begin(), sh.end(), v.meta.shape);
+    std::copy(st.begin(), st.end(), v.meta.strides);
+    v.meta.ext = nullptr;
+  } else {
+    // Rare (> 8 dims that cannot be merged): one small upload, queued like the kernels.
+    std::vector<int64_t> host(sh);
+    host.insert(host.end(), st.begin(), st.end());
+    v.ext = DeviceBuffer(host.size() * sizeof(int64_t));
+    UploadAsync(v.ext.as<int64_t>(), host.data(), host.size() * sizeof(int64_t));
+    v.meta.ext = v.ext.as<int64_t>();
+  }
+  return v;
+}
+
+enum class ViewOp { kCompact, kSetitem, kScalarSetitem, kScatterAdd };
+
+template <typename IdxT>
+inline void LaunchViewT(ViewOp op, const float* a, float val, float* out, const DeviceView& v) {
+  const IdxT n = static_cast<IdxT>(v.numel);
+  const unsigned grid = GridFor(v.numel);
+  switch (op) {
+    case ViewOp::kCompact: CompactKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
+    case ViewOp::kSetitem: SetitemKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
+    case ViewOp::kScalarSetitem: ScalarSetitemKernel<IdxT><<<grid, kThreads>>>(val, out, v.meta, n); break;
+    case ViewOp::kScatterAdd: ScatterAddKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// 32-bit index arithmetic whenever the element count allows it (i + grid stride < 2^32).
+inline void LaunchView(ViewOp op, const float* a, float val, float* out, const DeviceView& v) {
+  if (v.numel == 0) return;
+  if (v.numel < (int64_t{1} << 31))
+    LaunchViewT<uint32_t>(op, a, val, out, v);
+  else
+    LaunchViewT<uint64_t>(op, a, val, out, v);
+}
+
+// The view's last two dims, once coalesced, are (rows, cols) with rows contiguous in the source
+// (a transpose, possibly batched): worth a tiled transpose when both are not tiny.
+inline bool IsBatchedTranspose(const DeviceView& v) {
+  const int nd = v.meta.ndim;
+  return v.meta.ext == nullptr && nd >= 2 && v.meta.strides[nd - 2] == 1 && v.meta.strides[nd - 1] != 1 &&
+         v.meta.shape[nd - 2] >= 8 && v.meta.shape[nd - 1] >= 8;
+}
+
+inline void LaunchTransposeCompact(const float* src, float* dst, const DeviceView& v) {
+  const int nd = v.meta.ndim;
+  const int64_t rows = v.meta.shape[nd - 2], cols = v.meta.shape[nd - 1];
+  ViewMeta batch = v.meta;  // the leading dims, and the offset
+  batch.ndim = nd - 2;
+  const int64_t nbatch = v.numel / (rows * cols);
+  const int64_t tiles_c = (cols + 31) / 32, tiles = ((rows + 31) / 32) * tiles_c;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tiles, INT_MAX)), 1,
+                  static_cast<unsigned>(std::min<int64_t>(nbatch, 65535)));
+  const dim3 block(32, 8);
+  if (nbatch < (int64_t{1} << 31))
+    TransposeCompactKernel<uint32_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+                                                      v.meta.strides[nd - 1], tiles_c, tiles);
+  else
+    TransposeCompactKernel<uint64_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+                                                      v.meta.strides[nd - 1], tiles_c, tiles);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Gathers view `v` of `src` into compact `dst` (numel elements).
+inline void CompactInto(const float* src, float* dst, const DeviceView& v) {
+  if (v.numel == 0) return;
+  if (v.contiguous()) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src + v.meta.offset, v.numel * sizeof(float),
+                               cudaMemcpyDeviceToDevice, 0));
+  } else if (IsBatchedTranspose(v)) {
+    LaunchTransposeCompact(src, dst, v);
+  } else {
+    LaunchView(ViewOp::kCompact, src, 0.0f, dst, v);
+  }
+}
+
+// When a kernel reads `a` while writing through a view of the same buffer, read a copy.
+inline const float* Unaliased(const CudaArray& a, const CudaArray& out, int64_t count, DeviceBuffer* keep) {
+  if (a.data != out.data || count == 0) return a.data;
+  *keep = DeviceBuffer(count * sizeof(float));
+  CUDA_CHECK(cudaMemcpyAsync(keep->as<float>(), a.data, count * sizeof(float),
+                             cudaMemcpyDeviceToDevice, 0));
+  return keep->as<float>();
+}
+
+// out[i] = op(a[i], b[view offset of i]) over the view's numel elements; a and out compact.
+template <typename Op>
+void LaunchEwiseView(const float* a, const float* b, float* out, const DeviceView& v) {
+  if (v.numel < (int64_t{1} << 31))
+    EwiseViewKernel<uint32_t><<<GridFor(v.numel), kThreads>>>(a, b, out, v.meta, static_cast<uint32_t>(v.numel), Op());
+  else
+    EwiseViewKernel<uint64_t><<<GridFor(v.numel), kThreads>>>(a, b, out, v.meta, static_cast<uint64_t>(v.numel), Op());
+  CUDA_CHECK_LAUNCH();
+}
+
+// ------------------------------------------------------------------------------------ rows
+
+
+// out[r] = reduce(a[r*row_len : (r+1)*row_len]) for r < rows.
+template <typename Op>
+void LaunchReduce(const float* a, float* out, int64_t rows, int64_t row_len) {
+  if (rows == 0) return;
+  const int64_t sms = NumSMs();
+  if (row_len <= 1024) {  // a warp per row
+    ReduceWarpKernel<Op><<<GridFor(rows, kThreads / kWarp), kThreads>>>(a, out, rows, row_len);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  if (rows >= 2 * sms || row_len < 65536) {  // a block per row
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, sms * 16));
+    ReduceBlockKernel<Op><<<grid, kThreads>>>(a, out, rows, row_len, row_len, 1);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  // Few very long rows: split each into chunks (pass 1), then reduce the partials (pass 2).
+  const int64_t chunks = std::min((4 * sms + rows - 1) / rows, (row_len + 4095) / 4096);
+  const int64_t chunk_len = (row_len + chunks - 1) / chunks;
+  DeviceBuffer partial(rows * chunks * sizeof(float));
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows * chunks, sms * 16));
+  ReduceBlockKernel<Op><<<grid, kThreads>>>(a, partial.as<float>(), rows, row_len, chunk_len, chunks);
+  CUDA_CHECK_LAUNCH();
+  LaunchReduce<Op>(partial.as<float>(), out, rows, chunks);
+}
+
+// Softmax or log-softmax of `rows` consecutive rows of row_len elements.
+template <bool kLog>
+void LaunchSoftmax(const float* a, float* out, int64_t rows, int64_t row_len) {
+  if (rows == 0) return;
+  if (row_len <= 32 * 32) {  // a warp per row, the row in registers
+    const unsigned grid = GridFor(rows, kThreads / kWarp);
+    const int len = static_cast<int>(row_len);
+    if (row_len <= 32)
+      SoftmaxWarpKernel<1, kLog><<<grid, kThreads>>>(a, out, rows, len);
+    else if (row_len <= 64)
+      SoftmaxWarpKernel<2, kLog><<<grid, kThreads>>>(a, out, rows, len);
+    else if (row_len <= 128)
+      SoftmaxWarpKernel<4, kLog><<<grid, kThreads>>>(a, out, rows, len);
+    else if (row_len <= 256)
+      SoftmaxWarpKernel<8, kLog><<<grid, kThreads>>>(a, out, rows, len);
+    else if (row_len <= 512)
+      SoftmaxWarpKernel<16, kLog><<<grid, kThreads>>>(a, out, rows, len);
+    else
+      SoftmaxWarpKernel<32, kLog><<<grid, kThreads>>>(a, out, rows, len);
+  } else {  // a block per row
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{NumSMs()} * 16));
+    SoftmaxBlockKernel<kLog><<<grid, 512>>>(a, out, rows, row_len);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// ------------------------------------------------------------------------------------ training
+
+inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, float* w_out, float* u_out, int64_t n,
+                            double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
+  if (n == 0) return;
+  SgdUpdateKernel<<<GridFor(n), kThreads>>>(w, g, u, w_out, u_out, n, static_cast<float>(momentum),
+                                            static_cast<float>(dampening), static_cast<float>(neg_lr),
+                                            static_cast<float>(weight_decay), weight_decay != 0.0, has_u);
+  CUDA_CHECK_LAUNCH();
+}
+
+// x viewed rows x C x inner (C <= INT_MAX): a block per channel for the statistics, then the
+// element-wise affine map with the per-channel scale w / sqrt(var + eps) from a scratch buffer.
+inline void LaunchBatchNormForward(const float* x, const float* w, const float* b, float* out, float* mean,
+                                   float* var, int64_t rows, int64_t C, int64_t inner, double eps) {
+  DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
+  BatchNormStatsKernel<<<static_cast<unsigned>(C), kThreads>>>(x, w, mean, var, scale.as<float>(), rows, C, inner,
+                                                               eps);
+  CUDA_CHECK_LAUNCH();
+  BatchNormApplyKernel<<<GridFor(rows * C * inner), kThreads>>>(x, mean, scale.as<float>(), b, out,
+                                                                rows * C * inner, C, inner);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The per-channel sums (db, dw and the three coefficients of dx), then dx element-wise.
+inline void LaunchBatchNormBackward(const float* x, const float* g, const float* w, const float* mean,
+                                    const float* var, float* dx, float* dw, float* db, int64_t rows, int64_t C,
+                                    int64_t inner, double eps) {
+  DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
+  BatchNormGradSumsKernel<<<static_cast<unsigned>(C), kThreads>>>(x, g, w, mean, var, dw, db, k.as<float>(), rows,
+                                                                  C, inner, eps);
+  CUDA_CHECK_LAUNCH();
+  BatchNormGradApplyKernel<<<GridFor(rows * C * inner), kThreads>>>(x, g, mean, k.as<float>(), dx,
+                                                                    rows * C * inner, C, inner);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace needle
