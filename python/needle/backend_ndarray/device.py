@@ -50,22 +50,17 @@ class BackendDevice:
     def enabled(self):
         return self.mod is not None
 
-    # The constructors below build NDArrays: imported at call time, since ndarray.py imports
-    # this module first.
     def randn(self, *shape, dtype="float32"):
-        from .ndarray import NDArray
         _check_dtype(dtype, "randn")
-        return NDArray(np.random.randn(*shape).astype(np.float32), device=self)
+        return ndarray.NDArray(np.random.randn(*shape).astype(np.float32), device=self)
 
     def rand(self, *shape, dtype="float32"):
-        from .ndarray import NDArray
         _check_dtype(dtype, "rand")
-        return NDArray(np.random.rand(*shape).astype(np.float32), device=self)
+        return ndarray.NDArray(np.random.rand(*shape).astype(np.float32), device=self)
 
     def one_hot(self, n, i, dtype="float32"):
-        from .ndarray import NDArray
         _check_dtype(dtype, "one_hot")
-        if isinstance(i, NDArray):
+        if isinstance(i, ndarray.NDArray):
             i = i.numpy()
         idx = np.asarray(i).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
@@ -73,12 +68,11 @@ class BackendDevice:
                              f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
         out = np.zeros(idx.shape + (n,), dtype=np.float32)  # not eye(n)[idx]: n may be 10^4+
         np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
-        return NDArray(out, device=self)
+        return ndarray.NDArray(out, device=self)
 
     def empty(self, shape, dtype="float32"):
-        from .ndarray import NDArray
         _check_dtype(dtype, "empty")
-        return NDArray.make(tuple(shape), device=self)
+        return ndarray.NDArray.make(tuple(shape), device=self)
 
     def full(self, shape, fill_value, dtype="float32"):
         arr = self.empty(shape, dtype)
@@ -127,3 +121,8 @@ def default_device():
 
 def all_devices():
     return [cpu(), cuda(), cpu_numpy()]
+
+
+# The constructors above build NDArrays; ndarray.py imports this module, hence the import at the
+# end (a module reference, resolved when they run).
+from . import ndarray  # noqa: E402
