@@ -352,6 +352,40 @@ def test_matmul_bad_shapes(device):
         b @ c
 
 
+def test_flat_matmul_of_an_im2col_view(device):
+    """The implicit GEMM of a conv: an N x Ho x Wo x KH x KW x C window view times weights,
+    and its transpose times out_grad, against numpy on the materialised windows."""
+    x, a = arr((2, 7, 6, 5), device)
+    w, b = arr((3 * 3 * 5, 4), device)
+    sn, sh, sw, sc = a.strides
+    view = a.as_strided((2, 3, 2, 3, 3, 5), (sn, 2 * sh, 2 * sw, sh, sw, sc))  # stride 2
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2]
+    cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(12, 45)
+    close(nd.flat_matmul(view, b, 3), cols @ w, 1e-4)
+    g, gb = arr((12, 4), device)
+    close(nd.flat_matmul(view.permute((3, 4, 5, 0, 1, 2)), gb, 3), cols.T @ g, 1e-4)
+    # a compact a is a plain matrix; a column-major b is read in place
+    z, c = arr((2, 3, 4), device)
+    y = np.random.randn(4, 7).astype(np.float32)
+    col_major = nd.array(y.T.copy(), device=device).permute((1, 0))
+    close(nd.flat_matmul(c, col_major, 2), z.reshape(6, 4) @ y, 1e-4)
+
+
+def test_flat_matmul_bad_input(device):
+    _, a = arr((2, 3, 4), device)
+    _, b = arr((12, 5), device)
+    with pytest.raises(TypeError, match="flat_matmul"):
+        nd.flat_matmul(a, np.ones((12, 5)), 1)
+    with pytest.raises(ValueError, match=r"flat_matmul.*a_row_dims.*\(2, 3, 4\)"):
+        nd.flat_matmul(a, b, 3)
+    with pytest.raises(ValueError, match="flat_matmul.*a_row_dims"):
+        nd.flat_matmul(a, b, 0)
+    with pytest.raises(ValueError, match="flat_matmul: b must be 2-D"):
+        nd.flat_matmul(a, b.reshape((12, 5, 1)), 1)
+    with pytest.raises(ValueError, match=r"flat_matmul.*\(2, 3, 4\).*6 x 4.*\(12, 5\)"):
+        nd.flat_matmul(a, b, 2)
+
+
 # ---------------------------------------------------------------- softmax, stack, split, pooling
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_softmax_and_log_softmax(device, axis):
