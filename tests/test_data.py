@@ -41,6 +41,37 @@ def test_dataloader_unshuffled_batches(device):
     assert len(list(loader)) == 3, "each iter() is a fresh epoch"
 
 
+def test_batches_read_back_without_the_device(device, monkeypatch):
+    """A batch keeps its host copy: the loss reads the labels without a device read (on a GPU
+    a sync in mid-step), and the copy is dropped once the data is replaced."""
+    X = np.random.randn(6, 3).astype(np.float32)
+    y = np.array([0, 2, 1, 1, 0, 2], dtype=np.uint8)  # not float32: converted like the upload
+    xb, yb = next(iter(data.DataLoader(data.NDArrayDataset(X, y), batch_size=6, device=device)))
+    reads = []
+    real = device.to_numpy
+    monkeypatch.setitem(device.__dict__, "to_numpy", lambda *a: reads.append(a) or real(*a))
+    np.testing.assert_array_equal(yb.numpy(), y.astype(np.float32))
+    loss = ndl.ops.softmax_cross_entropy(ndl.Tensor(np.zeros((6, 3)), device=device), yb)
+    assert reads == []
+    got = yb.numpy()
+    got[0] = 99.0  # a copy each time
+    np.testing.assert_array_equal(yb.numpy(), y.astype(np.float32))
+    assert np.isclose(float(loss.numpy().reshape(-1)[0]), np.log(3.0), atol=1e-6)
+    reads.clear()
+    yb.data = ndl.Tensor(np.ones(6), device=device)
+    np.testing.assert_array_equal(yb.numpy(), np.ones(6))  # the new data, from the device
+    assert len(reads) == 1
+    np.testing.assert_array_equal(xb.numpy(), X)
+
+
+def test_from_host_copies_its_input(device):
+    a = np.arange(4.0)
+    t = ndl.Tensor.from_host(a, device=device)
+    a[:] = -1.0
+    np.testing.assert_array_equal(t.numpy(), np.arange(4.0))
+    assert not t.requires_grad and t.op is None
+
+
 def test_dataloader_default_device_is_cpu():
     loader = data.DataLoader(data.NDArrayDataset(np.zeros((3, 2))), batch_size=2)
     (xb,) = next(iter(loader))

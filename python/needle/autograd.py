@@ -260,6 +260,7 @@ class Tensor(Value):
     """
 
     grad = None
+    _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
         if isinstance(array, Tensor):
@@ -283,6 +284,19 @@ class Tensor(Value):
         if not _is_float32(dtype):
             raise TypeError(f"Tensor: NDArray mode supports only float32, got dtype {dtype!r}")
         return array_api.array(numpy_array, device=device)
+
+    @staticmethod
+    def from_host(array, *, device=None, dtype=None):
+        """A constant Tensor of the numpy array `array` that keeps a host copy of it: `numpy()`
+        returns that copy for as long as the Tensor holds the array it was uploaded to, without
+        reading the device. A data batch's labels are read by the loss in the middle of a
+        training step, which on a GPU would wait for all queued work (the DataLoader's batches
+        are made this way)."""
+        tensor = Tensor(array, device=device, dtype=dtype, requires_grad=False)
+        if not _NUMPY_MODE:
+            host = numpy.array(array, dtype=numpy.float32)  # a copy: the caller may reuse `array`
+            tensor._host_copy = (tensor.cached_data, host.reshape(tensor.cached_data.shape))
+        return tensor
 
     @staticmethod
     def make_const(data, requires_grad=False):
@@ -366,6 +380,9 @@ class Tensor(Value):
         data = self.realize_cached_data()
         if _NUMPY_MODE:
             return numpy.array(data)
+        host = self._host_copy
+        if host is not None and host[0] is data:
+            return host[1].copy()
         return data.numpy()
 
     # ------------------------------------------------------------------ operators

@@ -137,8 +137,9 @@ class DataLoader:
 
     def _batches(self, ordering):
         for indices in ordering:
+            # from_host: the loss reads the labels back without a device round trip
             yield tuple(
-                Tensor(field, device=self.device, dtype=self.dtype, requires_grad=False)
+                Tensor.from_host(field, device=self.device, dtype=self.dtype)
                 for field in self._fetch(indices)
             )
 
