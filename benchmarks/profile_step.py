@@ -1,0 +1,102 @@
+"""Where a ResNet9 training step's time goes: time inside each backend function, the rest
+(Python: autograd, ops, NDArray bookkeeping), and the GEMMs' FLOP rate.
+
+    PYTHONPATH=. python benchmarks/profile_step.py [--batch 128] [--steps 15] [--device cpu]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/profile_step.py      # one core
+
+(PYTHONPATH=. from the repository root makes `apps` importable, as pytest's configuration does.)
+
+Every function of the device's backend table is wrapped with a timer (a few hundred ns each),
+then the step with the smallest total of `--steps` is reported: the least disturbed by other
+processes on a shared machine. The step is forward, loss, backward(create_graph=False) and SGD
+with momentum, as in apps/train.py.
+"""
+import argparse
+import collections
+import time
+
+import numpy as np
+
+import needle as ndl
+
+try:
+    from apps.models import ResNet9
+except ImportError as err:  # run from elsewhere than the repository root
+    raise SystemExit(f"{err}: run from the repository root with PYTHONPATH=.") from err
+
+
+def wrap_backend(dev, seconds, calls, flops):
+    """Time every backend call of `dev`; count GEMM multiply-adds."""
+    for name, fn in list(dev.__dict__.items()):
+        if not callable(fn) or isinstance(fn, type):
+            continue
+
+        def timed(*args, fn=fn, name=name):
+            start = time.perf_counter()
+            out = fn(*args)
+            seconds[name] += time.perf_counter() - start
+            calls[name] += 1
+            if name == "gemm":  # a, b, out, batch, m, n, p, ...
+                flops[name] += 2.0 * args[3] * args[4] * args[5] * args[6]
+            elif name == "gemm_strided_a":  # a, b, out, m, n, p, ...
+                flops[name] += 2.0 * args[3] * args[4] * args[5]
+            return out
+
+        dev.__dict__[name] = timed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cpu_numpy", "cuda"])
+    args = parser.parse_args()
+    dev = getattr(ndl, args.device)()
+    if not dev.enabled():
+        raise SystemExit(f"device {args.device} is not enabled")
+    np.random.seed(0)
+    model = ResNet9(device=dev)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    x = ndl.Tensor(np.random.randn(args.batch, 3, 32, 32).astype(np.float32), device=dev,
+                   requires_grad=False)
+    y = ndl.Tensor(np.random.randint(0, 10, args.batch).astype(np.float32), device=dev,
+                   requires_grad=False)
+
+    def step():
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward(create_graph=False)
+        opt.step()
+        loss.numpy()  # waits for the device
+
+    for _ in range(3):
+        step()
+    seconds, calls, flops = (collections.defaultdict(float), collections.defaultdict(int),
+                             collections.defaultdict(float))
+    wrap_backend(dev, seconds, calls, flops)
+    best = None
+    for _ in range(args.steps):
+        for d in (seconds, calls, flops):
+            d.clear()
+        start = time.perf_counter()
+        step()
+        total = time.perf_counter() - start
+        if best is None or total < best[0]:
+            best = (total, dict(seconds), dict(calls), dict(flops))
+    total, seconds, calls, flops = best
+    inside = sum(seconds.values())
+    print(f"ResNet9 step, batch {args.batch}, device {dev}: best of {args.steps}")
+    print(f"  total {total * 1e3:.2f} ms = backend {inside * 1e3:.2f} ms "
+          f"({sum(calls.values())} calls) + Python {(total - inside) * 1e3:.2f} ms")
+    gemm_s = sum(seconds.get(k, 0.0) for k in flops)
+    if gemm_s:
+        print(f"  GEMMs: {sum(flops.values()) / 1e9:.3f} GFLOP in {gemm_s * 1e3:.2f} ms = "
+              f"{sum(flops.values()) / gemm_s / 1e9:.1f} GFLOP/s")
+    print(f"  {'backend function':<24}{'ms':>8}{'calls':>7}")
+    for name, sec in sorted(seconds.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {name:<24}{sec * 1e3:>8.3f}{calls[name]:>7}")
+
+
+if __name__ == "__main__":
+    main()
