@@ -441,6 +441,7 @@ int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
   if (rows < 1 || C < 1 || inner < 1)
     throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " + Str(rows) +
                                 ", " + Str(C) + ", " + Str(inner));
+  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
   return CheckedMul(fn, CheckedMul(fn, rows, C), inner);
 }
 
@@ -454,7 +455,6 @@ void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b
   CheckSize(fn, "bias", b.size, C);
   CheckSize(fn, "mean", mean.size, C);
   CheckSize(fn, "var", var.size, C);
-  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
   LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, rows, C, inner, eps);
 }
 
@@ -471,7 +471,6 @@ void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& 
   CheckSize(fn, "var", var.size, C);
   CheckSize(fn, "dw", dw.size, C);
   CheckSize(fn, "db", db.size, C);
-  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
   LaunchBatchNormBackward(x.data, g.data, w.data, mean.data, var.data, dx.data, dw.data, db.data, rows, C, inner,
                           eps);
 }

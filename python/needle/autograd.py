@@ -292,10 +292,12 @@ class Tensor(Value):
         reading the device. A data batch's labels are read by the loss in the middle of a
         training step, which on a GPU would wait for all queued work (the DataLoader's batches
         are made this way)."""
-        tensor = Tensor(array, device=device, dtype=dtype, requires_grad=False)
-        if not _NUMPY_MODE:
-            host = numpy.array(array, dtype=numpy.float32)  # a copy: the caller may reuse `array`
-            tensor._host_copy = (tensor.cached_data, host.reshape(tensor.cached_data.shape))
+        if _NUMPY_MODE:
+            return Tensor(array, device=device, dtype=dtype, requires_grad=False)
+        # one float32 copy (the caller may reuse `array`), which is also what gets uploaded
+        host = numpy.array(array, dtype=numpy.float32)
+        tensor = Tensor(host, device=device, dtype=dtype, requires_grad=False)
+        tensor._host_copy = (tensor.cached_data, host)
         return tensor
 
     @staticmethod
