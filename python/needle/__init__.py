@@ -14,3 +14,4 @@ from .init import ones, zeros, ones_like, zeros_like
 from . import nn
 from . import optim
 from . import data
+from .jit import jit, JitError  # noqa: E402  (ndl.jit is the function; the module stays importable)

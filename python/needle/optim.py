@@ -174,7 +174,8 @@ class Adam(Optimizer):
 
     Per step: t += 1; per parameter with a grad: g = grad + weight_decay * p;
     m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g**2 (both start at 0);
-    p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps).
+    p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps), beta**t kept as a
+    float32 array on the device (beta**t = beta**(t-1) * beta; see `_corrections`).
     State: `self.t` (int), `self.m`, `self.v` (dicts parameter -> Tensor).
     """
 
@@ -195,12 +196,30 @@ class Adam(Optimizer):
         self.t = 0
         self.m = {}
         self.v = {}
+        self._powers = None  # [beta1**t, beta2**t] as one-element arrays: see _corrections
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._powers = None  # restart beta**t from the loaded t
+
+    def _corrections(self, like):
+        """1 / (1 - beta1**t) and 1 / (1 - beta2**t) as one-element arrays on `like`'s device.
+
+        beta**t stays on the device and is multiplied by beta each step, instead of being
+        computed from the Python counter t, so that a captured step (ndl.jit) replays the
+        bias correction of every step rather than freezing the one of the capture."""
+        betas = (self.beta1, self.beta2)
+        if self._powers is None:
+            self._powers = [Tensor(np.full(1, b ** (self.t - 1), dtype=np.float32),
+                                   device=like.device, requires_grad=False).realize_cached_data()
+                            for b in betas]
+        self._powers = [power * b for power, b in zip(self._powers, betas)]
+        return [(1 - power) ** -1.0 for power in self._powers]
 
     def step(self):
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        c1 = 1 - b1 ** self.t
-        c2 = 1 - b2 ** self.t
+        corrections = None
         for p in self.params:
             if p.grad is None:
                 continue
@@ -215,6 +234,11 @@ class Adam(Optimizer):
                 v = (g * g) * (1 - b2)
             self.m[p] = Tensor.make_const(m)
             self.v[p] = Tensor.make_const(v)
-            m_hat = m / c1
-            v_hat = v / c2
+            if corrections is None:
+                corrections = self._corrections(p)
+            c1, c2 = corrections
+            if hasattr(c1, "broadcast_to"):  # NDArray ops do not broadcast implicitly
+                c1, c2 = c1.broadcast_to(m.shape), c2.broadcast_to(m.shape)
+            m_hat = m * c1
+            v_hat = v * c2
             p.data = Tensor.make_const(w - m_hat * self.lr / (v_hat ** 0.5 + self.eps))

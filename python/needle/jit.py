@@ -1,0 +1,363 @@
+"""ndl.jit: capture a function's backend calls once, then replay them without the Python.
+
+For each input signature (shapes, dtypes, devices, requires_grad of the Tensor arguments, the
+values of the others, and whether grad mode is on) a jitted function goes through:
+  call 1      eager (lazily made state, such as momentum buffers, comes into being);
+  calls 2, 3  captured while they run eagerly (jit_capture.Recorder), then compared: a
+              different call sequence, scalar or constant raises JitError;
+  calls 4...  replayed: the new input data is copied into the capture's input buffers and the
+              tape of backend calls runs again.
+See docs/jit.md for what a replay assumes and which changes invalidate a capture.
+"""
+import functools
+import gc
+from collections import OrderedDict
+
+import numpy as np
+
+from .autograd import Tensor, is_grad_enabled
+from .backend_ndarray.ndarray import NDArray
+from .jit_capture import Buf, JitError, Recorder, mark_input
+
+__all__ = ["jit", "JitFunction", "JitError"]
+
+
+def jit(fn=None, *, max_cache=8):
+    """Wrap `fn`, a function of Tensors (typically a whole training step), so that its
+    backend calls are captured once per input signature and then replayed.
+
+    Args:
+        fn: the function. Its Tensor arguments are the inputs (top level, positional or
+            keyword); any other argument must be hashable and is part of the signature.
+            It returns None, a Tensor, or a tuple/list of them.
+        max_cache: how many signatures keep a capture (least recently used dropped).
+    Returns:
+        A `JitFunction`; its results are fresh constant Tensors (no graph).
+
+    Example:
+        @ndl.jit
+        def step(x, y):
+            opt.reset_grad()
+            loss = ndl.ops.softmax_cross_entropy(model(x), y)
+            loss.backward(create_graph=False)
+            opt.step()
+            return loss
+    """
+    if fn is None:
+        return lambda f: JitFunction(f, max_cache)
+    return JitFunction(fn, max_cache)
+
+
+class JitFunction:
+    """A function with a cache of captured backend-call tapes, one per input signature."""
+
+    def __init__(self, fn, max_cache=8):
+        if not callable(fn):
+            raise TypeError(f"jit: expected a function, got {type(fn).__name__}")
+        if max_cache < 1:
+            raise ValueError(f"jit: max_cache must be >= 1, got {max_cache}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.max_cache = max_cache
+        self._cache = OrderedDict()  # signature -> _Signature
+
+    def __call__(self, *args, **kwargs):
+        sig, tensors = _signature(args, kwargs)
+        entry = self._cache.get(sig)
+        if entry is None:
+            entry = self._cache[sig] = _Signature()
+            if len(self._cache) > self.max_cache:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(sig)
+        if entry.program is not None:
+            return entry.program.replay(tensors)
+        try:
+            return entry.advance(self.fn, args, kwargs, tensors)
+        except JitError:
+            self._cache.pop(sig, None)
+            raise
+
+    def reset(self):
+        """Drop every capture: the next calls run eagerly and capture again. Needed after
+        changing anything a capture froze (a learning rate, `model.eval()`, `p.data = ...`)."""
+        self._cache.clear()
+
+    def replaying(self, *args, **kwargs):
+        """Whether a call with these arguments would replay a capture."""
+        entry = self._cache.get(_signature(args, kwargs)[0])
+        return entry is not None and entry.program is not None
+
+
+def _signature(args, kwargs):
+    parts, tensors = [], []
+    for key, a in list(enumerate(args)) + sorted(kwargs.items()):
+        if isinstance(a, Tensor):
+            data = a.realize_cached_data()
+            if not isinstance(data, NDArray):
+                raise JitError("jit: needs NDArray mode (NEEDLE_BACKEND=nd); numpy mode has no "
+                               "backend calls to capture")
+            parts.append((key, "tensor", data.shape, a.dtype, data.device.name,
+                          bool(a.requires_grad)))
+            tensors.append(a)
+        else:
+            try:
+                hash(a)
+            except TypeError:
+                raise TypeError(f"jit: argument {key!r} is a {type(a).__name__}, neither a Tensor "
+                                f"nor hashable; pass Tensors, or hashable settings") from None
+            parts.append((key, "value", type(a), a))
+    parts.append(("grad", is_grad_enabled()))
+    return tuple(parts), tensors
+
+
+def _host_of(t):
+    """The numpy values of Tensor t: its host copy when it has one (from_host), else read."""
+    data = t.realize_cached_data()
+    host = t._host_copy
+    return host[1] if host is not None and host[0] is data else data.numpy()
+
+
+def _flatten(result, out):
+    if result is None:
+        return None
+    if isinstance(result, Tensor):
+        out.append(result.realize_cached_data())
+        return "tensor"
+    if isinstance(result, (tuple, list)):
+        return type(result), [_flatten(r, out) for r in result]
+    raise JitError(f"jit: the function returned a {type(result).__name__}; a replay can only "
+                   f"return Tensors (None, a Tensor, or a tuple/list of them)")
+
+
+def _unflatten(tree, leaves):
+    if tree is None:
+        return None
+    if tree == "tensor":
+        return next(leaves)
+    kind, items = tree
+    return kind(_unflatten(t, leaves) for t in items)
+
+
+def _copy_out(dev, handle, shape, strides, offset):
+    # A fresh array per call: a result kept by the caller is not overwritten by the next replay.
+    out = NDArray.make(shape, device=dev)
+    dev.compact(handle, out._handle, shape, strides, offset)
+    return Tensor.make_const(out)
+
+
+class _Signature:
+    """The state of one input signature: eager call, two captures, then a replay program."""
+
+    def __init__(self):
+        self.calls = 0
+        self.inputs = None   # the jit's own input arrays (NDArray), one per Tensor argument
+        self.first = None    # (Recorder, {alloc index: handle} alive after it) of capture 1
+        self.program = None
+
+    def advance(self, fn, args, kwargs, tensors):
+        self.calls += 1
+        if self.calls == 1:
+            return fn(*args, **kwargs)
+        if self.inputs is None:
+            self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
+        hosts = _load_inputs(self.inputs, tensors, with_host=True)
+        prev = None
+        if self.first is not None:
+            prev = {id(h): (i, h) for i, h in self.first[1].items()}
+        rec = Recorder([a._handle for a in self.inputs], [a.shape for a in self.inputs], prev)
+        jit_tensors = []
+        for k, (t, arr) in enumerate(zip(tensors, self.inputs)):
+            jt = Tensor.make_const(arr, requires_grad=t.requires_grad)
+            rec.input_host[k] = mark_input(hosts[k], k)
+            jt._host_copy = (arr, rec.input_host[k])
+            jit_tensors.append(jt)
+        it = iter(jit_tensors)
+        jit_args = [next(it) if isinstance(a, Tensor) else a for a in args]
+        jit_kwargs = {key: (next(it) if isinstance(a, Tensor) else a)
+                      for key, a in sorted(kwargs.items())}
+        rec.install()
+        try:
+            result = fn(*jit_args, **jit_kwargs)
+        finally:
+            rec.uninstall()
+        outs = []
+        tree = _flatten(result, outs)
+        del result, jit_tensors, jit_args, jit_kwargs, it
+        gc.collect()  # graph cycles (create_graph=True) would keep temporaries looking alive
+        alive = rec.alive()
+        results = [_copy_out(a.device, a._handle, a.shape, a.strides, a._offset) for a in outs]
+        if self.first is None:
+            self.first = (rec, alive)
+        else:
+            _verify(self.first[0], rec)
+            self.program = _Program(self.inputs, self.first[1], rec, alive, outs, tree)
+            self.first = None
+        return _unflatten(tree, iter(results))
+
+
+def _load_inputs(inputs, tensors, with_host=False):
+    """Copy each Tensor's data into the jit's input buffer; return their host values."""
+    hosts = []
+    for arr, t in zip(inputs, tensors):
+        data = t.realize_cached_data()
+        arr.device.compact(data._handle, arr._handle, data.shape, data.strides, data._offset)
+        if with_host:
+            hosts.append(_host_of(t))
+    return hosts
+
+
+def _describe(entry):
+    kind, _dev, name, args = entry[:4]
+    shown = ", ".join(f"{a[0]}#{a[1]}" if isinstance(a, Buf) else
+                      ("<host data>" if isinstance(a, np.ndarray) else repr(a)) for a in args)
+    return f"{name}({shown})" if kind == "call" else f"{kind} {name}({shown})"
+
+
+def _verify(a, b):
+    """Raise JitError unless captures a and b made the same calls with the same constants
+    (b may read, as state, buffers that a allocated where a read older ones)."""
+    hint = ("its Python control flow or numbers depend on more than the input signature (data "
+            "read on the host, a step counter, a Python-side random choice); make the step "
+            "fixed, or call it without ndl.jit")
+    for pos, (ea, eb) in enumerate(zip(a.tape, b.tape)):
+        if ea[0] != eb[0] or ea[2] != eb[2] or len(ea[3]) != len(eb[3]):
+            raise JitError(f"jit: the backend call sequence changed between two calls with the "
+                           f"same input signature at call #{pos}: {_describe(ea)} then "
+                           f"{_describe(eb)}; {hint}")
+        for n, (x, y) in enumerate(zip(ea[3], eb[3])):
+            if isinstance(x, Buf) or isinstance(y, Buf):
+                if not _same_buffer(a, b, x, y):
+                    raise JitError(f"jit: call #{pos} ({eb[2]}) used a different buffer as "
+                                   f"argument {n} on two calls with the same input signature "
+                                   f"({x[0]}#{x[1]} then {y[0]}#{y[1]}); {hint}")
+            elif isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+                if not np.array_equal(x, y):
+                    raise JitError(f"jit: call #{pos} uploads host data (from_numpy) that changed "
+                                   f"between two calls with the same input signature; {hint}")
+            elif x != y:
+                raise JitError(f"jit: argument {n} of call #{pos} ({eb[2]}) changed from {x!r} "
+                               f"to {y!r} between two calls with the same input signature: a "
+                               f"Python value would be frozen into the capture; {hint}")
+    if len(a.tape) != len(b.tape):
+        pos = min(len(a.tape), len(b.tape))
+        raise JitError(f"jit: the backend call sequence changed between two calls with the same "
+                       f"input signature: {len(a.tape)} calls then {len(b.tape)} (they agree "
+                       f"up to call #{pos}); {hint}")
+    if [s for _, s in a.alloc_sizes] != [s for _, s in b.alloc_sizes]:
+        raise JitError(f"jit: the buffers allocated changed between two calls with the same "
+                       f"input signature; {hint}")
+
+
+def _same_buffer(a, b, x, y):
+    if not (isinstance(x, Buf) and isinstance(y, Buf)):
+        return False
+    if x[0] == "old" and y[0] == "old":
+        return a.old[x[1]] is b.old[y[1]]
+    if x[0] == "old" and y[0] == "prev":  # state: b reads what a (or an eager call) wrote
+        return True
+    return x == y
+
+
+class _Program:
+    """A replayable tape: backend calls with their buffers resolved and temporaries planned."""
+
+    def __init__(self, inputs, first_alive, rec, alive, outs, tree):
+        self.inputs = inputs
+        self.tree = tree
+        self.host = {}
+        temps = _plan_temporaries(rec, alive)
+        self.state_copies = []  # (device, live state buffer, buffer the tape reads it from)
+
+        def resolve(tok):
+            kind, i = tok
+            if kind == "in":
+                return inputs[i]._handle
+            if kind == "new":
+                return alive[i] if i in alive else temps[i]
+            if kind == "old":
+                return rec.old[i]
+            live = alive.get(i)  # "prev": capture 1's buffer i; capture 2's buffer i is live
+            if live is None or first_alive[i].size != live.size:
+                raise JitError(f"jit: the step reads a buffer made by the previous call (#{i}) "
+                               f"that this call does not remake as state; a replay could not "
+                               f"feed it the latest value")
+            dev = rec.alloc_sizes[i][0]
+            pair = (dev, live, first_alive[i])
+            if pair not in self.state_copies:
+                self.state_copies.append(pair)
+            return first_alive[i]
+
+        def res(args):
+            return tuple(resolve(a) if isinstance(a, Buf) else a for a in args)
+
+        self.tape = []
+        for kind, dev, name, args, fn in rec.tape:
+            if kind == "call":
+                self.tape.append((fn, res(args)))
+            elif kind == "upload":
+                self.tape.append((fn, res(args)))
+            elif kind == "upload_input":
+                k, shape, tok = args
+                self.host[k] = None
+                self.tape.append((self._upload_input, (fn, k, shape, resolve(tok))))
+            elif kind in ("rand", "randn"):
+                shape, _, tok = args
+                self.tape.append((_draw, (dev, getattr(np.random, kind), shape, resolve(tok))))
+            else:  # one_hot
+                n, shape, k, tok = args
+                self.host[k] = None
+                self.tape.append((self._one_hot, (dev, n, k, shape, resolve(tok))))
+        self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
+                     for a in outs]
+        self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
+                             self.state_copies]
+
+    def replay(self, tensors):
+        _load_inputs(self.inputs, tensors)
+        for k in self.host:
+            self.host[k] = _host_of(tensors[k])
+        for dev, live, read, shape in self.state_copies:
+            dev.compact(live, read, shape, (1,), 0)
+        for fn, args in self.tape:
+            fn(*args)
+        return _unflatten(self.tree, iter([_copy_out(*o) for o in self.outs]))
+
+    def _upload_input(self, fn, k, shape, handle):
+        fn(np.ascontiguousarray(np.reshape(self.host[k], shape), dtype=np.float32), handle)
+
+    def _one_hot(self, dev, n, k, shape, handle):
+        labels = np.reshape(self.host[k], shape).astype(np.int64)
+        if np.any(labels != np.reshape(self.host[k], shape)):
+            raise ValueError(f"jit: input {k} holds non-integer labels for one_hot")
+        arr = dev.one_hot(n, labels)
+        dev.compact(arr._handle, handle, (arr.size,), (1,), 0)
+
+
+def _draw(dev, draw, shape, handle):
+    # The same numpy call eager makes (device.rand / randn): the same numbers, same order.
+    dev.from_numpy(np.ascontiguousarray(draw(*shape), dtype=np.float32), handle)
+
+
+def _plan_temporaries(rec, alive):
+    """Buffers for the capture's temporaries: one allocation per lifetime slot, reused by
+    later temporaries of the same size once every call using the earlier one has run."""
+    first, last = {}, {}
+    for pos, entry in enumerate(rec.tape):
+        for a in entry[3]:
+            if isinstance(a, Buf) and a[0] == "new" and a[1] not in alive:
+                first.setdefault(a[1], pos)
+                last[a[1]] = pos
+    starts, ends = {}, {}
+    for i, pos in first.items():
+        starts.setdefault(pos, []).append(i)
+        ends.setdefault(last[i], []).append(i)
+    free, out = {}, {}
+    for pos in sorted(set(starts) | set(ends)):
+        for i in starts.get(pos, ()):
+            dev, size = rec.alloc_sizes[i]
+            spare = free.get((dev, size))
+            out[i] = spare.pop() if spare else dev.Array(size)
+        for i in ends.get(pos, ()):
+            free.setdefault(rec.alloc_sizes[i], []).append(out[i])
+    return out
