@@ -11,13 +11,14 @@ See docs/jit.md for what a replay assumes and which changes invalidate a capture
 """
 import functools
 import gc
+import sys
 from collections import OrderedDict
 
 import numpy as np
 
 from .autograd import Tensor, is_grad_enabled
 from .backend_ndarray.ndarray import NDArray
-from .jit_capture import Buf, JitError, Recorder, mark_input
+from .jit_capture import Buf, JitError, Recorder, capturing as _capturing, mark_input
 
 __all__ = ["jit", "JitFunction", "JitError"]
 
@@ -62,6 +63,9 @@ class JitFunction:
         self._cache = OrderedDict()  # signature -> _Signature
 
     def __call__(self, *args, **kwargs):
+        if _capturing():  # a replay inside a capture would bypass its recording
+            raise JitError("jit: a jitted function was called while another one was being "
+                           "captured; nest plain functions inside one jitted step instead")
         sig, tensors = _signature(args, kwargs)
         entry = self._cache.get(sig)
         if entry is None:
@@ -267,6 +271,9 @@ class _Program:
         self.tree = tree
         self.host = {}
         temps = _plan_temporaries(rec, alive)
+        distinct = {id(h): h.size for h in temps.values()}
+        self.memory = {"temporaries": len(temps), "buffers": len(distinct),
+                       "bytes": 4 * sum(distinct.values())}  # planned temporaries only
         self.state_copies = []  # (device, live state buffer, buffer the tape reads it from)
 
         def resolve(tok):
@@ -312,12 +319,24 @@ class _Program:
                      for a in outs]
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
                              self.state_copies]
+        # References this program holds to each live state buffer; a replay finding no more
+        # than these means Python has moved that state to another buffer since (see replay).
+        for pos, (dev, live, read, shape) in enumerate(self.state_copies):
+            held = 1 + sum(a is live for _, args in self.tape for a in args)
+            held += sum(o[1] is live for o in self.outs)
+            self.state_copies[pos] = (dev, live, read, shape, held)
 
     def replay(self, tensors):
         _load_inputs(self.inputs, tensors)
         for k in self.host:
             self.host[k] = _host_of(tensors[k])
-        for dev, live, read, shape in self.state_copies:
+        for dev, live, read, shape, held in self.state_copies:
+            if sys.getrefcount(live) <= held + 2:  # + this loop's variable and the argument
+                raise JitError(
+                    "jit: state that this capture replaces (a buffer the step rebinds, e.g. "
+                    "`p.data = ...`) was rebound elsewhere since its last replay (another input "
+                    "signature's capture or eager call, or code outside the step); the replay "
+                    "would read a stale value. Update such state in place, or call reset()")
             dev.compact(live, read, shape, (1,), 0)
         for fn, args in self.tape:
             fn(*args)

@@ -24,7 +24,7 @@ import numpy as np
 from .backend_ndarray import device as _device_mod
 from .backend_ndarray.ndarray import NDArray
 
-__all__ = ["JitError", "InputHost", "Buf", "Recorder", "mark_input"]
+__all__ = ["JitError", "InputHost", "Buf", "Recorder", "capturing", "mark_input"]
 
 
 class JitError(RuntimeError):
@@ -57,6 +57,11 @@ def mark_input(host, k):
 _SOURCES = ("rand", "randn", "one_hot")
 
 _ACTIVE = []  # the installed Recorder, if any
+
+
+def capturing():
+    """Whether a Recorder is installed."""
+    return bool(_ACTIVE)
 
 
 class Recorder:

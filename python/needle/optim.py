@@ -1,7 +1,8 @@
 """Optimizers: SGD (dampened momentum) and Adam (bias-corrected, L2-in-gradient weight decay).
 
 All state is kept as detached Tensors with the parameter's dtype, so graphs never grow across
-steps; parameters are updated by assigning `p.data`, never by editing `p.grad`.
+steps. Parameters and state are updated in place (their buffers are overwritten), never by
+editing `p.grad`: fixed buffers are what a captured step (ndl.jit) replays.
 """
 import math
 
@@ -27,6 +28,15 @@ def _arrays(p: Tensor):
     The updates below run on raw arrays: each line is the same array arithmetic the
     Tensor ops would run, without building ~5 graph nodes per parameter per step."""
     return p.realize_cached_data(), _detached(p.grad, p).realize_cached_data()
+
+
+def _store(state, p, value):
+    """state[p] = value, written into state[p]'s existing buffer when there is one: state that
+    keeps its buffers is what a captured step (ndl.jit) can replay."""
+    if p in state:
+        state[p].realize_cached_data()[()] = value
+    else:
+        state[p] = Tensor.make_const(value)
 
 
 def _check_nonneg(owner: str, **values):
@@ -154,9 +164,12 @@ class SGD(Optimizer):
             w, g = _arrays(p)
             u_prev = self.u[p].realize_cached_data() if p in self.u else None
             if hasattr(w, "sgd_step"):  # NDArray: the lines below in one backend call
-                w, u = w.sgd_step(g, u_prev, self.momentum, -self.lr, self.weight_decay)
-                self.u[p] = Tensor.make_const(u)
-                p.data = Tensor.make_const(w)
+                w_new, u = w.sgd_step(g, u_prev, self.momentum, -self.lr, self.weight_decay,
+                                      in_place=True)
+                if u is not u_prev:
+                    self.u[p] = Tensor.make_const(u)
+                if w_new is not w:
+                    p.data = Tensor.make_const(w_new)
                 continue
             if self.weight_decay:
                 g = g + w * self.weight_decay
@@ -175,7 +188,7 @@ class Adam(Optimizer):
     Per step: t += 1; per parameter with a grad: g = grad + weight_decay * p;
     m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g**2 (both start at 0);
     p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps), beta**t kept as a
-    float32 array on the device (beta**t = beta**(t-1) * beta; see `_corrections`).
+    float32 array on the device (beta**t = beta**(t-1) * beta; see `_advance`).
     State: `self.t` (int), `self.m`, `self.v` (dicts parameter -> Tensor).
     """
 
@@ -193,33 +206,41 @@ class Adam(Optimizer):
         self.beta2 = beta2
         self.eps = eps
         self.weight_decay = weight_decay
-        self.t = 0
+        self._t = 0          # steps taken, as of the last reset (see the `t` property)
+        self._counters = None  # [t, beta1**t, beta2**t] as one-element device arrays
         self.m = {}
         self.v = {}
-        self._powers = None  # [beta1**t, beta2**t] as one-element arrays: see _corrections
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        self._powers = None  # restart beta**t from the loaded t
+    @property
+    def t(self):
+        """Steps taken. Counted on the device once stepping starts, so that a captured step
+        (ndl.jit), which runs no Python, still advances it; reading it reads the device."""
+        if self._counters is None:
+            return self._t
+        return int(np.asarray(self._counters[0]).reshape(-1)[0])
 
-    def _corrections(self, like):
-        """1 / (1 - beta1**t) and 1 / (1 - beta2**t) as one-element arrays on `like`'s device.
+    @t.setter
+    def t(self, value):
+        self._t, self._counters = int(value), None
 
-        beta**t stays on the device and is multiplied by beta each step, instead of being
-        computed from the Python counter t, so that a captured step (ndl.jit) replays the
-        bias correction of every step rather than freezing the one of the capture."""
-        betas = (self.beta1, self.beta2)
-        if self._powers is None:
-            self._powers = [Tensor(np.full(1, b ** (self.t - 1), dtype=np.float32),
-                                   device=like.device, requires_grad=False).realize_cached_data()
-                            for b in betas]
-        self._powers = [power * b for power, b in zip(self._powers, betas)]
-        return [(1 - power) ** -1.0 for power in self._powers]
+    def _advance(self):
+        """t += 1 on the device; returns 1 / (1 - beta1**t) and 1 / (1 - beta2**t) as
+        one-element arrays (beta**t = beta**(t-1) * beta, in float32), or None without
+        parameters."""
+        if not self.params:
+            self._t += 1
+            return None
+        if self._counters is None:
+            start = (self._t, self.beta1 ** self._t, self.beta2 ** self._t)
+            self._counters = [Tensor(np.full(1, v, dtype=np.float32), device=self.params[0].device,
+                                     requires_grad=False).realize_cached_data() for v in start]
+        t, p1, p2 = self._counters
+        t[()], p1[()], p2[()] = t + 1, p1 * self.beta1, p2 * self.beta2  # in place, as m, v
+        return [(1 - power) ** -1.0 for power in self._counters[1:]]
 
     def step(self):
-        self.t += 1
         b1, b2 = self.beta1, self.beta2
-        corrections = None
+        corrections = self._advance()
         for p in self.params:
             if p.grad is None:
                 continue
@@ -232,13 +253,11 @@ class Adam(Optimizer):
             else:
                 m = g * (1 - b1)
                 v = (g * g) * (1 - b2)
-            self.m[p] = Tensor.make_const(m)
-            self.v[p] = Tensor.make_const(v)
-            if corrections is None:
-                corrections = self._corrections(p)
+            _store(self.m, p, m)
+            _store(self.v, p, v)
             c1, c2 = corrections
             if hasattr(c1, "broadcast_to"):  # NDArray ops do not broadcast implicitly
                 c1, c2 = c1.broadcast_to(m.shape), c2.broadcast_to(m.shape)
             m_hat = m * c1
             v_hat = v * c2
-            p.data = Tensor.make_const(w - m_hat * self.lr / (v_hat ** 0.5 + self.eps))
+            w[()] = w - m_hat * self.lr / (v_hat ** 0.5 + self.eps)  # in place, as m and v

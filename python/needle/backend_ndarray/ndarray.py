@@ -511,10 +511,12 @@ class NDArray:
         return self._reduce(axis, keepdims, self.device.reduce_max, "max")
 
     # ------------------------------------------------------------ optimizer
-    def sgd_step(self, grad, velocity, momentum, neg_lr, weight_decay=0.0):
+    def sgd_step(self, grad, velocity, momentum, neg_lr, weight_decay=0.0, in_place=False):
         """One SGD step from weights `self` (any shape), in one backend call.
 
-        Returns (new weights, new velocity), both new arrays shaped like self:
+        Returns (new weights, new velocity) shaped like self: new arrays, or with `in_place`
+        self and velocity themselves (when compact), overwritten (optimizer state that keeps
+        its buffers, which a captured step, ndl.jit, can replay):
         g = grad + weight_decay * self; v = momentum * velocity + (1 - momentum) * g (or
         (1 - momentum) * g when `velocity` is None); weights = self + neg_lr * v. Every product
         and sum is rounded to float32 as the separate array ops would round it.
@@ -523,8 +525,10 @@ class NDArray:
             if arr is not None and arr.shape != self._shape:
                 raise ValueError(f"sgd_step: {what} of shape {arr.shape} for weights of shape "
                                  f"{self._shape}")
-        w_out = NDArray.make(self._shape, device=self.device)
-        v_out = NDArray.make(self._shape, device=self.device)
+        w_out = self if in_place and self.is_compact() else NDArray.make(self._shape,
+                                                                          device=self.device)
+        v_out = (velocity if in_place and velocity is not None and velocity.is_compact()
+                 else NDArray.make(self._shape, device=self.device))
         g = grad.compact()
         v = g if velocity is None else velocity.compact()
         self.device.sgd_update(self.compact()._handle, g._handle, v._handle, w_out._handle,

@@ -395,12 +395,10 @@ class BatchNorm1d(Module):
     def _update_running(self, name: str, batch_stat) -> None:
         """running = (1 - momentum) * running + momentum * batch_stat, on raw arrays (the
         arithmetic of the equivalent Tensor ops, without making graph nodes)."""
-        old = getattr(self, name)
+        old = getattr(self, name).realize_cached_data()
         m = self.momentum
-        new = Tensor.make_const(old.realize_cached_data() * (1 - m) + batch_stat * m)
-        if new.dtype != old.dtype:  # numpy mode, float64 input: keep the buffer's dtype
-            new = Tensor(new, device=old.device, dtype=old.dtype, requires_grad=False)
-        setattr(self, name, new)
+        # in place (numpy mode casts to the buffer's dtype): a captured step (ndl.jit) replays it
+        old[()] = old * (1 - m) + batch_stat * m
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.dim:
