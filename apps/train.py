@@ -38,6 +38,7 @@ from needle.utils import atomic_write, load_checkpoint, save_checkpoint
 
 from apps.mlp_resnet import MLPResNet
 from apps.models import VGG, LeNet, ResNet9, ResNet18
+from apps.train_step import make_train_step
 
 MODELS = ("lenet", "vgg11", "vgg16", "resnet9", "resnet18", "mlp")
 DATASETS = ("digits", "mnist", "mnist-t10k-split", "cifar10")
@@ -72,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=0.9, help="SGD only")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-jit", action="store_true",
+                   help="run every step eagerly (default: ndl.jit captures and replays it)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many optimizer steps in total (then evaluate)")
     p.add_argument("--target-acc", type=float, default=None,
@@ -272,18 +275,16 @@ def _correct(logits, y):
     return int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
 
 
-def train_epoch(model, loader, opt, loss_fn, desc, steps_left):
-    """One pass of training; returns (mean loss, accuracy, images, seconds, step losses)."""
+def train_epoch(model, loader, opt, loss_fn, desc, steps_left, step=None):
+    """One pass of training; returns (mean loss, accuracy, images, seconds, step losses).
+    `step`: a make_train_step function (default: an eager one)."""
+    step = step or make_train_step(model, opt, loss_fn, use_jit=False)
     model.train()
     losses, total, correct, seen = [], 0.0, 0, 0
     start = time.perf_counter()
     bar = _progress(loader, desc)
     for X, y in bar:
-        logits = model(X)
-        loss = loss_fn(logits, y)
-        opt.reset_grad()
-        loss.backward(create_graph=False)
-        opt.step()
+        loss, logits = step(X, y)
         losses.append(float(loss.numpy().item()))
         total += losses[-1] * X.shape[0]
         correct += _correct(logits, y)
@@ -322,12 +323,13 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)
     loss_fn = nn.SoftmaxLoss()
     loader = DataLoader(train_ds, args.batch_size, shuffle=True, device=device)
+    step_fn = make_train_step(model, opt, loss_fn, use_jit=not args.no_jit)
     images, train_seconds = 0, 0.0
     while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
         epoch += 1
         steps_left = None if args.max_steps is None else args.max_steps - step
         train_loss, train_acc, seen, seconds, losses = train_epoch(
-            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left)
+            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left, step_fn)
         step += len(losses)
         images, train_seconds = images + seen, train_seconds + seconds
         test_loss, test_acc = evaluate(model, test_ds, args.batch_size, device, loss_fn)

@@ -168,6 +168,8 @@ class Recorder:
                 if isinstance(idx, NDArray):
                     idx = idx.numpy()  # an input's labels come back marked; else an error
                 k = getattr(idx, "jit_input", None)
+                if k is None:  # the mark is lost by np.asarray: match the values instead
+                    k = self._input_with_values(idx)
                 if k is None:  # constant labels: recorded as an upload of the result
                     return method(dev, n, np.asarray(idx), *args[2:], **kwargs)
                 self._check_derived(k, idx, "one_hot")
@@ -207,6 +209,17 @@ class Recorder:
                               (k, tuple(np.shape(data)), tok), fn))
         else:
             self.tape.append(("upload", dev, "from_numpy", (np.array(data, copy=True), tok), fn))
+
+    def _input_with_values(self, value):
+        """The first input whose host values, reshaped and cast, are `value` (or None);
+        comparing the two captures catches a constant that only happened to match."""
+        value = np.asarray(value)
+        for k, host in self.input_host.items():
+            host = np.asarray(host)
+            if host.size == value.size and np.array_equal(
+                    host.reshape(value.shape).astype(value.dtype), value):
+                return k
+        return None
 
     def _check_derived(self, k, value, what):
         """Host data marked as input k must be that input's values, reshaped and cast."""

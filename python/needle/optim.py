@@ -187,8 +187,8 @@ class Adam(Optimizer):
 
     Per step: t += 1; per parameter with a grad: g = grad + weight_decay * p;
     m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g**2 (both start at 0);
-    p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps), beta**t kept as a
-    float32 array on the device (beta**t = beta**(t-1) * beta; see `_advance`).
+    p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps), with t and beta**t
+    as float32 arrays on the device (see `_advance`).
     State: `self.t` (int), `self.m`, `self.v` (dicts parameter -> Tensor).
     """
 
@@ -207,7 +207,7 @@ class Adam(Optimizer):
         self.eps = eps
         self.weight_decay = weight_decay
         self._t = 0          # steps taken, as of the last reset (see the `t` property)
-        self._counters = None  # [t, beta1**t, beta2**t] as one-element device arrays
+        self._counters = None  # [t, beta1, beta2] as one-element device arrays
         self.m = {}
         self.v = {}
 
@@ -225,18 +225,18 @@ class Adam(Optimizer):
 
     def _advance(self):
         """t += 1 on the device; returns 1 / (1 - beta1**t) and 1 / (1 - beta2**t) as
-        one-element arrays (beta**t = beta**(t-1) * beta, in float32), or None without
-        parameters."""
+        one-element arrays (beta**t in float32, from t alone: a run resumed from a saved t
+        continues bit for bit), or None without parameters."""
         if not self.params:
             self._t += 1
             return None
         if self._counters is None:
-            start = (self._t, self.beta1 ** self._t, self.beta2 ** self._t)
+            start = (self._t, self.beta1, self.beta2)
             self._counters = [Tensor(np.full(1, v, dtype=np.float32), device=self.params[0].device,
                                      requires_grad=False).realize_cached_data() for v in start]
-        t, p1, p2 = self._counters
-        t[()], p1[()], p2[()] = t + 1, p1 * self.beta1, p2 * self.beta2  # in place, as m, v
-        return [(1 - power) ** -1.0 for power in self._counters[1:]]
+        t, beta1, beta2 = self._counters
+        t[()] = t + 1  # in place, as m and v
+        return [(1 - beta ** t) ** -1.0 for beta in (beta1, beta2)]
 
     def step(self):
         b1, b2 = self.beta1, self.beta2
