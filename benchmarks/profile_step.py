@@ -2,6 +2,7 @@
 (Python: autograd, ops, NDArray bookkeeping), and the GEMMs' FLOP rate.
 
     PYTHONPATH=. python benchmarks/profile_step.py [--batch 128] [--steps 15] [--device cpu]
+    PYTHONPATH=. python benchmarks/profile_step.py --jit     # the step replayed by ndl.jit
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/profile_step.py      # one core
 
 (PYTHONPATH=. from the repository root makes `apps` importable, as pytest's configuration does.)
@@ -9,7 +10,9 @@
 Every function of the device's backend table is wrapped with a timer (a few hundred ns each),
 then the step with the smallest total of `--steps` is reported: the least disturbed by other
 processes on a shared machine. The step is forward, loss, backward(create_graph=False) and SGD
-with momentum, as in apps/train.py.
+with momentum, as in apps/train.py. With `--jit` the timers are installed before the
+capture, so the replayed tape calls them too: "Python" is then what a replay adds around the
+backend calls (the tape loop, the input and output copies' bookkeeping).
 """
 import argparse
 import collections
@@ -50,6 +53,7 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cpu_numpy", "cuda"])
+    parser.add_argument("--jit", action="store_true", help="profile the ndl.jit replay")
     args = parser.parse_args()
     dev = getattr(ndl, args.device)()
     if not dev.enabled():
@@ -60,21 +64,28 @@ def main():
     loss_fn = ndl.nn.SoftmaxLoss()
     x = ndl.Tensor(np.random.randn(args.batch, 3, 32, 32).astype(np.float32), device=dev,
                    requires_grad=False)
-    y = ndl.Tensor(np.random.randint(0, 10, args.batch).astype(np.float32), device=dev,
-                   requires_grad=False)
+    y = ndl.Tensor.from_host(np.random.randint(0, 10, args.batch).astype(np.float32), device=dev)
 
-    def step():
+    def train_step(x, y):
         opt.reset_grad()
         loss = loss_fn(model(x), y)
         loss.backward(create_graph=False)
         opt.step()
-        loss.numpy()  # waits for the device
+        return loss
 
-    for _ in range(3):
-        step()
     seconds, calls, flops = (collections.defaultdict(float), collections.defaultdict(int),
                              collections.defaultdict(float))
-    wrap_backend(dev, seconds, calls, flops)
+    if args.jit:  # timers first, so that the captured tape calls them
+        wrap_backend(dev, seconds, calls, flops)
+    fn = ndl.jit(train_step) if args.jit else train_step
+
+    def step():
+        fn(x, y).numpy()  # waits for the device
+
+    for _ in range(4):  # jit: an eager call and two captures, then replays
+        step()
+    if not args.jit:
+        wrap_backend(dev, seconds, calls, flops)
     best = None
     for _ in range(args.steps):
         for d in (seconds, calls, flops):
@@ -86,7 +97,8 @@ def main():
             best = (total, dict(seconds), dict(calls), dict(flops))
     total, seconds, calls, flops = best
     inside = sum(seconds.values())
-    print(f"ResNet9 step, batch {args.batch}, device {dev}: best of {args.steps}")
+    mode = "ndl.jit replay" if args.jit else "eager"
+    print(f"ResNet9 step ({mode}), batch {args.batch}, device {dev}: best of {args.steps}")
     print(f"  total {total * 1e3:.2f} ms = backend {inside * 1e3:.2f} ms "
           f"({sum(calls.values())} calls) + Python {(total - inside) * 1e3:.2f} ms")
     gemm_s = sum(seconds.get(k, 0.0) for k in flops)

@@ -1,4 +1,8 @@
 """ndl.jit: a jitted training run equals the eager run bit for bit; misuse raises JitError."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -239,3 +243,14 @@ def test_rebound_state_replays_and_a_second_signature_fails_loudly():
         np.testing.assert_array_equal(b, a)
     with pytest.raises(ndl.JitError, match="was rebound elsewhere"):
         run(ndl.jit, [0] * 4 + [1] * 4 + [0])
+
+
+def test_import_leaves_the_environment_alone():
+    # the CPU backend's OpenMP wait setting is set only while libgomp loads (device.cpu)
+    code = ("import os, needle as ndl; ndl.cpu().Array(1); "
+            "print('GOMP_SPINCOUNT' in os.environ, 'OMP_WAIT_POLICY' in os.environ)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -91,10 +91,17 @@ def cpu():
         # Idle OpenMP workers spin briefly, then sleep. Sleeping at once (PASSIVE) costs a
         # wake-up per kernel (~0.2 ms; a ResNet9 step 72 -> 47 ms without it); spinning
         # forever (ACTIVE) costs ~16 ms per region when the cores are shared. libgomp reads
-        # this once, when it loads; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
-        if "OMP_WAIT_POLICY" not in os.environ:
-            os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-        from . import ndarray_backend_cpu
+        # the setting once, when it loads, so it is set only around that load and then
+        # removed: the user's environment (and their child processes') is left as it was.
+        # A user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
+        ours = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+        if ours:
+            os.environ["GOMP_SPINCOUNT"] = "30000"
+        try:
+            from . import ndarray_backend_cpu
+        finally:
+            if ours:
+                os.environ.pop("GOMP_SPINCOUNT", None)
         _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
     return _DEVICES["cpu"]
 

@@ -1,0 +1,173 @@
+"""Training steps, needle eager vs needle `ndl.jit` vs PyTorch eager, in images/s.
+
+    PYTHONPATH=. python benchmarks/bench_jit.py [--model resnet9|lenet] [--batch 32]
+        [--steps 30] [--rounds 3] [--busy]
+
+Each framework runs in its own child process (its own thread pool and peak memory), and the
+three are alternated for `--rounds` rounds; the best median per framework is reported, the
+least disturbed by other processes on a shared machine. `--busy` keeps one core busy with a
+spinning process during the measurements. The step is forward, softmax loss, backward
+(constant gradients: `create_graph=False` / torch's default) and SGD with momentum 0.9.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bench_resnet9 import peak_rss_mb
+
+SHAPES = {"resnet9": (3, 32), "lenet": (1, 28)}  # (channels, height = width)
+FRAMEWORKS = ("eager", "jit", "torch")
+
+
+def needle_step_times(model_name, batch, steps, use_jit):
+    import needle as ndl
+    from apps.models import LeNet, ResNet9
+
+    device = ndl.cpu()
+    np.random.seed(0)
+    model = ResNet9(device=device) if model_name == "resnet9" else LeNet(device=device)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    c, h = SHAPES[model_name]
+    x = ndl.Tensor(np.random.randn(batch, c, h, h).astype(np.float32), device=device,
+                   requires_grad=False)
+    y = ndl.Tensor.from_host(np.random.randint(0, 10, batch).astype(np.float32), device=device)
+    model.train()
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward(create_graph=False)
+        opt.step()
+        return loss
+
+    fn = ndl.jit(step) if use_jit else step
+    warmup = 4 if use_jit else 1  # jit: an eager call and two captures, then replays
+    times = []
+    for _ in range(steps + warmup):
+        start = time.perf_counter()
+        fn(x, y).numpy()  # a host read: waits for queued device work
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
+def torch_step_times(model_name, batch, steps):
+    import torch
+    import torch.nn as tnn
+
+    def conv_bn(a, b, k, s):
+        return tnn.Sequential(tnn.Conv2d(a, b, k, s, k // 2), tnn.BatchNorm2d(b), tnn.ReLU())
+
+    class Residual(tnn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x) + x
+
+    torch.manual_seed(0)
+    if model_name == "resnet9":
+        model = tnn.Sequential(
+            conv_bn(3, 16, 7, 4), conv_bn(16, 32, 3, 2),
+            Residual(tnn.Sequential(conv_bn(32, 32, 3, 1), conv_bn(32, 32, 3, 1))),
+            conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2),
+            Residual(tnn.Sequential(conv_bn(128, 128, 3, 1), conv_bn(128, 128, 3, 1))),
+            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+    else:
+        model = tnn.Sequential(
+            tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
+            tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+            tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    c, h = SHAPES[model_name]
+    x = torch.randn(batch, c, h, h)
+    y = torch.randint(0, 10, (batch,))
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss = tnn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        loss.item()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def child(framework, model_name, batch, steps):
+    if framework == "torch":
+        times = torch_step_times(model_name, batch, steps)
+    else:
+        times = needle_step_times(model_name, batch, steps, framework == "jit")
+    print(json.dumps({"median_s": statistics.median(times), "peak_mb": peak_rss_mb()}))
+
+
+def measure(framework, model_name, batch, steps):
+    """One child process; returns {"median_s", "peak_mb"} or None when it fails."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, __file__, "--child", framework, "--model", model_name,
+                           "--batch", str(batch), "--steps", str(steps)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-2000:])
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(model_name="resnet9", batch=32, steps=30, rounds=3, busy=False):
+    """{framework: (images/s, peak MB)}: the best of `rounds` alternated child runs."""
+    spinner = None
+    if busy:  # one core kept busy by another process, as on a shared machine
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    best = {}
+    try:
+        for _ in range(rounds):
+            for framework in FRAMEWORKS:
+                if framework == "torch":
+                    try:
+                        import torch  # noqa: F401
+                    except ImportError:
+                        continue
+                res = measure(framework, model_name, batch, steps)
+                if res is not None:
+                    ips = batch / res["median_s"]
+                    if framework not in best or ips > best[framework][0]:
+                        best[framework] = (ips, res["peak_mb"])
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet9", choices=sorted(SHAPES))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
+    parser.add_argument("--child", choices=FRAMEWORKS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.model, args.batch, args.steps)
+        return
+    best = run(args.model, args.batch, args.steps, args.rounds, args.busy)
+    print(f"{args.model} training step, batch {args.batch}{', one core busy' if args.busy else ''}")
+    print(f"{'framework':<8}{'images/s':>10}{'peak MB':>9}{'vs torch':>10}")
+    torch_ips = best.get("torch", (None,))[0]
+    for name, (ips, mb) in best.items():
+        ratio = f"{ips / torch_ips:.2f}x" if torch_ips else ""
+        print(f"{name:<8}{ips:>10.0f}{mb:>9.0f}{ratio:>10}")
+
+
+if __name__ == "__main__":
+    main()
