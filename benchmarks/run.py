@@ -3,8 +3,10 @@
     python benchmarks/run.py [--quick] [--out docs/performance.md]
 
 Rows: sgemm at n = 512/1024/2048, conv forward+backward over the ResNet9 layer shapes at batch
-32, max pooling, softmax, a ResNet9 training step at batch 128 (images/s, peak memory), and the
-per-op overhead of a small Tensor add; CUDA rows when a GPU is enabled. Each row validates
+32, max pooling, softmax, a ResNet9 training step at batch 128 (images/s, peak memory), training
+steps eager and replayed by ndl.jit (ResNet9 batch 32 and 128, LeNet batch 64, and ResNet9 with
+one core busy; benchmarks/bench_jit.py), and the per-op overhead of a small Tensor add; CUDA
+rows when a GPU is enabled. Each row validates
 needle's result against the reference first, then reports the median of repeated runs.
 """
 import argparse
@@ -17,6 +19,7 @@ import time
 
 import numpy as np
 
+import bench_jit
 import bench_overhead
 import bench_resnet9
 import needle as ndl
@@ -178,6 +181,25 @@ def bench_step(device, batch, steps):
     return rows
 
 
+def bench_jit_steps(quick):
+    """Training steps eager and replayed by ndl.jit, against torch eager, each in its own
+    process, alternated; then ResNet9 batch 128 again with one core kept busy."""
+    rows = []
+    steps, rounds = (5, 1) if quick else (30, 3)
+    cases = [("resnet9", 32, False), ("resnet9", 128, False), ("lenet", 64, False),
+             ("resnet9", 128, True)]
+    for model, batch, busy in cases:
+        best = bench_jit.run(model, batch, steps, rounds, busy)
+        theirs = best.get("torch", (None,))[0]
+        name = {"resnet9": "ResNet9", "lenet": "LeNet"}[model]
+        for mode, label in (("eager", "eager"), ("jit", "ndl.jit")):
+            ours = best.get(mode, (None,))[0]
+            rows.append(row(f"{name} train step, batch {batch}, {label}"
+                            f"{', one core busy' if busy else ''}", "images/s", ours, None,
+                            theirs))
+    return rows
+
+
 def bench_op_overhead(repeats):
     x = np.random.randn(4, 4).astype(np.float32)
     y = np.random.randn(4, 4).astype(np.float32)
@@ -201,6 +223,7 @@ def main():
     rows += bench_conv_layers(ndl.cpu(), 32, repeats)
     rows += bench_pool_softmax(ndl.cpu(), repeats)
     rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 10)
+    rows += bench_jit_steps(args.quick)
     gc.collect()  # the graphs of the benchmarks above would slow every allocation below
     rows += bench_op_overhead(repeats)
     if ndl.cuda().enabled():

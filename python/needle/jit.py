@@ -12,6 +12,7 @@ See docs/jit.md for what a replay assumes and which changes invalidate a capture
 import functools
 import gc
 import sys
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -156,7 +157,7 @@ class _Signature:
     def __init__(self):
         self.calls = 0
         self.inputs = None   # the jit's own input arrays (NDArray), one per Tensor argument
-        self.first = None    # (Recorder, {alloc index: handle} alive after it) of capture 1
+        self.first = None    # capture 1: (Recorder, {alloc index: weak ref} of what it left)
         self.program = None
 
     def advance(self, fn, args, kwargs, tensors):
@@ -168,7 +169,8 @@ class _Signature:
         hosts = _load_inputs(self.inputs, tensors, with_host=True)
         prev = None
         if self.first is not None:
-            prev = {id(h): (i, h) for i, h in self.first[1].items()}
+            prev = {id(ref()): (i, ref) for i, ref in self.first[1].items()
+                    if ref() is not None}
         rec = Recorder([a._handle for a in self.inputs], [a.shape for a in self.inputs], prev)
         jit_tensors = []
         for k, (t, arr) in enumerate(zip(tensors, self.inputs)):
@@ -192,7 +194,10 @@ class _Signature:
         alive = rec.alive()
         results = [_copy_out(a.device, a._handle, a.shape, a.strides, a._offset) for a in outs]
         if self.first is None:
-            self.first = (rec, alive)
+            # weak references: what capture 1 leaves behind (its gradients, results) may be
+            # freed during capture 2, as in eager mode
+            self.first = (rec, {i: weakref.ref(h) for i, h in alive.items()})
+            del alive, outs
         else:
             _verify(self.first[0], rec)
             self.program = _Program(self.inputs, self.first[1], rec, alive, outs, tree)
@@ -275,6 +280,7 @@ class _Program:
         self.memory = {"temporaries": len(temps), "buffers": len(distinct),
                        "bytes": 4 * sum(distinct.values())}  # planned temporaries only
         self.state_copies = []  # (device, live state buffer, buffer the tape reads it from)
+        reads = {}
 
         def resolve(tok):
             kind, i = tok
@@ -285,15 +291,15 @@ class _Program:
             if kind == "old":
                 return rec.old[i]
             live = alive.get(i)  # "prev": capture 1's buffer i; capture 2's buffer i is live
-            if live is None or first_alive[i].size != live.size:
+            if live is None:
                 raise JitError(f"jit: the step reads a buffer made by the previous call (#{i}) "
                                f"that this call does not remake as state; a replay could not "
                                f"feed it the latest value")
-            dev = rec.alloc_sizes[i][0]
-            pair = (dev, live, first_alive[i])
-            if pair not in self.state_copies:
-                self.state_copies.append(pair)
-            return first_alive[i]
+            if i not in reads:  # capture 1's buffer, or a new one if it was freed since
+                dev = rec.alloc_sizes[i][0]
+                reads[i] = first_alive[i]() or dev.Array(live.size)
+                self.state_copies.append((dev, live, reads[i]))
+            return reads[i]
 
         def res(args):
             return tuple(resolve(a) if isinstance(a, Buf) else a for a in args)

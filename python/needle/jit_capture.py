@@ -69,7 +69,8 @@ class Recorder:
 
     Args:
         inputs: the jit's input buffers (handles), in order; input_shapes: their shapes.
-        prev: {id(handle): (alloc index, handle)} of the previous capture's live buffers.
+        prev: {id(handle): (alloc index, weak reference)} of the previous capture's live
+            buffers.
     """
 
     def __init__(self, inputs, input_shapes, prev=None):
@@ -116,7 +117,7 @@ class Recorder:
         tok = self.ids.get(id(handle))
         if tok is None:
             hit = self.prev.get(id(handle))
-            if hit is not None and hit[1] is handle:
+            if hit is not None and hit[1]() is handle:
                 tok = Buf(("prev", hit[0]))
             else:
                 tok = Buf(("old", len(self.old)))
