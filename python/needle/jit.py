@@ -201,6 +201,8 @@ class _Signature:
         else:
             _verify(self.first[0], rec)
             self.program = _Program(self.inputs, self.first[1], rec, alive, outs, tree)
+            self.first[0].release()
+            rec.release()
             self.first = None
         return _unflatten(tree, iter(results))
 
@@ -313,14 +315,14 @@ class _Program:
             elif kind == "upload_input":
                 k, shape, tok = args
                 self.host[k] = None
-                self.tape.append((self._upload_input, (fn, k, shape, resolve(tok))))
+                self.tape.append((_upload_input, (fn, self.host, k, shape, resolve(tok))))
             elif kind in ("rand", "randn"):
                 shape, _, tok = args
                 self.tape.append((_draw, (dev, getattr(np.random, kind), shape, resolve(tok))))
             else:  # one_hot
                 n, shape, k, tok = args
                 self.host[k] = None
-                self.tape.append((self._one_hot, (dev, n, k, shape, resolve(tok))))
+                self.tape.append((_one_hot, (dev, self.host, n, k, shape, resolve(tok))))
         self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
                      for a in outs]
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
@@ -348,15 +350,21 @@ class _Program:
             fn(*args)
         return _unflatten(self.tree, iter([_copy_out(*o) for o in self.outs]))
 
-    def _upload_input(self, fn, k, shape, handle):
-        fn(np.ascontiguousarray(np.reshape(self.host[k], shape), dtype=np.float32), handle)
 
-    def _one_hot(self, dev, n, k, shape, handle):
-        labels = np.reshape(self.host[k], shape).astype(np.int64)
-        if np.any(labels != np.reshape(self.host[k], shape)):
-            raise ValueError(f"jit: input {k} holds non-integer labels for one_hot")
-        arr = dev.one_hot(n, labels)
-        dev.compact(arr._handle, handle, (arr.size,), (1,), 0)
+
+# Tape entries other than backend calls (module functions, not bound methods: the tape holds
+# no reference back to its program). `host` maps input k to its host values for this replay.
+def _upload_input(fn, host, k, shape, handle):
+    fn(np.ascontiguousarray(np.reshape(host[k], shape), dtype=np.float32), handle)
+
+
+def _one_hot(dev, host, n, k, shape, handle):
+    values = np.reshape(host[k], shape)
+    labels = values.astype(np.int64)
+    if np.any(labels != values):
+        raise ValueError(f"jit: input {k} holds non-integer labels for one_hot")
+    arr = dev.one_hot(n, labels)
+    dev.compact(arr._handle, handle, (arr.size,), (1,), 0)
 
 
 def _draw(dev, draw, shape, handle):

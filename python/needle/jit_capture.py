@@ -233,6 +233,11 @@ class Recorder:
                            f"computation on tensors, or outside the jitted function")
 
     # ------------------------------------------------------------ after the capture
+    def release(self):
+        """Drop the recording (its weak-reference callbacks point back here: a cycle)."""
+        self.tape, self.alloc_refs, self.old, self.ids, self.prev = [], [], [], {}, {}
+        self.input_host = {}
+
     def alive(self):
         """{alloc index: handle} of the buffers allocated during the capture still alive."""
         out = {}
