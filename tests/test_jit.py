@@ -1,4 +1,5 @@
 """ndl.jit: a jitted training run equals the eager run bit for bit; misuse raises JitError."""
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import needle as ndl
 from needle import nn
 from needle.autograd import BACKEND
 
+from apps import train as train_app
 from apps.models import LeNet, ResNet9
 
 pytestmark = pytest.mark.skipif(BACKEND != "nd", reason="ndl.jit captures NDArray backend calls")
@@ -254,3 +256,17 @@ def test_import_leaves_the_environment_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_train_app_jit_equals_no_jit(tmp_path, capsys):
+    # 1,438 images: 11 batches of 128 and one of 30 per epoch; 16 steps reach into epoch 2
+    common = ["--model", "lenet", "--dataset", "digits", "--batch-size", "128", "--epochs", "2",
+              "--max-steps", "16", "--optimizer", "sgd"]
+    curves = {}
+    for flag in ("", "--no-jit"):
+        out = tmp_path / (flag or "jit")
+        assert train_app.main(common + ["--out", str(out)] + ([flag] if flag else [])) == 0
+        capsys.readouterr()
+        curves[flag] = [e["step_losses"] for e in
+                        json.loads((out / "metrics.json").read_text())["epochs"]]
+    assert curves[""] == curves["--no-jit"]  # bit for bit
