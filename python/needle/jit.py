@@ -116,11 +116,16 @@ def _signature(args, kwargs):
     return tuple(parts), tensors
 
 
-def _host_of(t):
-    """The numpy values of Tensor t: its host copy when it has one (from_host), else read."""
-    data = t.realize_cached_data()
+def _host_copy(t):
+    """Tensor t's host copy (Tensor.from_host) if it still matches its data, else None."""
     host = t._host_copy
-    return host[1] if host is not None and host[0] is data else data.numpy()
+    return host[1] if host is not None and host[0] is t.realize_cached_data() else None
+
+
+def _host_of(t):
+    """The numpy values of Tensor t: its host copy when it has one, else read."""
+    host = _host_copy(t)
+    return host if host is not None else t.realize_cached_data().numpy()
 
 
 def _flatten(result, out):
@@ -166,7 +171,7 @@ class _Signature:
             return fn(*args, **kwargs)
         if self.inputs is None:
             self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
-        hosts = _load_inputs(self.inputs, tensors, with_host=True)
+        _load_inputs(self.inputs, tensors)
         prev = None
         if self.first is not None:
             prev = {id(ref()): (i, ref) for i, ref in self.first[1].items()
@@ -175,8 +180,10 @@ class _Signature:
         jit_tensors = []
         for k, (t, arr) in enumerate(zip(tensors, self.inputs)):
             jt = Tensor.make_const(arr, requires_grad=t.requires_grad)
-            rec.input_host[k] = mark_input(hosts[k], k)
-            jt._host_copy = (arr, rec.input_host[k])
+            host = _host_copy(t)
+            if host is not None:  # Tensor.numpy() returns it, marked as input k's values
+                rec.input_host[k] = host
+                jt._host_copy = (arr, mark_input(host, k))
             jit_tensors.append(jt)
         it = iter(jit_tensors)
         jit_args = [next(it) if isinstance(a, Tensor) else a for a in args]
@@ -207,15 +214,11 @@ class _Signature:
         return _unflatten(tree, iter(results))
 
 
-def _load_inputs(inputs, tensors, with_host=False):
-    """Copy each Tensor's data into the jit's input buffer; return their host values."""
-    hosts = []
+def _load_inputs(inputs, tensors):
+    """Copy each Tensor's data into the jit's input buffer."""
     for arr, t in zip(inputs, tensors):
         data = t.realize_cached_data()
         arr.device.compact(data._handle, arr._handle, data.shape, data.strides, data._offset)
-        if with_host:
-            hosts.append(_host_of(t))
-    return hosts
 
 
 def _describe(entry):

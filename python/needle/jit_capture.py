@@ -82,7 +82,7 @@ class Recorder:
         self.prev = prev or {}
         self.ids = {id(h): Buf(("in", k)) for k, h in enumerate(inputs)}
         self.inputs = list(inputs)
-        self.input_host = {}    # k -> host copy handed to the function
+        self.input_host = {}    # k -> host values of input k (its host copy, or read lazily)
         self.depth = 0          # > 0 inside a source method: its inner calls are not recorded
         self.devices = []
 
@@ -211,12 +211,24 @@ class Recorder:
         else:
             self.tape.append(("upload", dev, "from_numpy", (np.array(data, copy=True), tok), fn))
 
+    def host(self, k):
+        """The values of input k on the host: its host copy, else read once (only a loss's
+        labels are needed, so an image batch is not copied to the host for nothing)."""
+        if k not in self.input_host:
+            handle, shape = self.inputs[k], self.input_shapes[k]
+            dev = next(d for d, _ in self.devices if isinstance(handle, d.mod.Array))
+            read = dict(self.devices)[dev]["to_numpy"]  # the original, not the recording hook
+            self.input_host[k] = read(handle, shape, _compact(shape), 0)
+        return np.asarray(self.input_host[k])
+
     def _input_with_values(self, value):
         """The first input whose host values, reshaped and cast, are `value` (or None);
         comparing the two captures catches a constant that only happened to match."""
         value = np.asarray(value)
-        for k, host in self.input_host.items():
-            host = np.asarray(host)
+        for k in range(len(self.inputs)):
+            if int(np.prod(self.input_shapes[k])) != value.size:
+                continue  # not read: an image batch is never the labels
+            host = self.host(k)
             if host.size == value.size and np.array_equal(
                     host.reshape(value.shape).astype(value.dtype), value):
                 return k
@@ -224,7 +236,7 @@ class Recorder:
 
     def _check_derived(self, k, value, what):
         """Host data marked as input k must be that input's values, reshaped and cast."""
-        host = np.asarray(self.input_host[k])
+        host = self.host(k)
         value = np.asarray(value)
         if host.size != value.size or not np.array_equal(
                 host.reshape(value.shape).astype(value.dtype), value):
