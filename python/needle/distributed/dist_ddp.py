@@ -124,6 +124,7 @@ class _Reducer:
         self.in_backward = False
         self.next_launch = 0
         self.wait_seconds = 0.0
+        self.launched_early = 0  # buckets launched before backward ended (overlap; for tests)
         self.handles = [p.register_post_accumulate_grad_hook(self.grad_ready) for p in params]
 
     def grad_ready(self, param):
@@ -138,10 +139,12 @@ class _Reducer:
         bucket, i = self.where[id(param)]
         _copy_grad(bucket, i, param)
         bucket.ready.add(i)
-        self.launch_ready()
+        self.launched_early += self.launch_ready()
 
     def launch_ready(self):
-        """Launch complete buckets in index order (the same order on every rank)."""
+        """Launch complete buckets in index order (the same order on every rank); returns how
+        many were launched."""
+        first = self.next_launch
         while self.next_launch < len(self.buckets):
             b = self.buckets[self.next_launch]
             if len(b.ready) < len(b.params):
@@ -150,6 +153,7 @@ class _Reducer:
             self.next_launch += 1
         # Open MPI progresses non-blocking collectives only inside MPI calls: nudge them.
         self.mpi.Request.Testall([b.request for b in self.buckets[:self.next_launch]])
+        return self.next_launch - first
 
     def finish(self):
         """End of backward: launch what is left, wait, write the averaged gradients."""
