@@ -36,6 +36,7 @@ from needle.data import (
 )
 from needle.utils import atomic_write, load_checkpoint, save_checkpoint
 
+from apps import train_distributed
 from apps.mlp_resnet import MLPResNet
 from apps.models import VGG, LeNet, ResNet9, ResNet18
 
@@ -81,6 +82,9 @@ def parse_args(argv=None):
                    help="data folder (default: $NEEDLE_DATA, then ~/.needle/data)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default: OUT/checkpoint.pkl)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec; --batch-size is the global "
+                        "batch (see apps/train_distributed.py)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_steps"):
         value = getattr(args, name)
@@ -322,12 +326,19 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)
     loss_fn = nn.SoftmaxLoss()
     loader = DataLoader(train_ds, args.batch_size, shuffle=True, device=device)
+    # --distributed: DDP model, this rank's loader, rank 0 alone writes (apps/train_distributed)
+    dp = train_distributed.setup(args, model, train_ds, device, AppError)
+    loader, train_model = (dp.loader, dp.model) if dp else (loader, model)
+    main_rank = dp is None or dp.is_main
     images, train_seconds = 0, 0.0
     while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
         epoch += 1
+        if dp:
+            dp.start_epoch(epoch)
         steps_left = None if args.max_steps is None else args.max_steps - step
         train_loss, train_acc, seen, seconds, losses = train_epoch(
-            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left)
+            train_model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left)
+        seen *= dp.size if dp else 1  # images/s of the whole job
         step += len(losses)
         images, train_seconds = images + seen, train_seconds + seconds
         test_loss, test_acc = evaluate(model, test_ds, args.batch_size, device, loss_fn)
@@ -335,6 +346,8 @@ def run(args):
                         "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
                         "images_per_s": seen / seconds, "train_seconds": seconds,
                         "step_losses": losses})
+        if not main_rank:
+            continue
         print(f"epoch {epoch}/{args.epochs}: train_loss={train_loss:.4f} "
               f"train_acc={train_acc:.4f} test_loss={test_loss:.4f} test_acc={test_acc:.4f} "
               f"images/s={seen / seconds:.0f} ({seconds:.1f}s)", flush=True)
@@ -342,6 +355,8 @@ def run(args):
         write_outputs(args, history)
     last = history[-1]
     rate = images / train_seconds if train_seconds else 0.0
+    if not main_rank:
+        return 0 if args.target_acc is None or last["test_acc"] >= args.target_acc else 1
     print(f"final: test_acc={last['test_acc']:.4f} train_loss={last['train_loss']:.4f} "
           f"images/s={rate:.0f} wall={time.perf_counter() - t0:.1f}s", flush=True)
     if args.target_acc is not None and last["test_acc"] < args.target_acc:

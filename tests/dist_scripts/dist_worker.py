@@ -212,6 +212,7 @@ def scenario_planted_failure(out_dir):
     dist.init()
     if dist.get_rank() == 1:
         time.sleep(0.2)
+        print(f"planted at {time.time():.3f}", flush=True)
         raise RuntimeError("planted failure on rank 1")
     dist.barrier()  # rank 0 would wait here forever without the abort
     print("rank 0 passed the barrier: the abort did not happen", flush=True)
