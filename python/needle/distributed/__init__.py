@@ -1,4 +1,6 @@
-"""needle.distributed: data-parallel training over MPI (mpi4py), `import needle.distributed as dist`.
+"""needle.distributed: data-parallel training over MPI through mpi4py.
+
+    import needle.distributed as dist
 
     dist.init()                                   # no-op world of size 1 without mpiexec
     model = dist.DistributedDataParallel(model)   # same start on every rank, averaged grads
@@ -6,7 +8,7 @@
     loader = ndl.data.DataLoader(train_set, batch_size=32, sampler=sampler)
 
 Launch with `mpiexec -n 2 python train.py`; see docs/distributed.md. mpi4py is the optional
-extra `needle[distributed]`; it is imported only when the process was started by mpiexec.
+extra `needle-dl[distributed]`; it is imported only when the process was started by mpiexec.
 """
 from .dist_comm import (
     all_reduce,

