@@ -5,16 +5,17 @@
 --batch-size is the global batch: each of the R ranks trains on batch-size / R samples per step
 (it must divide), drawn by a DistributedSampler seeded by --seed and the epoch, and
 DistributedDataParallel averages the gradients, so one step is one step of the whole batch.
-Only rank 0 prints and writes the checkpoint, metrics and curves. Every rank reads the
+Only rank 0 prints and writes the checkpoint, metrics and curves; the printed train loss and
+accuracy are rank 0's share, images/s is the whole job's, and every rank evaluates the whole test
+split (the replicas are equal, so the figures are too). Every rank reads the
 checkpoint on --resume (on several machines, --out must be on a shared file system). Each rank
 runs the CPU kernels on OMP_NUM_THREADS threads (mpiexec binds each rank to its cores: see
 docs/distributed.md).
 """
 import sys
 
-import numpy as np
-
 import needle.distributed as dist
+import numpy as np
 from needle.data import DataLoader
 
 

@@ -26,6 +26,7 @@ def worker(batch, steps):
     """One rank (or the single process): step times and allreduce wait times, as JSON."""
     import needle as ndl
     import needle.distributed as dist
+
     from apps.models import ResNet9
 
     dist.init()

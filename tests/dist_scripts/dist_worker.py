@@ -9,10 +9,9 @@ import os
 import sys
 import time
 
-import numpy as np
-
 import needle as ndl
 import needle.distributed as dist
+import numpy as np
 from needle import nn
 
 BATCH = 4  # per rank; the full batch of the single-process reference is 2 * BATCH

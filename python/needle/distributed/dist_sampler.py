@@ -82,7 +82,7 @@ class DistributedSampler:
             order = np.arange(n)
         if self.drop_last:
             order = order[:self.total_size]
-        elif self.total_size > n and n > 0:
+        elif self.total_size > n > 0:
             # pad by repeating the order from its start, as many times as needed
             order = np.resize(order, self.total_size)
         return order[self.rank:self.total_size:self.num_replicas].astype(np.int64)
