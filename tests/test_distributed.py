@@ -359,3 +359,21 @@ ddp(ndl.Tensor(np.ones((4, 3), dtype=np.float32))).sum().backward()
 assert ddp.module.weight.grad.shape == (3, 2)
 print("numpy mode ok")
 """, "numpy mode ok")
+
+
+def test_backward_end_callbacks_of_a_nested_backward_stay_its_own():
+    w = nn.Parameter(ndl.Tensor([3.0]))
+    v = nn.Parameter(ndl.Tensor([1.0]))
+    order = []
+
+    def outer_hook(t):
+        ndl.autograd.queue_backward_end_callback(lambda: order.append("outer end"))
+        (v * 2).sum().backward()  # a backward inside a backward
+        order.append("inner returned")
+
+    v.register_post_accumulate_grad_hook(
+        lambda t: ndl.autograd.queue_backward_end_callback(lambda: order.append("inner end")))
+    handle = w.register_post_accumulate_grad_hook(outer_hook)
+    (w * w).sum().backward()
+    handle.remove()
+    assert order == ["inner end", "inner returned", "outer end"]

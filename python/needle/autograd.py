@@ -568,6 +568,7 @@ def compute_gradient_of_variables(output_tensor, out_grad):
     appear in reverse topological order.
     """
     node_to_output_grads = {output_tensor: [out_grad]}
+    mark = len(_BACKWARD_END_CALLBACKS)  # a nested backward runs only the callbacks it queued
     try:
         for node in reversed(find_topo_sort([output_tensor])):
             grads = node_to_output_grads.pop(node, None)
@@ -583,10 +584,10 @@ def compute_gradient_of_variables(output_tensor, out_grad):
                 continue
             for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
                 node_to_output_grads.setdefault(inp, []).append(g)
-        while _BACKWARD_END_CALLBACKS:
-            _BACKWARD_END_CALLBACKS.pop(0)()
+        while len(_BACKWARD_END_CALLBACKS) > mark:
+            _BACKWARD_END_CALLBACKS.pop(mark)()
     finally:
-        _BACKWARD_END_CALLBACKS.clear()  # a failed backward leaves none behind for the next
+        del _BACKWARD_END_CALLBACKS[mark:]  # a failed backward leaves none behind for the next
 
 
 # Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.
