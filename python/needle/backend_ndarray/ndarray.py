@@ -11,6 +11,7 @@ from functools import reduce
 
 import numpy as np
 
+from .checks import overlaps
 from .device import _check_dtype, default_device
 
 __all__ = [
@@ -346,8 +347,11 @@ class NDArray:
                     raise ValueError(f"setitem: value of shape {other.shape} does not fit the "
                                      f"selected region of shape {view.shape}")
                 other = other.broadcast_to(view.shape)
-            self.device.ewise_setitem(other.compact()._handle, self._handle, view.shape,
-                                      view.strides, view._offset)
+            src = other.compact()
+            if overlaps(src, view):  # e.g. xt[:, :] = x with xt = x.T: read from a copy
+                src = src._copy()
+            self.device.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
+                                      view._offset)
         else:
             self.device.scalar_setitem(view.size, float(other), self._handle, view.shape,
                                        view.strides, view._offset)
@@ -360,8 +364,11 @@ class NDArray:
         if values.size != self.size:
             raise ValueError(f"scatter_add_: values of shape {values.shape} into a view of shape "
                              f"{self._shape}")
-        self.device.scatter_add(values.compact()._handle, self._handle, self._shape,
-                                self._strides, self._offset)
+        src = values.compact()
+        if overlaps(src, self):
+            src = src._copy()
+        self.device.scatter_add(src._handle, self._handle, self._shape, self._strides,
+                                self._offset)
 
     # ------------------------------------------------------------ element-wise
     def _check_device(self, other, op):
@@ -427,17 +434,21 @@ class NDArray:
     def __ge__(self, other):
         return self._ewise_or_scalar(other, self.device.ewise_ge, self.device.scalar_ge, "ge")
 
+    # Only eq and ge are kernels. The others are built so that NaN compares false, as IEEE
+    # and numpy say (not 1 - (a >= b), which is true for NaN); a != NaN is true.
     def __ne__(self, other):
         return 1 - (self == other)
 
     def __gt__(self, other):
         return (self >= other) - (self == other)
 
-    def __lt__(self, other):
-        return 1 - (self >= other)
-
     def __le__(self, other):
-        return 1 - (self > other)
+        if isinstance(other, NDArray):
+            return other >= self
+        return (-self) >= (-_as_scalar(other, "le"))  # negation is exact: a <= s iff -a >= -s
+
+    def __lt__(self, other):
+        return (self <= other) - (self == other)
 
     __hash__ = None
 

@@ -387,7 +387,11 @@ class LogSumExp(TensorOp):
             m = numpy.where(numpy.isfinite(m), m, 0)  # rows of all -inf stay -inf, not NaN
             out = numpy.log(numpy.sum(numpy.exp(Z - m), axis=axes, keepdims=True)) + m
             return numpy.asarray(out.reshape(()) if axes is None else numpy.squeeze(out, axis=axes))
-        m = Z.max(axis=self.axes, keepdims=True)
+        # Clamp the shift to finite values: a row holding +inf or only -inf would give
+        # inf - inf = NaN; with the clamp it gives +inf / -inf, as torch does.
+        big = float(numpy.finfo(numpy.float32).max)
+        m = Z.max(axis=self.axes, keepdims=True).maximum(-big)
+        m = -((-m).maximum(-big))
         s = (Z - m.broadcast_to(Z.shape)).exp().sum(axis=self.axes)
         return s.log() + m.reshape(s.shape)
 
