@@ -12,6 +12,8 @@ __all__ = ["as_size", "as_shape", "as_flag", "span", "overlaps"]
 
 def as_size(value, op, what="size"):
     """`value` as a Python int: an int or numpy integer, never a bool, float or string."""
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{op}: {what} must be an int, got {value!r} ({type(value).__name__})")
     return int(value)
@@ -22,6 +24,8 @@ def as_shape(shape, op, allow_minus_one=False):
 
     `allow_minus_one` lets one entry be -1 (reshape infers it); the caller checks the count.
     """
+    if type(shape) is tuple and all(type(n) is int and n >= 0 for n in shape):
+        return shape  # the common case, checked without the slower isinstance tests
     if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:

@@ -11,7 +11,7 @@ from functools import reduce
 
 import numpy as np
 
-from .checks import overlaps
+from .checks import as_shape, as_size, overlaps
 from .device import _check_dtype, default_device
 
 __all__ = [
@@ -59,8 +59,12 @@ def _check_axes(axes, ndim, op):
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
     out = []
+    if isinstance(axes, (bool, np.bool_)):
+        axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"{op}: axes must be an int or a tuple of ints, got {axes!r}")
     for ax in axes:
-        if not isinstance(ax, (int, np.integer)):
+        if not isinstance(ax, (int, np.integer)) or isinstance(ax, (bool, np.bool_)):
             raise TypeError(f"{op}: axes must be ints, got {axes!r}")
         if not -ndim <= ax < builtins.max(ndim, 1):
             raise ValueError(f"{op}: axis {ax} out of range for an array of rank {ndim}")
@@ -114,6 +118,8 @@ class NDArray:
             device.from_numpy(np.ascontiguousarray(other, dtype=np.float32), arr._handle)
             self._init(arr)
         else:
+            if other is None:  # np.array(None, float32) is a silent NaN
+                raise TypeError("NDArray: cannot build an array from None")
             try:
                 data = np.array(other, dtype=np.float32)
             except (TypeError, ValueError) as e:
@@ -225,8 +231,10 @@ class NDArray:
 
     def as_strided(self, shape, strides, offset=None):
         """A view of the same buffer with the given layout (validated against the buffer)."""
-        shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
-        offset = self._offset if offset is None else int(offset)
+        shape = as_shape(shape, "as_strided")
+        strides = tuple(as_size(s, "as_strided", f"every stride in {tuple(strides)}")
+                        for s in strides)
+        offset = self._offset if offset is None else as_size(offset, "as_strided", "offset")
         if len(shape) != len(strides):
             raise ValueError(f"as_strided: shape {shape} and strides {strides} differ in length")
         if any(n < 0 for n in shape):
@@ -247,9 +255,7 @@ class NDArray:
 
     def reshape(self, new_shape):
         """Row-major reshape: a view when the layout allows (-1 infers one size), else a copy."""
-        if isinstance(new_shape, (int, np.integer)):
-            new_shape = (new_shape,)
-        new_shape = tuple(int(s) for s in new_shape)
+        new_shape = as_shape(new_shape, "reshape", allow_minus_one=True)
         if new_shape.count(-1) > 1:
             raise ValueError(f"reshape: only one -1 allowed, got {new_shape}")
         if -1 in new_shape:
@@ -278,7 +284,7 @@ class NDArray:
 
     def broadcast_to(self, new_shape):
         """Broadcast (a view with stride 0 on grown dims); leading dims may be added."""
-        new_shape = tuple(int(s) for s in new_shape)
+        new_shape = as_shape(new_shape, "broadcast_to")
         if len(new_shape) < self.ndim:
             raise ValueError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}")
         pad = len(new_shape) - self.ndim
@@ -295,34 +301,37 @@ class NDArray:
                             handle=self._handle, offset=self._offset)
 
     # ------------------------------------------------------------ indexing
-    def process_slice(self, sl, dim):
+    def process_slice(self, sl, dim, op="getitem"):
         """Explicit (start, stop, step) for a slice along `dim`."""
         start, stop, step = sl.start, sl.stop, sl.step
         n = self._shape[dim]
         step = 1 if step is None else step
         if step <= 0:
-            raise ValueError(f"getitem: only positive slice steps are supported, got {step} "
+            raise ValueError(f"{op}: only positive slice steps are supported, got {step} "
                              f"(use flip for reversal)")
         start, stop, step = slice(start, stop, step).indices(n)
         return slice(start, builtins.max(stop, start), step)
 
-    def _view_of(self, idxs):
+    def _view_of(self, idxs, op="getitem"):
         if not isinstance(idxs, tuple):
             idxs = (idxs,)
         if len(idxs) > self.ndim:
-            raise IndexError(f"getitem: {len(idxs)} indices for an array of shape {self._shape}")
+            raise IndexError(f"{op}: {len(idxs)} indices for an array of shape {self._shape}")
         idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
         shape, strides, offset = [], [], self._offset
         for dim, idx in enumerate(idxs):
+            if isinstance(idx, (bool, np.bool_)):  # an int subclass, but numpy reads it as a mask
+                raise TypeError(f"{op}: boolean index {idx!r} is not supported (shape "
+                                f"{self._shape}); use ints and slices")
             if isinstance(idx, (int, np.integer)):
                 n = self._shape[dim]
                 if not -n <= idx < n:
-                    raise IndexError(f"getitem: index {idx} out of range for axis {dim} of shape "
+                    raise IndexError(f"{op}: index {idx} out of range for axis {dim} of shape "
                                      f"{self._shape}")
                 idx = slice(int(idx) % n, int(idx) % n + 1, 1)
             if not isinstance(idx, slice):
-                raise TypeError(f"getitem: indices must be ints or slices, got {type(idx).__name__}")
-            sl = self.process_slice(idx, dim)
+                raise TypeError(f"{op}: indices must be ints or slices, got {type(idx).__name__}")
+            sl = self.process_slice(idx, dim, op)
             shape.append(builtins.max(0, -(-(sl.stop - sl.start) // sl.step)))
             strides.append(self._strides[dim] * sl.step)
             offset += sl.start * self._strides[dim] if shape[-1] else 0
@@ -335,7 +344,7 @@ class NDArray:
 
     def __setitem__(self, idxs, other):
         """In-place write of an NDArray (same element count, or broadcastable) or a scalar."""
-        view = self._view_of(idxs)
+        view = self._view_of(idxs, "setitem")
         if isinstance(other, NDArray):
             self._check_device(other, "setitem")
             if other.size != view.size:
@@ -353,7 +362,7 @@ class NDArray:
             self.device.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
                                       view._offset)
         else:
-            self.device.scalar_setitem(view.size, float(other), self._handle, view.shape,
+            self.device.scalar_setitem(view.size, _as_scalar(other, "setitem"), self._handle, view.shape,
                                        view.strides, view._offset)
 
     def scatter_add_(self, values):
@@ -448,6 +457,8 @@ class NDArray:
         return (-self) >= (-_as_scalar(other, "le"))  # negation is exact: a <= s iff -a >= -s
 
     def __lt__(self, other):
+        if not isinstance(other, NDArray):
+            other = _as_scalar(other, "lt")
         return (self <= other) - (self == other)
 
     __hash__ = None
