@@ -7,7 +7,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_size", "as_shape", "as_flag", "span", "overlaps"]
+__all__ = ["as_size", "as_shape", "as_scalar", "normalize_axes", "broadcast_shapes",
+           "span", "overlaps"]
 
 
 def as_size(value, op, what="size"):
@@ -39,11 +40,59 @@ def as_shape(shape, op, allow_minus_one=False):
     return out
 
 
-def as_flag(value, op, what):
-    """`value` as a bool: only True / False (a string such as "yes" is an error, not truthy)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {what} must be True or False, got {value!r}")
-    return bool(value)
+_AXES = {}  # (axes, ndim) -> normalized axes: permute / sum are on every op's hot path
+
+
+def normalize_axes(axes, ndim, op):
+    # only plain ints are cached: (1.0,) == (1,) as a key, but a float axis is an error
+    plain = type(axes) is int or (type(axes) is tuple and all(type(a) is int for a in axes))
+    if plain:
+        out = _AXES.get((axes, ndim))
+        if out is not None:
+            return out
+    out = _check_axes(axes, ndim, op)
+    if plain and len(_AXES) < 4096:
+        _AXES[axes, ndim] = out
+    return out
+
+
+def _check_axes(axes, ndim, op):
+    if isinstance(axes, (int, np.integer)):
+        axes = (axes,)
+    out = []
+    if isinstance(axes, (bool, np.bool_)):
+        axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"{op}: axes must be an int or a tuple of ints, got {axes!r}")
+    for ax in axes:
+        if not isinstance(ax, (int, np.integer)) or isinstance(ax, (bool, np.bool_)):
+            raise TypeError(f"{op}: axes must be ints, got {axes!r}")
+        if not -ndim <= ax < max(ndim, 1):
+            raise ValueError(f"{op}: axis {ax} out of range for an array of rank {ndim}")
+        out.append(int(ax) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {tuple(axes)}")
+    return tuple(out)
+
+
+def broadcast_shapes(*shapes):
+    """numpy broadcasting of shapes; ValueError naming the shapes when incompatible."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"broadcast: shapes {' and '.join(map(str, shapes))} are incompatible")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def as_scalar(value, op):
+    if isinstance(value, (int, float, np.integer, np.floating, bool)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return float(value.reshape(-1)[0])
+    raise TypeError(f"{op}: expected an NDArray or a scalar, got {type(value).__name__}")
 
 
 def span(arr):

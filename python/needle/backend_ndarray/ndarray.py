@@ -11,7 +11,9 @@ from functools import reduce
 
 import numpy as np
 
-from .checks import as_shape, as_size, overlaps
+from .checks import as_scalar as _as_scalar
+from .checks import as_shape, as_size, broadcast_shapes, overlaps
+from .checks import normalize_axes as _normalize_axes
 from .device import _check_dtype, default_device
 
 __all__ = [
@@ -37,53 +39,6 @@ def _compact_strides(shape):
         out.append(stride)
         stride *= n
     return tuple(reversed(out))
-
-
-_AXES = {}  # (axes, ndim) -> normalized axes: permute / sum are on every op's hot path
-
-
-def _normalize_axes(axes, ndim, op):
-    # only plain ints are cached: (1.0,) == (1,) as a key, but a float axis is an error
-    plain = type(axes) is int or (type(axes) is tuple and all(type(a) is int for a in axes))
-    if plain:
-        out = _AXES.get((axes, ndim))
-        if out is not None:
-            return out
-    out = _check_axes(axes, ndim, op)
-    if plain and len(_AXES) < 4096:
-        _AXES[axes, ndim] = out
-    return out
-
-
-def _check_axes(axes, ndim, op):
-    if isinstance(axes, (int, np.integer)):
-        axes = (axes,)
-    out = []
-    if isinstance(axes, (bool, np.bool_)):
-        axes = (axes,)
-    if not isinstance(axes, (tuple, list)):
-        raise TypeError(f"{op}: axes must be an int or a tuple of ints, got {axes!r}")
-    for ax in axes:
-        if not isinstance(ax, (int, np.integer)) or isinstance(ax, (bool, np.bool_)):
-            raise TypeError(f"{op}: axes must be ints, got {axes!r}")
-        if not -ndim <= ax < builtins.max(ndim, 1):
-            raise ValueError(f"{op}: axis {ax} out of range for an array of rank {ndim}")
-        out.append(int(ax) % builtins.max(ndim, 1))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {tuple(axes)}")
-    return tuple(out)
-
-
-def broadcast_shapes(*shapes):
-    """numpy broadcasting of shapes; ValueError naming the shapes when incompatible."""
-    ndim = builtins.max(len(s) for s in shapes)
-    out = []
-    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
-        sizes = {d for d in dims if d != 1}
-        if len(sizes) > 1:
-            raise ValueError(f"broadcast: shapes {' and '.join(map(str, shapes))} are incompatible")
-        out.append(sizes.pop() if sizes else 1)
-    return tuple(out)
 
 
 def _dense_and_view(x, y):
@@ -654,14 +609,6 @@ class NDArray:
         out = full(tuple(n + l + r for n, (l, r) in zip(self._shape, axes)), 0.0, device=self.device)
         out[tuple(slice(l, l + n) for n, (l, _) in zip(self._shape, axes))] = self
         return out
-
-
-def _as_scalar(value, op):
-    if isinstance(value, (int, float, np.integer, np.floating, bool)):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return float(value.reshape(-1)[0])
-    raise TypeError(f"{op}: expected an NDArray or a scalar, got {type(value).__name__}")
 
 
 # ---------------------------------------------------------------- module-level helpers
