@@ -25,8 +25,12 @@ def as_shape(shape, op, allow_minus_one=False):
 
     `allow_minus_one` lets one entry be -1 (reshape infers it); the caller checks the count.
     """
-    if type(shape) is tuple and all(type(n) is int and n >= 0 for n in shape):
-        return shape  # the common case, checked without the slower isinstance tests
+    if type(shape) is tuple:  # the common case, checked without the slower isinstance tests
+        for n in shape:
+            if type(n) is not int or n < 0:
+                break
+        else:
+            return shape
     if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:
