@@ -273,12 +273,12 @@ def _catch_sigint():
     try:
         previous = signal.signal(signal.SIGINT, flag)
     except ValueError:  # not the main thread: leave Ctrl-C alone
-        previous = None
+        yield flag
+        return
     try:
         yield flag
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    finally:  # None: the previous handler was not set from Python
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt):
