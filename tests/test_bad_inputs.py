@@ -4,11 +4,10 @@ op or class, never a silent result, a ZeroDivisionError or a pybind signature du
 Each row is (name the message must contain, call taking the device). The sweep runs on every
 backend through the `device` fixture.
 """
-import numpy as np
-import pytest
-
 import needle as ndl
 import needle.backend_ndarray as nd
+import numpy as np
+import pytest
 from needle import init, nn, ops
 
 BAD = (ValueError, TypeError, IndexError)
@@ -236,10 +235,6 @@ CASES = [
     ("SoftmaxLoss", lambda d: nn.SoftmaxLoss()(_t(d), _t(d, 3))),
     ("Flatten", lambda d: nn.Flatten()(ndl.Tensor(np.float32(1.0).reshape(()), device=d))),
 ]
-
-
-def _case_id(case):
-    return case[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES)])

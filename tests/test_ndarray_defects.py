@@ -1,10 +1,9 @@
 """Issue 12 defects in the NDArray layer: overlapping in-place writes, IEEE comparisons with NaN,
 and logsumexp on infinite rows, checked on every backend against numpy."""
-import numpy as np
-import pytest
-
 import needle as ndl
 import needle.backend_ndarray as nd
+import numpy as np
+import pytest
 
 
 # ---------------------------------------------------------------- overlapping in-place writes

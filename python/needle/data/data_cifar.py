@@ -57,12 +57,12 @@ class _BatchUnpickler(pickle.Unpickler):
     arrays. Any other global a pickle names (os.system, builtins.eval, ...) is refused before
     it is looked up, so a crafted batch cannot run code."""
 
-    _ALLOWED = {
+    _ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("_codecs", "encode"),  # how protocol 2 spells bytes
-    }
+    })
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
