@@ -16,16 +16,15 @@ import sys
 
 import needle.distributed as dist
 import numpy as np
-from needle.data import DataLoader
 
 
 class DataParallel:
-    """What --distributed changes in apps.train: the model called in training, the loader, the
-    per-epoch seeding, and which rank writes.
+    """What --distributed changes in apps.train: the model called in training, this rank's share
+    of each epoch's order, the per-epoch seeding, and which rank writes.
 
     Attributes:
         model: the DistributedDataParallel wrapper (train with it; save `.module`).
-        loader: this rank's DataLoader (batch-size / world size, DistributedSampler).
+        size: the number of ranks; each trains on batch-size / size samples per step.
         is_main: True on rank 0, the only rank that prints and writes files.
     """
 
@@ -41,14 +40,15 @@ class DataParallel:
                         f"ranks ({self.size}) with --distributed: it is the global batch")
         self.model = dist.DistributedDataParallel(model)
         self.sampler = dist.DistributedSampler(train_ds, shuffle=True, seed=args.seed)
-        self.loader = DataLoader(train_ds, args.batch_size // self.size, sampler=self.sampler,
-                                 device=device)
 
-    def start_epoch(self, epoch):
-        """Shuffle for this epoch, and seed this rank's augmentations and dropout from
-        (seed, epoch, rank), so a resumed run (which restarts at an epoch) repeats them."""
+    def epoch_order(self, epoch):
+        """This rank's indices for `epoch` (the DistributedSampler's), after seeding this rank's
+        augmentations and dropout from (seed, epoch, rank), so a run resumed at an epoch
+        boundary repeats them. (A run resumed inside an epoch repeats its batches, not its
+        augmentation draws.)"""
         self.sampler.set_epoch(epoch)
         np.random.seed((self.seed * 1_000_003 + epoch * 1_009 + self.rank) % 2**32)
+        return np.array(list(self.sampler), dtype=np.int64)
 
 
 def setup(args, model, train_ds, device, error):

@@ -263,6 +263,9 @@ class Tensor(Value):
     _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
+        if device is not None and not callable(getattr(device, "enabled", None)):
+            raise TypeError(f"Tensor: device must be a device object such as ndl.cpu() or "
+                            f"ndl.cuda(), got {device!r}")
         if isinstance(array, Tensor):
             if device is None:
                 device = array.device
