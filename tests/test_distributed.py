@@ -271,11 +271,12 @@ def test_sync_bn_size_one_is_batchnorm():
     x = ndl.Tensor(np.random.randn(4, 3, 5, 5) * 2 + 1)
     bn, sync = nn.BatchNorm2d(3), dist.SyncBatchNorm(3)
     np.testing.assert_allclose(sync(x).numpy(), bn(x).numpy(), atol=1e-6)
-    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), [nn.BatchNorm1d(3)])
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    model.extra = [nn.BatchNorm1d(3)]  # modules held in a list attribute are converted too
     weight = model.modules[1].weight
     dist.convert_sync_batchnorm(model)
     assert type(model.modules[1]) is dist.SyncBatchNorm
-    assert type(model.modules[2][0]) is dist.SyncBatchNorm
+    assert type(model.extra[0]) is dist.SyncBatchNorm
     assert model.modules[1].weight is weight  # an optimizer built before still holds it
     with pytest.raises(ValueError, match=r"SyncBatchNorm: expected input \(N, 3, ...\)"):
         dist.SyncBatchNorm(3)(ndl.Tensor(np.ones((2, 4))))
