@@ -4,6 +4,8 @@ Layers, bottom to top: backend kernels -> backend_ndarray (NDArray) -> autograd 
 nn / init / optim / data.
 """
 from . import backend_ndarray
+from . import random
+from .random import Generator, manual_seed
 from .backend_selection import all_devices, cpu, cpu_numpy, cuda, default_device, BACKEND
 from . import autograd
 from .autograd import Tensor, TensorTuple, no_grad
