@@ -1,12 +1,13 @@
 """Image augmentations on single H x W x C numpy images.
 
 Transforms hold no RNG of their own: each call makes exactly the numpy global-RNG draw listed
-in the needle contract (flip: one `rand()`; crop: one `randint(size=2)`), whatever the inputs.
+in the needle contract (flip: one `rand()`; crop: one `randint(size=2)`), whatever the inputs;
+the extensions below list theirs (RandomCropPad: two `randint`; Compose, ToTensor: none).
 """
 import numpy as np
 
-__all__ = ["Compose", "Normalize", "RandomCrop", "RandomCropPad", "RandomFlipHorizontal",
-           "ToTensor", "Transform"]
+__all__ = ["Compose", "RandomCrop", "RandomCropPad", "RandomFlipHorizontal", "ToTensor",
+           "Transform"]
 
 
 def _check_image(name: str, img) -> np.ndarray:
@@ -65,9 +66,11 @@ class RandomCrop(Transform):
 
 
 # ---------------------------------------------------------------------------------------------
-# torchvision-style transforms (extensions). The pipeline idiom is the torchvision one:
-#   Compose([RandomCropPad(32, padding=4), RandomFlipHorizontal(), ToTensor(), Normalize(m, s)])
-# where the first two work on H x W x C images and ToTensor switches to C x H x W.
+# torchvision-style transforms (extensions). needle's transforms, Normalize (data_cifar)
+# included, work on H x W x C images, so the torchvision idiom reads
+#   Compose([RandomCropPad(32, padding=4), RandomFlipHorizontal(), ToTensor(layout="HWC"),
+#            Normalize(mean, std)])
+# and a final ToTensor() switches to C x H x W when the dataset does not do that itself.
 
 
 class Compose(Transform):
@@ -92,37 +95,29 @@ class Compose(Transform):
 
 
 class ToTensor(Transform):
-    """H x W x C image -> C x H x W float32 array, as torchvision's ToTensor: uint8 values are
-    scaled by 1/255, float images are kept as they are. (It stays a numpy array: the DataLoader
-    turns whole batches into Tensors.) An H x W image becomes 1 x H x W."""
+    """H x W x C image -> float32 array, as torchvision's ToTensor: uint8 values are scaled by
+    1/255, other dtypes keep their values. (It stays a numpy array: the DataLoader turns whole
+    batches into Tensors.)
+
+    Args:
+        layout: "CHW" (torchvision's result: C x H x W; an H x W image becomes 1 x H x W) or
+            "HWC" (keep channels last, for the transforms that follow and for datasets such as
+            CIFAR10Dataset that transpose images themselves).
+    """
+
+    def __init__(self, layout: str = "CHW"):
+        if layout not in ("CHW", "HWC"):
+            raise ValueError(f"ToTensor: layout must be 'CHW' or 'HWC', got {layout!r}")
+        self.layout = layout
 
     def __call__(self, img):
         img = _check_image("ToTensor", img)
         if img.ndim == 2:
             img = img[:, :, None]
-        scale = 1.0 / 255 if img.dtype == np.uint8 else 1.0
-        return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) * np.float32(scale)
-
-
-class Normalize(Transform):
-    """(x[c] - mean[c]) / std[c] per channel of a C x H x W array (after ToTensor), as
-    torchvision's Normalize. mean, std: sequences of length C (or scalars)."""
-
-    def __init__(self, mean, std):
-        self.mean = np.atleast_1d(np.asarray(mean, dtype=np.float32))
-        self.std = np.atleast_1d(np.asarray(std, dtype=np.float32))
-        if self.mean.ndim != 1 or self.std.ndim != 1 or len(self.mean) != len(self.std):
-            raise ValueError(f"Normalize: mean and std must be equally long 1-D sequences, got "
-                             f"{self.mean.shape} and {self.std.shape}")
-        if np.any(self.std == 0):
-            raise ValueError(f"Normalize: std must be non-zero, got {self.std.tolist()}")
-
-    def __call__(self, img):
-        img = np.asarray(img)
-        if img.ndim != 3 or len(self.mean) not in (1, img.shape[0]):
-            raise ValueError(f"Normalize: expected a C x H x W array with C = {len(self.mean)}, "
-                             f"got shape {img.shape}")
-        return (img - self.mean[:, None, None]) / self.std[:, None, None]
+        scale = np.float32(1.0 / 255 if img.dtype == np.uint8 else 1.0)
+        if self.layout == "CHW":
+            img = img.transpose(2, 0, 1)
+        return np.ascontiguousarray(img, dtype=np.float32) * scale
 
 
 class RandomCropPad(Transform):
