@@ -13,10 +13,9 @@ import subprocess
 import sys
 import textwrap
 
+import needle as ndl
 import numpy as np
 import pytest
-
-import needle as ndl
 from needle import data
 
 torch = pytest.importorskip("torch")
@@ -404,5 +403,5 @@ IMPORT_ALL = textwrap.dedent("""
 
 def test_imports_do_not_reseed_except_the_contract_apps():
     proc = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "imported" in proc.stdout, proc.stdout + proc.stderr

@@ -2,11 +2,10 @@
 
 Each test prints `max|diff|` so the figures can be quoted; run with `-s` to see them.
 """
+import needle as ndl
 import numpy as np
 import pytest
-
-import needle as ndl
-import needle.nn as nn
+from needle import nn
 
 torch = pytest.importorskip("torch")
 
@@ -99,8 +98,8 @@ def test_mse_l1_match_torch(device, reduction):
     for ours, ref in ((nn.MSELoss(reduction), torch.nn.MSELoss(reduction=reduction)),
                       (nn.L1Loss(reduction), torch.nn.L1Loss(reduction=reduction))):
         _check(f"{type(ours).__name__}({reduction})",
-               lambda a: ours(a, ndl.Tensor(target, device=device)),
-               lambda t: ref(t, torch.tensor(target)), x, device)
+               lambda a, ours=ours: ours(a, ndl.Tensor(target, device=device)),
+               lambda t, ref=ref: ref(t, torch.tensor(target)), x, device)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

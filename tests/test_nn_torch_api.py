@@ -5,11 +5,10 @@ Tests that compare numbers print `max|diff|`; run with `-s` to see them.
 """
 import math
 
+import needle as ndl
 import numpy as np
 import pytest
-
-import needle as ndl
-import needle.nn as nn
+from needle import nn
 from needle.utils import load_torch_state_dict
 
 torch = pytest.importorskip("torch")
@@ -188,7 +187,7 @@ def test_load_state_dict_strict_and_non_strict_like_torch():
     assert result.missing_keys == ["modules.1.running_var"]
     assert result.unexpected_keys == ["extra.weight"]
     assert (tresult.missing_keys, tresult.unexpected_keys) == (["0.bias"], ["extra.weight"])
-    missing, unexpected = result  # unpacks like torch's named tuple
+    missing, _unexpected = result  # unpacks like torch's named tuple
     assert missing == result.missing_keys
     ok = model.load_state_dict(model.state_dict())
     assert ok.missing_keys == [] and ok.unexpected_keys == []

@@ -2,9 +2,6 @@
 import os
 from typing import Optional
 
-import numpy as np
-
-
 __all__ = ["Dataset", "NDArrayDataset", "find_data_dir"]
 
 

@@ -15,6 +15,7 @@ Randomness, in one place:
 import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator, Sized
+from typing import Optional
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class RandomSampler(Sampler):
     `generator`, or the global stream), or `num_samples` draws with replacement
     (one `randint(0, N, num_samples)`)."""
 
-    def __init__(self, data_source: Sized, replacement: bool = False, num_samples: int = None,
+    def __init__(self, data_source: Sized, replacement: bool = False, num_samples: Optional[int] = None,
                  generator=None):
         if not isinstance(replacement, bool):
             raise TypeError(f"RandomSampler: replacement must be a bool, got {replacement!r}")
@@ -163,11 +164,11 @@ class DataLoader:
             raise ValueError(f"DataLoader: timeout must be a number >= 0, got {timeout!r}")
         if generator is not None and not isinstance(generator, Generator):
             resolve_generator(generator, "DataLoader")  # raises TypeError for a wrong type
-        if isinstance(multiprocessing_context, str):
-            if multiprocessing_context not in multiprocessing.get_all_start_methods():
-                raise ValueError(f"DataLoader: multiprocessing_context must be one of "
-                                 f"{multiprocessing.get_all_start_methods()}, got "
-                                 f"{multiprocessing_context!r}")
+        if isinstance(multiprocessing_context, str) and \
+                multiprocessing_context not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"DataLoader: multiprocessing_context must be one of "
+                             f"{multiprocessing.get_all_start_methods()}, got "
+                             f"{multiprocessing_context!r}")
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.sampler = sampler

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import Tensor
 
-__all__ = ["fetch_batch", "seeded_global_stream", "WorkerPool"]
+__all__ = ["WorkerPool", "fetch_batch", "seeded_global_stream"]
 
 # How often a blocked main process checks that its workers are still alive (seconds).
 _POLL_S = 0.1
@@ -68,7 +68,7 @@ class WorkerError:
         self.exc_type = type(exc)
         try:
             pickle.dumps(self.exc_type)
-        except Exception:  # e.g. a class defined inside a function
+        except Exception:  # noqa: BLE001 (any pickling failure, e.g. a class in a function)
             self.exc_type = RuntimeError
         self.text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
@@ -77,7 +77,7 @@ class WorkerError:
                f"{self.worker_id}. Original traceback:\n{self.text}")
         try:
             err = self.exc_type(msg)
-        except Exception:
+        except Exception:  # noqa: BLE001 (exception types whose constructor wants other args)
             err = RuntimeError(msg)
         raise err
 

@@ -16,8 +16,16 @@ from ..autograd import Tensor
 from .init_basic import constant, rand, randn
 
 __all__ = [
-    "calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
-    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "calculate_gain",
+    "constant_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "normal_",
+    "ones_",
+    "uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
 ]
 
 _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -66,7 +74,7 @@ def _assign(tensor, values: Tensor) -> Tensor:
 
 
 def _kw(tensor):
-    return dict(device=tensor.device, dtype=tensor.dtype)
+    return {"device": tensor.device, "dtype": tensor.dtype}
 
 
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):

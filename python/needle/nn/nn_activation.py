@@ -10,7 +10,7 @@ from ..autograd import Tensor
 from ..random import resolve_generator
 from .nn_basic import Module
 
-__all__ = ["Dropout2d", "GELU", "LeakyReLU", "SiLU"]
+__all__ = ["GELU", "Dropout2d", "LeakyReLU", "SiLU"]
 
 
 class GELU(Module):

@@ -5,6 +5,7 @@ so a ModuleList's parameters are named "0.weight", "1.bias", ... as in torch. Ne
 `forward`: they hold modules for a parent module's `forward` to call.
 """
 from collections.abc import Iterable, Mapping
+from typing import Optional
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class ModuleList(Module):
         >>> for block in blocks: x = block(x)
     """
 
-    def __init__(self, modules: Iterable = None):
+    def __init__(self, modules: Optional[Iterable] = None):
         super().__init__()
         self._modules = []
         if modules is not None:
@@ -96,7 +97,7 @@ class ModuleDict(Module):
     `values()`, `items()`, `update()` and `pop()`.
     """
 
-    def __init__(self, modules: Mapping = None):
+    def __init__(self, modules: Optional[Mapping] = None):
         super().__init__()
         self._modules = {}
         if modules is not None:

@@ -70,7 +70,7 @@ class NLLLoss(Module):
         super().__init__()
         self.reduction = _check_reduction("NLLLoss", reduction)
 
-    def forward(self, input: Tensor, target) -> Tensor:  # noqa: A002 (torch's name)
+    def forward(self, input: Tensor, target) -> Tensor:
         _check_2d("NLLLoss", input)
         return _reduce(_picked("NLLLoss", input, target), self.reduction)
 
@@ -100,7 +100,7 @@ class CrossEntropyLoss(Module):
     def extra_repr(self):
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
 
-    def forward(self, input: Tensor, target) -> Tensor:  # noqa: A002 (torch's name)
+    def forward(self, input: Tensor, target) -> Tensor:
         n, k = _check_2d("CrossEntropyLoss", input)
         logp = ops.log_softmax(input, axis=1)
         eps = self.label_smoothing
@@ -142,7 +142,7 @@ class MSELoss(Module):
         super().__init__()
         self.reduction = _check_reduction("MSELoss", reduction)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check_pair("MSELoss", input, target)
         diff = input - target
         return _reduce(diff * diff, self.reduction)
@@ -155,7 +155,7 @@ class L1Loss(Module):
         super().__init__()
         self.reduction = _check_reduction("L1Loss", reduction)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check_pair("L1Loss", input, target)
         diff = input - target
         return _reduce(ops.relu(diff) + ops.relu(-diff), self.reduction)
@@ -176,7 +176,7 @@ class BCEWithLogitsLoss(Module):
                             f"{type(pos_weight).__name__}")
         self.pos_weight = pos_weight
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check_pair("BCEWithLogitsLoss", input, target)
         x, y = input, target
         # Branch on the sign with a constant mask m = [x >= 0], so that max(x, 0) = x m and
