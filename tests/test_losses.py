@@ -154,3 +154,31 @@ def test_loss_and_activation_arguments_are_validated():
         nn.Dropout2d(2)
     with pytest.raises(ValueError, match="Dropout2d: expected"):
         nn.Dropout2d()(x)
+
+
+NUMPY_MODE_SCRIPT = """
+import numpy as np, torch
+import needle as ndl
+from needle import nn
+x = np.random.RandomState(0).randn(6, 5)          # float64 stays float64 in numpy mode
+t = ndl.Tensor(x)
+y = nn.GELU()(t)
+y.sum().backward()
+ref = torch.tensor(x, requires_grad=True)
+torch.nn.functional.gelu(ref).sum().backward()
+assert y.dtype == np.float64 and np.abs(y.numpy() - torch.nn.functional.gelu(ref).detach().numpy()).max() < 1e-6
+assert np.abs(t.grad.numpy() - ref.grad.numpy()).max() < 1e-6
+labels = np.array([0, 1, 2, 3, 4, 0])
+ce = nn.CrossEntropyLoss(label_smoothing=0.1)(t, labels)
+want = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(labels), label_smoothing=0.1)
+assert ce.shape == () and abs(float(ce.numpy()) - want.item()) < 1e-12
+target = np.random.RandomState(1).rand(6, 5)
+bce = nn.BCEWithLogitsLoss()(t, ndl.Tensor(target))
+want = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(target))
+assert abs(float(bce.numpy()) - want.item()) < 1e-12
+print("numpy-mode losses OK")
+"""
+
+
+def test_losses_and_gelu_in_numpy_mode(run_numpy_mode):
+    run_numpy_mode(NUMPY_MODE_SCRIPT, "numpy-mode losses OK", timeout=120)
