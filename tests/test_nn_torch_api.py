@@ -254,38 +254,6 @@ def test_inplace_init_constant_normal_uniform_and_generator():
 
 
 # ------------------------------------------------------------------- torch checkpoints
-def _torch_lenet():
-    t = torch.nn
-    return t.Sequential(
-        t.Conv2d(1, 6, 5, padding=2), t.ReLU(), t.MaxPool2d(2),
-        t.Conv2d(6, 16, 5), t.ReLU(), t.MaxPool2d(2), t.Flatten(),
-        t.Linear(400, 120), t.ReLU(), t.Linear(120, 84), t.ReLU(), t.Linear(84, 10))
-
-
-class _TorchResidual(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x) + x
-
-
-def _torch_resnet9():
-    t = torch.nn
-
-    def conv_bn(a, b, k, s):
-        return t.Sequential(t.Conv2d(a, b, k, stride=s, padding=k // 2), t.BatchNorm2d(b),
-                            t.ReLU())
-
-    return t.Sequential(
-        conv_bn(3, 16, 7, 4), conv_bn(16, 32, 3, 2),
-        _TorchResidual(t.Sequential(conv_bn(32, 32, 3, 1), conv_bn(32, 32, 3, 1))),
-        conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2),
-        _TorchResidual(t.Sequential(conv_bn(128, 128, 3, 1), conv_bn(128, 128, 3, 1))),
-        t.Flatten(), t.Linear(128, 128), t.ReLU(), t.Linear(128, 10))
-
-
 def _randomise_bn_stats(model):
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -297,18 +265,15 @@ def _randomise_bn_stats(model):
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
-@pytest.mark.parametrize("arch", ["LeNet", "ResNet9"])
+@pytest.mark.parametrize("arch", ["lenet", "resnet9", "resnet18"])
 def test_load_torch_state_dict_matches_torch_outputs(arch):
-    from apps import models
+    from test_models import BUILDERS, _torch_twin  # the torch twins of apps.models
 
     torch.manual_seed(0)
-    if arch == "LeNet":
-        ours, ref = models.LeNet(device=ndl.cpu()), _torch_lenet()
-        x = np.random.rand(4, 1, 28, 28).astype(np.float32)
-    else:
-        ours, ref = models.ResNet9(device=ndl.cpu()), _torch_resnet9()
-        _randomise_bn_stats(ref)
-        x = np.random.rand(4, 3, 32, 32).astype(np.float32)
+    build, shape = BUILDERS[arch]
+    ours, ref = build(ndl.cpu()), _torch_twin(arch)
+    _randomise_bn_stats(ref)
+    x = np.random.rand(*shape).astype(np.float32)
     ref.eval()
     ours.eval()
     with torch.no_grad():
@@ -326,15 +291,16 @@ def test_load_torch_state_dict_matches_torch_outputs(arch):
 
 def test_load_torch_state_dict_errors():
     from apps import models
+    from test_models import _torch_twin
 
     lenet = models.LeNet(device=ndl.cpu())
     with pytest.raises(ValueError, match="the needle model has 5 modules with parameters, "
                                          "the state_dict 6"):
         load_torch_state_dict(lenet, torch.nn.Sequential(
-            _torch_lenet(), torch.nn.Linear(2, 2)).state_dict())
-    sd = _torch_lenet().state_dict()
+            _torch_twin("lenet"), torch.nn.Linear(2, 2)).state_dict())
+    sd = _torch_twin("lenet").state_dict()
     sd["7.weight"] = torch.zeros(120, 401)
     with pytest.raises(ValueError, match=r"7.weight has shape \(120, 401\)"):
         load_torch_state_dict(lenet, sd)
     with pytest.raises(TypeError, match="load_torch_state_dict: model must be"):
-        load_torch_state_dict(_torch_lenet(), sd)
+        load_torch_state_dict(_torch_twin("lenet"), sd)
