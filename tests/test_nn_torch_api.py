@@ -254,6 +254,15 @@ def test_inplace_init_constant_normal_uniform_and_generator():
 
 
 # ------------------------------------------------------------------- torch checkpoints
+class _TorchResidual(torch.nn.Module):  # for the modules() order check
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+
 def _randomise_bn_stats(model):
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -290,8 +299,9 @@ def test_load_torch_state_dict_matches_torch_outputs(arch):
 
 
 def test_load_torch_state_dict_errors():
-    from apps import models
     from test_models import _torch_twin
+
+    from apps import models
 
     lenet = models.LeNet(device=ndl.cpu())
     with pytest.raises(ValueError, match="the needle model has 5 modules with parameters, "

@@ -194,33 +194,26 @@ class Module:
         return self
 
     # -- hooks ----------------------------------------------------------------------------
-    def _hook_table(self, name: str) -> _Hooks:
-        if name not in self.__dict__:
-            self.__dict__[name] = _Hooks()
-        return self.__dict__[name]
+    def _add_hook(self, table_name: str, hook, where: str) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"Module.{where}: hook must be callable, got {type(hook).__name__}")
+        if table_name not in self.__dict__:
+            self.__dict__[table_name] = _Hooks()
+        table = self.__dict__[table_name]
+        handle = RemovableHandle(table)
+        table.by_id[handle.id] = hook
+        return handle
 
     def register_forward_pre_hook(self, hook) -> RemovableHandle:
         """Call `hook(module, args)` before each forward. If it returns something other than
         None, that becomes the positional input (a non-tuple is wrapped in a 1-tuple).
         Returns a handle whose `.remove()` detaches the hook."""
-        if not callable(hook):
-            raise TypeError("Module.register_forward_pre_hook: hook must be callable, got "
-                            f"{type(hook).__name__}")
-        table = self._hook_table("_forward_pre_hooks")
-        handle = RemovableHandle(table)
-        table.by_id[handle.id] = hook
-        return handle
+        return self._add_hook("_forward_pre_hooks", hook, "register_forward_pre_hook")
 
     def register_forward_hook(self, hook) -> RemovableHandle:
         """Call `hook(module, args, output)` after each forward. If it returns something other
         than None, that replaces the output. Returns a handle with `.remove()`."""
-        if not callable(hook):
-            raise TypeError("Module.register_forward_hook: hook must be callable, got "
-                            f"{type(hook).__name__}")
-        table = self._hook_table("_forward_hooks")
-        handle = RemovableHandle(table)
-        table.by_id[handle.id] = hook
-        return handle
+        return self._add_hook("_forward_hooks", hook, "register_forward_hook")
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
