@@ -5,6 +5,8 @@ Every loss takes `reduction` = "mean" (default), "sum" or "none" (per-sample val
 Labels for CrossEntropyLoss / NLLLoss are integer class ids given as a numpy array or a Tensor
 (any int/uint/float dtype holding integers), as for SoftmaxLoss.
 """
+from typing import Optional
+
 import numpy as np
 
 from .. import init, ops
@@ -16,10 +18,18 @@ __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "L1Loss", "MSELoss", "NLLLos
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(name: str, reduction) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    return reduction
+class _Loss(Module):
+    """Base of the losses here: validates and stores `reduction`."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {_REDUCTIONS}, "
+                             f"got {reduction!r}")
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -59,23 +69,19 @@ def _picked(name: str, logp: Tensor, y) -> Tensor:
     return -ops.summation(logp * onehot, axes=(1,))
 
 
-class NLLLoss(Module):
+class NLLLoss(_Loss):
     """Negative log-likelihood of integer labels given log-probabilities.
 
     Shapes: input (N, C) log-probabilities (e.g. from `nn.LogSoftmax()`), target (N,) ids.
     Returns -input[i, target[i]] reduced by `reduction` ("none": shape (N,)).
     """
 
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        self.reduction = _check_reduction("NLLLoss", reduction)
-
     def forward(self, input: Tensor, target) -> Tensor:
         _check_2d("NLLLoss", input)
         return _reduce(_picked("NLLLoss", input, target), self.reduction)
 
 
-class CrossEntropyLoss(Module):
+class CrossEntropyLoss(_Loss):
     """Cross-entropy of logits against class ids (or class probabilities), torch semantics.
 
     Args:
@@ -89,8 +95,7 @@ class CrossEntropyLoss(Module):
     """
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
-        super().__init__()
-        self.reduction = _check_reduction("CrossEntropyLoss", reduction)
+        super().__init__(reduction)
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
                 or not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got "
@@ -98,7 +103,7 @@ class CrossEntropyLoss(Module):
         self.label_smoothing = float(label_smoothing)
 
     def extra_repr(self):
-        return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+        return f"{super().extra_repr()}, label_smoothing={self.label_smoothing}"
 
     def forward(self, input: Tensor, target) -> Tensor:
         n, k = _check_2d("CrossEntropyLoss", input)
@@ -135,12 +140,8 @@ def _check_pair(name: str, input, target) -> None:
                          f"{tuple(target.shape)} must have the same shape")
 
 
-class MSELoss(Module):
+class MSELoss(_Loss):
     """(input - target)^2, element-wise, reduced ("mean" over all elements). Same shapes."""
-
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        self.reduction = _check_reduction("MSELoss", reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check_pair("MSELoss", input, target)
@@ -148,12 +149,8 @@ class MSELoss(Module):
         return _reduce(diff * diff, self.reduction)
 
 
-class L1Loss(Module):
+class L1Loss(_Loss):
     """|input - target|, element-wise, reduced. Same shapes. (Gradient 0 where equal.)"""
-
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        self.reduction = _check_reduction("L1Loss", reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check_pair("L1Loss", input, target)
@@ -161,16 +158,15 @@ class L1Loss(Module):
         return _reduce(ops.relu(diff) + ops.relu(-diff), self.reduction)
 
 
-class BCEWithLogitsLoss(Module):
+class BCEWithLogitsLoss(_Loss):
     """Binary cross-entropy on logits x with targets y in [0, 1], same shapes, computed stably:
         loss = max(x, 0) - x * y + log(1 + exp(-|x|))
     (no overflow for any finite x). With `pos_weight` w (broadcast over the last axis, as in
     torch): loss = (1 - y) x + (1 + (w - 1) y) (log(1 + exp(-|x|)) + max(-x, 0)).
     """
 
-    def __init__(self, reduction: str = "mean", pos_weight: Tensor = None):
-        super().__init__()
-        self.reduction = _check_reduction("BCEWithLogitsLoss", reduction)
+    def __init__(self, reduction: str = "mean", pos_weight: Optional[Tensor] = None):
+        super().__init__(reduction)
         if pos_weight is not None and not isinstance(pos_weight, Tensor):
             raise TypeError(f"BCEWithLogitsLoss: pos_weight must be a Tensor or None, got "
                             f"{type(pos_weight).__name__}")
