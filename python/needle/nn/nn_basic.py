@@ -12,7 +12,7 @@ import numpy as np
 from .. import init, ops
 from ..autograd import Tensor
 from ..random import resolve_generator
-from .nn_hooks import IncompatibleKeys, RemovableHandle, StateDictKeyError, _Hooks
+from .nn_hooks import IncompatibleKeys, RemovableHandle, StateDictKeyError, _Hooks, list_index
 
 __all__ = [
     "BatchNorm1d",
@@ -377,13 +377,7 @@ class Sequential(Module):
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return Sequential(*self.modules[idx])
-        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
-            raise TypeError(f"Sequential: index must be an int or a slice, got "
-                            f"{type(idx).__name__}")
-        if not -len(self.modules) <= idx < len(self.modules):
-            raise IndexError(f"Sequential: index {idx} out of range for {len(self.modules)} "
-                             "modules")
-        return self.modules[idx]
+        return self.modules[list_index("Sequential", idx, len(self.modules))]
 
     def forward(self, x):
         for module in self.modules:

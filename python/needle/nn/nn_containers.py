@@ -7,9 +7,9 @@ so a ModuleList's parameters are named "0.weight", "1.bias", ... as in torch. Ne
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
-import numpy as np
 
 from .nn_basic import Module
+from .nn_hooks import list_index
 
 __all__ = ["ModuleDict", "ModuleList"]
 
@@ -38,13 +38,7 @@ class ModuleList(Module):
             self.extend(modules)
 
     def _index(self, idx) -> int:
-        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
-            raise TypeError(f"ModuleList: index must be an int or a slice, got "
-                            f"{type(idx).__name__}")
-        n = len(self._modules)
-        if not -n <= idx < n:
-            raise IndexError(f"ModuleList: index {idx} out of range for {n} modules")
-        return int(idx) % n
+        return list_index("ModuleList", idx, len(self._modules))
 
     def __len__(self) -> int:
         return len(self._modules)

@@ -1,5 +1,6 @@
-"""Module plumbing kept out of nn_basic: forward-hook tables and their handles, and what
-`Module.load_state_dict` returns or raises."""
+"""Module plumbing kept out of nn_basic: forward-hook tables and their handles, what
+`Module.load_state_dict` returns or raises, and the index check of the list containers."""
+import numpy as np
 
 __all__ = ["IncompatibleKeys", "RemovableHandle", "StateDictKeyError"]
 
@@ -55,3 +56,13 @@ class StateDictKeyError(RuntimeError, KeyError):
 
     def __str__(self):
         return str(self.args[0])
+
+
+def list_index(owner: str, idx, n: int) -> int:
+    """`idx` (an int, negative allowed) as a position in a container of `n` modules;
+    TypeError / IndexError naming `owner` otherwise."""
+    if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
+        raise TypeError(f"{owner}: index must be an int or a slice, got {type(idx).__name__}")
+    if not -n <= idx < n:
+        raise IndexError(f"{owner}: index {idx} out of range for {n} modules")
+    return int(idx) % n
