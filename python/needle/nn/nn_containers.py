@@ -7,7 +7,6 @@ so a ModuleList's parameters are named "0.weight", "1.bias", ... as in torch. Ne
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
-
 from .nn_basic import Module
 from .nn_hooks import list_index
 
