@@ -140,6 +140,23 @@ def test_worker_crash_raises_instead_of_hanging():
     assert multiprocessing.active_children() == []
 
 
+class Slow(data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import time
+        time.sleep(5)
+        return np.zeros(2), 0
+
+
+def test_timeout_raises_and_stops_the_workers():
+    loader = data.DataLoader(Slow(), 2, num_workers=1, timeout=0.5)
+    with _deadline(), pytest.raises(RuntimeError, match="DataLoader timed out after 0.5 s"):
+        _epoch(loader)
+    assert multiprocessing.active_children() == []
+
+
 def test_early_break_stops_the_workers():
     loader = data.DataLoader(AugmentedImages(n=40), 2, num_workers=2)
     with _deadline():

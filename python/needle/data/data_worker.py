@@ -11,6 +11,7 @@ import pickle
 import queue
 import signal
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -21,6 +22,8 @@ __all__ = ["WorkerPool", "fetch_batch", "seeded_global_stream"]
 
 # How often a blocked main process checks that its workers are still alive (seconds).
 _POLL_S = 0.1
+# How long workers get to exit after the stop message before they are terminated (seconds).
+_EXIT_GRACE_S = 2.0
 
 
 @contextlib.contextmanager
@@ -173,12 +176,13 @@ class WorkerPool:
         for q in self.index_queues:
             with contextlib.suppress(Exception):
                 q.put(None)
+        deadline = time.monotonic() + _EXIT_GRACE_S  # one grace period for all workers
         for w in self.workers:
-            w.join(timeout=2.0)
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
         for w in self.workers:
-            if w.is_alive():  # stuck (e.g. blocked writing a result): stop it
+            if w.is_alive():  # stuck (in a slow __getitem__, or writing a result): stop it
                 w.terminate()
-                w.join(timeout=2.0)
+                w.join(timeout=_EXIT_GRACE_S)
         for q in self.index_queues + [self.result_queue]:
             q.cancel_join_thread()
             q.close()
