@@ -6,9 +6,15 @@ holding a tuple of arrays (used by `stack` / `split`). In eager mode (`LAZY_MODE
 default) every node is computed when it is created.
 
 `Tensor.backward()` walks the graph in reverse topological order (`find_topo_sort`) and stores a
-gradient Tensor on every node (`node.grad`, overwritten on each call). Gradients are themselves
-built from needle ops, so they can be differentiated again.
+gradient Tensor on every node (`node.grad`: overwritten on plain Tensors, accumulated on Tensors
+whose class sets `_accumulate_grad`, i.e. `nn.Parameter`). Plain `backward()` computes constant
+gradients (no graph, no reference cycles); each remembers, through weak references, how to
+rebuild its differentiable form while the forward graph is alive, so `x.grad.backward()` still
+gives second-order gradients. `backward(create_graph=True)` builds that form eagerly.
 """
+import threading
+import weakref
+
 import numpy
 
 from .backend_selection import BACKEND, array_api, cpu, default_device
@@ -24,7 +30,17 @@ LAZY_MODE = False
 TENSOR_COUNTER = 0
 
 _NUMPY_MODE = BACKEND == "np"
-_GRAD_ENABLED = True
+
+
+class _GradMode(threading.local):
+    """Grad mode is per thread: `no_grad` in one thread never detaches another thread's ops."""
+
+    def __init__(self):
+        self.enabled = True
+        self.saved = []  # the modes that enclosing no_grad blocks restore
+
+
+_MODE = _GradMode()
 
 
 class no_grad:
@@ -36,14 +52,12 @@ class no_grad:
     """
 
     def __enter__(self):
-        global _GRAD_ENABLED
-        self._prev = _GRAD_ENABLED
-        _GRAD_ENABLED = False
+        _MODE.saved.append(_MODE.enabled)
+        _MODE.enabled = False
         return self
 
     def __exit__(self, *exc):
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._prev
+        _MODE.enabled = _MODE.saved.pop()
         return False
 
     def __call__(self, func):
@@ -57,8 +71,20 @@ class no_grad:
 
 
 def is_grad_enabled():
-    """False inside a `no_grad()` block."""
-    return _GRAD_ENABLED
+    """False inside a `no_grad()` block (of the calling thread)."""
+    return _MODE.enabled
+
+
+class _enable_grad:
+    """Grad mode on inside the block (used to rebuild gradients, whatever the caller's mode)."""
+
+    def __enter__(self):
+        _MODE.saved.append(_MODE.enabled)
+        _MODE.enabled = True
+
+    def __exit__(self, *exc):
+        _MODE.enabled = _MODE.saved.pop()
+        return False
 
 
 # ---------------------------------------------------------------------------------------- ops
@@ -160,6 +186,10 @@ class Value:
     cached_data = None
     requires_grad = False
     num_outputs = 1
+    grad = None
+    _accumulate_grad = False  # True on nn.Parameter: .grad sums over backward() calls
+    _grad_source = None  # on a plain backward()'s gradient: how to rebuild it (_GradSource)
+    _post_accumulate_hooks = None
 
     def realize_cached_data(self):
         """The raw array (computed and cached on first use); the object itself, not a copy."""
@@ -182,7 +212,7 @@ class Value:
         global TENSOR_COUNTER
         TENSOR_COUNTER += 1
         if requires_grad is None:
-            requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            requires_grad = _MODE.enabled and any(x.requires_grad for x in inputs)
         self.op = op
         self.inputs = list(inputs)
         self.num_outputs = num_outputs
@@ -221,13 +251,19 @@ class Value:
         TENSOR_COUNTER += 1  # inlined _init: this is the hot path of every op
         value.cached_data = data
         value.num_outputs = 1
-        if _GRAD_ENABLED:
+        if _MODE.enabled:
             for x in inputs:
                 if x.requires_grad:
                     value.op = op
                     value.inputs = list(inputs)
                     value.requires_grad = True
                     return value
+            for x in inputs:
+                if x._grad_source is not None:
+                    # computed from a plain backward()'s constant gradient: backward() on it
+                    # could only be silently wrong, so it raises instead (see _DERIVED)
+                    value._grad_source = _DERIVED
+                    break
         value.op = None
         value.inputs = []
         value.requires_grad = False
@@ -259,7 +295,6 @@ class Tensor(Value):
         (x * x).sum().backward()                           # x.grad = 2 * x
     """
 
-    grad = None
     _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
@@ -345,17 +380,21 @@ class Tensor(Value):
     def ndim(self):
         return len(self.shape)
 
-    def backward(self, out_grad=None, create_graph=True):
+    def backward(self, out_grad=None, create_graph=False):
         """Reverse-mode AD from this tensor; stores `.grad` on every node of the graph.
 
         Args:
             out_grad: adjoint of this tensor, same shape; default ones (also for non-scalars).
-            create_graph: True (the contract's behaviour): every `.grad` is itself a graph
-                node, so it can be differentiated again. False (a training loop's choice, as
-                torch's default): the gradients are computed as constants, which is faster and
-                leaves no reference cycles (node -> grad -> graph -> node), so a step's
-                activations are freed as soon as the loss is dropped instead of waiting for
-                the garbage collector. The values are identical either way.
+            create_graph: False (the default, as in torch): the gradients are constants, which
+                is fast and leaves no reference cycles, so a step's activations are freed by
+                reference counting as soon as the loss is dropped. Such a gradient can still be
+                differentiated (`x.grad.backward()`) while the tensor `backward()` was called
+                on is alive: it is rebuilt from the graph on demand. True: every `.grad` is
+                built as a graph node at once, so gradients of gradients can be taken freely
+                (`(x.grad ** 2).sum().backward()`, a gradient penalty, needs this).
+
+        `.grad` is overwritten on plain Tensors and accumulated on `nn.Parameter`s (until
+        the optimizer's `reset_grad()` or `Module.zero_grad()`).
         """
         if out_grad is None:
             data = self.realize_cached_data()
@@ -365,11 +404,40 @@ class Tensor(Value):
         elif tuple(out_grad.shape) != tuple(self.shape):
             raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the tensor "
                              f"shape {self.shape}")
+        root = _differentiable(self)  # self, or the graph form of a plain backward's gradient
         if create_graph:
-            compute_gradient_of_variables(self, out_grad)
+            with _enable_grad():
+                _reverse_pass(root, out_grad, _store_grad)
         else:
+            out_data = out_grad.realize_cached_data()
+            source = _GradSource(self, out_data)  # anchored at the tensor the caller holds
             with no_grad():
-                compute_gradient_of_variables(self, out_grad.detach())
+                _reverse_pass(root, Tensor.make_const(out_data), source.store)
+        if root is not self:
+            self.grad = root.grad
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(tensor)` each time `backward()` has stored this leaf's `.grad`.
+
+        As torch's: the hook runs after the gradient is accumulated (or set), so it sees the
+        final `.grad` of that backward call (data-parallel training all-reduces it there).
+
+        Returns:
+            a handle whose `remove()` unregisters the hook.
+        """
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        if self.op is not None:
+            raise ValueError("register_post_accumulate_grad_hook: only leaf tensors accumulate "
+                             f"gradients; this tensor is the output of {_op_name(self.op)}")
+        if not self.requires_grad:
+            raise ValueError("register_post_accumulate_grad_hook: the tensor does not require "
+                             "grad, so backward() never stores its gradient")
+        hooks = self.__dict__.get("_post_accumulate_hooks")
+        if hooks is None:
+            hooks = self._post_accumulate_hooks = {}
+        return _HookHandle(hooks, hook)
 
     def __repr__(self):
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
@@ -522,23 +590,136 @@ def _sum_grads(grads):
     return total
 
 
-def compute_gradient_of_variables(output_tensor, out_grad):
-    """Store on every node of output_tensor's graph its gradient (`node.grad`, overwritten).
+def _reverse_pass(output, out_grad, store):
+    """Walk output's graph in reverse topological order; `store(node, grad)` each gradient.
 
     Each node's gradient is the sum (tensor `+`) of its contributions, in the order the users
     appear in reverse topological order.
     """
-    node_to_output_grads = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
+    node_to_output_grads = {output: [out_grad]}
+    for node in reversed(find_topo_sort([output])):
         grads = node_to_output_grads.pop(node, None)
         if grads is None:
             continue
         grad = _sum_grads(grads)
-        node.grad = grad
+        store(node, grad)
         if node.op is None:
             continue
         for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
             node_to_output_grads.setdefault(inp, []).append(g)
+
+
+def compute_gradient_of_variables(output_tensor, out_grad):
+    """Store on every node of output_tensor's graph its gradient (`node.grad`).
+
+    The gradients are built with needle ops in the current grad mode (graph nodes unless
+    inside `no_grad`). `.grad` is overwritten, except on `nn.Parameter`s, where it accumulates.
+    """
+    _reverse_pass(output_tensor, out_grad, _store_grad)
+
+
+def _store_grad(node, grad, accumulated_source=None):
+    """node.grad = grad (or node.grad + grad on a Parameter), then the leaf's hooks."""
+    if node._accumulate_grad and node.grad is not None:
+        grad = node.grad + grad  # a new tensor: the previous one may be held by the caller
+        if accumulated_source is not None:
+            grad._grad_source = accumulated_source
+    node.grad = grad
+    hooks = node._post_accumulate_hooks
+    if hooks and node.op is None:
+        for hook in list(hooks.values()):
+            hook(node)
+
+
+_FREED = ("the graph it was computed from is gone (the tensor backward() was called on has "
+          "been freed); call backward(create_graph=True) to get gradients that can be "
+          "differentiated after that")
+
+
+class _GradSource:
+    """How the constant gradients of one plain `backward()` call rebuild their graph form.
+
+    Each such gradient holds `(source, weakref(node))`; the source holds a weak reference to
+    the tensor backward() was called on and the raw output gradient. Only weak references
+    point back into the graph, so no reference cycle is made: dropping the output frees the
+    step, and a later rebuild raises a clear error instead.
+    """
+
+    __slots__ = ("anchor", "out_data")
+
+    def __init__(self, anchor, out_data):
+        self.anchor = weakref.ref(anchor)
+        self.out_data = out_data
+
+    def store(self, node, grad):
+        """The `store` of a plain backward(): tag each gradient with where it came from."""
+        if isinstance(grad, Tensor):
+            if grad.requires_grad or grad._grad_source is not None:  # shared with another node
+                grad = Tensor.make_const(grad.realize_cached_data())
+            grad._grad_source = (self, weakref.ref(node))
+        _store_grad(node, grad, _ACCUMULATED)
+
+    def rebuild(self, node):
+        """node's gradient as a graph, recomputed with grad mode on from the live graph."""
+        anchor = self.anchor()
+        if anchor is None or node is None:
+            raise RuntimeError(f"backward: cannot differentiate this gradient: {_FREED}")
+        grads = {}
+        with _enable_grad():
+            root = _differentiable(anchor)
+            _reverse_pass(root, Tensor.make_const(self.out_data), grads.__setitem__)
+        return grads[node]
+
+
+class _Accumulated:
+    """The source of a Parameter's gradient summed over several plain backward() calls."""
+
+    @staticmethod
+    def rebuild(node):
+        raise RuntimeError("backward: this gradient was accumulated over several plain "
+                           "backward() calls and cannot be differentiated; call "
+                           "backward(create_graph=True) to get differentiable gradients")
+
+
+_ACCUMULATED = (_Accumulated, None)
+
+
+class _Derived:
+    """The source of a constant computed from plain backward() gradients (`x.grad.sum()`)."""
+
+    @staticmethod
+    def rebuild(node):
+        raise RuntimeError("backward: this tensor was computed from gradients of a plain "
+                           "backward(), which are constants, so nothing would flow back; call "
+                           "backward(create_graph=True) first to differentiate through "
+                           "gradients (only x.grad.backward() itself works without it)")
+
+
+_DERIVED = (_Derived, None)
+
+
+def _differentiable(tensor):
+    """tensor itself, or, for a constant gradient of a plain backward(), its graph form."""
+    source = tensor._grad_source
+    if source is None:
+        return tensor
+    record, node_ref = source
+    return record.rebuild(node_ref() if node_ref is not None else None)
+
+
+class _HookHandle:
+    """Returned by `register_post_accumulate_grad_hook`; `remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        _HookHandle._next_id += 1
+        self.id = _HookHandle._next_id
+        self._hooks = hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
 
 
 # Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.
