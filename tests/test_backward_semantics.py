@@ -71,7 +71,8 @@ def test_second_order_pattern_needs_the_graph_alive(device):
     del y  # the output backward() was called on: the graph goes with it
     with pytest.raises(RuntimeError, match=r"create_graph=True"):
         grad_x2.backward()
-    assert_close(grad_x2, [12.0]) and assert_close(grad_x3, [6.0])
+    assert_close(grad_x2, [12.0])
+    assert_close(grad_x3, [6.0])
 
 
 def test_second_order_of_an_intermediate_and_with_out_grad(device):
@@ -160,7 +161,8 @@ def test_post_accumulate_grad_hook(device):
     for _ in range(2):
         (p * q).sum().backward()
     assert [t is p for t, _ in seen] == [True, True]
-    assert_close(seen[0][1], [3.0, 4.0]) and assert_close(seen[1][1], [6.0, 8.0])
+    assert_close(seen[0][1], [3.0, 4.0])
+    assert_close(seen[1][1], [6.0, 8.0])  # the accumulated gradient
     handle.remove()
     handle.remove()  # idempotent
     (p * q).sum().backward()
