@@ -6,7 +6,8 @@
 Figures (each in its own child process, so RSS is its own):
   resnet9  ResNet9 training step (forward, SoftmaxLoss, plain `loss.backward()`, SGD) at batch
            32 and 128: img/s, best of --steps steps after one warm-up; the same step with
-           `backward(create_graph=False)` as the lean reference.
+           `backward(create_graph=False)` as the lean reference. With --cpu-time the step is
+           timed in process CPU time (run with OMP_NUM_THREADS=1 on a loaded machine).
   lenet    LeNet, 200 steps at batch 64 with plain `loss.backward()` and no `gc.collect()`:
            peak and final RSS, and the cyclic objects the collector finds afterwards.
   race     one thread runs ops under `no_grad` while another builds a graph: how many of the
@@ -34,7 +35,7 @@ def rss_mb(field):
     return float("nan")
 
 
-def resnet9(batch, steps, create_graph):
+def resnet9(batch, steps, create_graph, clock=time.perf_counter):
     import needle as ndl
     from apps.models import ResNet9
 
@@ -46,7 +47,7 @@ def resnet9(batch, steps, create_graph):
     y = ndl.Tensor(np.random.randint(0, 10, batch).astype(np.float32), requires_grad=False)
     best = float("inf")
     for _ in range(steps + 1):
-        start = time.perf_counter()
+        start = clock()
         opt.reset_grad()
         loss = loss_fn(model(x), y)
         if create_graph is None:
@@ -55,7 +56,7 @@ def resnet9(batch, steps, create_graph):
             loss.backward(create_graph=create_graph)
         opt.step()
         loss.numpy()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return {"img_s": batch / best}
 
 
@@ -133,15 +134,17 @@ def child(name, args):
     if name.startswith("resnet9"):
         _, batch, mode = name.split(":")
         mode = {"plain": None, "lean": False}[mode]
-        return resnet9(int(batch), args.steps, mode)
+        clock = time.process_time if args.cpu_time else time.perf_counter
+        return resnet9(int(batch), args.steps, mode, clock)
     return {"lenet": lenet, "race": race, "tying": tying}[name]()
 
 
 def run_child(name, args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps)],
-                          capture_output=True, text=True, env=env)
+    cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)]
+    proc = subprocess.run(cmd + ["--cpu-time"] * args.cpu_time, capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-2000:])
         return None
@@ -152,6 +155,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("figures", nargs="*", default=["resnet9", "lenet", "race", "tying"])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time ResNet9 steps in process CPU time (with OMP_NUM_THREADS=1, a "
+                             "steadier figure than wall time on a shared machine)")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
