@@ -21,7 +21,7 @@ from .backend_selection import BACKEND, array_api, cpu, default_device
 __all__ = [
     "LAZY_MODE", "TENSOR_COUNTER", "Value", "Op", "TensorOp", "TensorTupleOp", "Tensor",
     "TensorTuple", "find_topo_sort", "compute_gradient_of_variables", "no_grad",
-    "is_grad_enabled",
+    "is_grad_enabled", "queue_backward_end_callback",
 ]
 
 LAZY_MODE = False
@@ -37,6 +37,7 @@ class _GradMode(threading.local):
     def __init__(self):
         self.enabled = True
         self.saved = []  # the modes that enclosing no_grad blocks restore
+        self.end_callbacks = []  # queue_backward_end_callback's, for this thread's backward
 
 
 _MODE = _GradMode()
@@ -297,6 +298,9 @@ class Tensor(Value):
     _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
+        if device is not None and not callable(getattr(device, "enabled", None)):
+            raise TypeError(f"Tensor: device must be a device object such as ndl.cpu() or "
+                            f"ndl.cuda(), got {device!r}")
         if isinstance(array, Tensor):
             if device is None:
                 device = array.device
@@ -406,12 +410,12 @@ class Tensor(Value):
         root = _differentiable(self)  # self, or the graph form of a plain backward's gradient
         if create_graph:
             with _enable_grad():
-                _reverse_pass(root, out_grad, _store_grad)
+                _run_backward(root, out_grad, _store_grad)
         else:
             out_data = out_grad.realize_cached_data()
             source = _GradSource(self, out_data)  # anchored at the tensor the caller holds
             with no_grad():
-                _reverse_pass(root, Tensor.make_const(out_data), source.store)
+                _run_backward(root, Tensor.make_const(out_data), source.store)
         if root is not self:
             self.grad = root.grad
 
@@ -428,11 +432,12 @@ class Tensor(Value):
             raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
                             f"{type(hook).__name__}")
         if self.op is not None:
-            raise ValueError("register_post_accumulate_grad_hook: only leaf tensors accumulate "
-                             f"gradients; this tensor is the output of {_op_name(self.op)}")
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have their "
+                               f".grad accumulated; this tensor is the output of "
+                               f"{_op_name(self.op)}")
         if not self.requires_grad:
-            raise ValueError("register_post_accumulate_grad_hook: the tensor does not require "
-                             "grad, so backward() never stores its gradient")
+            raise RuntimeError("register_post_accumulate_grad_hook: the tensor does not require "
+                               "grad, so backward() never stores its gradient")
         hooks = self.__dict__.get("_post_accumulate_hooks")
         if hooks is None:
             hooks = self._post_accumulate_hooks = {}
@@ -554,8 +559,9 @@ class TensorTuple(Value):
 # The graph algorithms (topological sort, the reverse pass, gradient storage) live in
 # autograd_graph; imported after the classes they use, before the ops that use these names.
 from .autograd_graph import (  # noqa: E402
-    _DERIVED, _differentiable, _GradSource, _HookHandle, _reverse_pass, _store_grad,
-    compute_gradient_of_variables, find_topo_sort)
+    _DERIVED, _differentiable, _GradSource, _HookHandle, _run_backward, _store_grad,
+    compute_gradient_of_variables, find_topo_sort, queue_backward_end_callback)
+
 # Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.
 from .ops import ops_mathematic as _om  # noqa: E402
 from .ops import ops_tuple as _ot  # noqa: E402

@@ -7,9 +7,9 @@ rebuild its graph form later, holding only weak references to the graph.
 """
 import weakref
 
-from .autograd import Tensor, TensorTuple, _enable_grad
+from .autograd import _MODE, Tensor, TensorTuple, _enable_grad
 
-__all__ = ["find_topo_sort", "compute_gradient_of_variables"]
+__all__ = ["find_topo_sort", "compute_gradient_of_variables", "queue_backward_end_callback"]
 
 
 def find_topo_sort(node_list):
@@ -69,13 +69,31 @@ def _reverse_pass(output, out_grad, store):
             node_to_output_grads.setdefault(inp, []).append(g)
 
 
+def queue_backward_end_callback(fn):
+    """Run `fn()` when the backward pass now running (in this thread) ends. Call it from a
+    grad hook (DistributedDataParallel waits for its all-reduces there)."""
+    _MODE.end_callbacks.append(fn)
+
+
+def _run_backward(output, out_grad, store):
+    """A storing reverse pass, then the end callbacks that its hooks queued."""
+    callbacks = _MODE.end_callbacks
+    mark = len(callbacks)  # a nested backward runs only the callbacks it queued
+    try:
+        _reverse_pass(output, out_grad, store)
+        while len(callbacks) > mark:
+            callbacks.pop(mark)()
+    finally:
+        del callbacks[mark:]  # a failed backward leaves none behind for the next
+
+
 def compute_gradient_of_variables(output_tensor, out_grad):
     """Store on every node of output_tensor's graph its gradient (`node.grad`).
 
     The gradients are built with needle ops in the current grad mode (graph nodes unless
     inside `no_grad`). `.grad` is overwritten, except on `nn.Parameter`s, where it accumulates.
     """
-    _reverse_pass(output_tensor, out_grad, _store_grad)
+    _run_backward(output_tensor, out_grad, _store_grad)
 
 
 def _store_grad(node, grad, accumulated_source=None):
