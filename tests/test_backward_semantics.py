@@ -176,6 +176,17 @@ def test_post_accumulate_grad_hook(device):
             print)
 
 
+def test_hooks_run_in_the_callers_grad_mode(device):
+    p = nn.Parameter(ndl.Tensor([1.0], device=device))
+    modes = []
+    p.register_post_accumulate_grad_hook(lambda t: modes.append(autograd.is_grad_enabled()))
+    (p * 2.0).sum().backward()  # the pass itself runs under no_grad
+    with ndl.no_grad():
+        (p * 2.0).sum()
+    (p * 3.0).sum().backward(create_graph=True)
+    assert modes == [True, True] and autograd.is_grad_enabled()
+
+
 def test_post_accumulate_grad_hook_matches_torch_call_count():
     torch = pytest.importorskip("torch")
     w = randn(2)

@@ -243,6 +243,7 @@ def test_ddp_size_one_forwards_and_keeps_gradients():
     np.testing.assert_array_equal(ddp(x).numpy(), model(x).numpy())
     ddp(x).sum().backward()
     g = [p.grad.numpy() for p in model.parameters()]
+    model.zero_grad()  # Parameters accumulate .grad across backward() calls
     model(x).sum().backward()
     for a, p in zip(g, model.parameters()):
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-6)

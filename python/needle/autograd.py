@@ -38,6 +38,7 @@ class _GradMode(threading.local):
         self.enabled = True
         self.saved = []  # the modes that enclosing no_grad blocks restore
         self.end_callbacks = []  # queue_backward_end_callback's, for this thread's backward
+        self.hook_mode = True  # the grad mode grad hooks run in: backward()'s caller's
 
 
 _MODE = _GradMode()
@@ -408,14 +409,15 @@ class Tensor(Value):
             raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the tensor "
                              f"shape {self.shape}")
         root = _differentiable(self)  # self, or the graph form of a plain backward's gradient
+        caller_mode = _MODE.enabled
         if create_graph:
             with _enable_grad():
-                _run_backward(root, out_grad, _store_grad)
+                _run_backward(root, out_grad, _store_grad, caller_mode)
         else:
             out_data = out_grad.realize_cached_data()
             source = _GradSource(self, out_data)  # anchored at the tensor the caller holds
             with no_grad():
-                _run_backward(root, Tensor.make_const(out_data), source.store)
+                _run_backward(root, Tensor.make_const(out_data), source.store, caller_mode)
         if root is not self:
             self.grad = root.grad
 

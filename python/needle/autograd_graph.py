@@ -75,16 +75,21 @@ def queue_backward_end_callback(fn):
     _MODE.end_callbacks.append(fn)
 
 
-def _run_backward(output, out_grad, store):
-    """A storing reverse pass, then the end callbacks that its hooks queued."""
+def _run_backward(output, out_grad, store, caller_grad_mode):
+    """A storing reverse pass, then the end callbacks that its hooks queued.
+
+    Grad hooks run in the grad mode of backward()'s caller, not in the pass's own (so a hook
+    may run a forward and backward of its own)."""
     callbacks = _MODE.end_callbacks
     mark = len(callbacks)  # a nested backward runs only the callbacks it queued
+    outer_hook_mode, _MODE.hook_mode = _MODE.hook_mode, caller_grad_mode
     try:
         _reverse_pass(output, out_grad, store)
         while len(callbacks) > mark:
             callbacks.pop(mark)()
     finally:
         del callbacks[mark:]  # a failed backward leaves none behind for the next
+        _MODE.hook_mode = outer_hook_mode
 
 
 def compute_gradient_of_variables(output_tensor, out_grad):
@@ -93,7 +98,7 @@ def compute_gradient_of_variables(output_tensor, out_grad):
     The gradients are built with needle ops in the current grad mode (graph nodes unless
     inside `no_grad`). `.grad` is overwritten, except on `nn.Parameter`s, where it accumulates.
     """
-    _run_backward(output_tensor, out_grad, _store_grad)
+    _run_backward(output_tensor, out_grad, _store_grad, _MODE.enabled)
 
 
 def _store_grad(node, grad, accumulated_source=None):
@@ -105,8 +110,12 @@ def _store_grad(node, grad, accumulated_source=None):
     node.grad = grad
     hooks = node._post_accumulate_hooks
     if hooks and node.op is None:
-        for hook in list(hooks.values()):
-            hook(node)
+        pass_mode, _MODE.enabled = _MODE.enabled, _MODE.hook_mode
+        try:
+            for hook in list(hooks.values()):
+                hook(node)
+        finally:
+            _MODE.enabled = pass_mode
 
 
 _FREED = ("the graph it was computed from is gone (the tensor backward() was called on has "
