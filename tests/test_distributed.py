@@ -325,7 +325,7 @@ def test_dataloader_sampler():
     loader = ndl.data.DataLoader(ds, batch_size=2, sampler=sampler)
     assert len(loader) == 3
     assert [b[0].numpy().tolist() for b in loader] == [[1.0, 3.0], [5.0, 7.0], [9.0]]
-    with pytest.raises(ValueError, match="sampler and shuffle=True are mutually exclusive"):
+    with pytest.raises(ValueError, match="sampler option is mutually exclusive with shuffle"):
         ndl.data.DataLoader(ds, batch_size=2, shuffle=True, sampler=sampler)
 
 
