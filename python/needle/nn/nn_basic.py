@@ -36,7 +36,14 @@ __all__ = [
 
 
 class Parameter(Tensor):
-    """A Tensor that `Module.parameters()` collects (a marker subclass)."""
+    """A Tensor that `Module.parameters()` collects.
+
+    Unlike a plain Tensor, its `.grad` accumulates across `backward()` calls (as in torch,
+    for gradient accumulation) until the optimizer's `reset_grad()` / `zero_grad()` or
+    `Module.zero_grad()` sets it to None.
+    """
+
+    _accumulate_grad = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,14 +137,26 @@ class Module:
         setattr(self, name, tensor)
 
     def parameters(self) -> list[Parameter]:
-        """All Parameters reachable from this module, in attribute insertion order."""
-        return [obj for _, kind, obj in _walk(self, "", ()) if kind == "param"]
+        """All Parameters reachable from this module, in attribute insertion order, each once.
+
+        A Parameter reached twice (tied weights: `dec.weight = enc.weight`) is listed at its
+        first place only, so an optimizer updates it once per step, as in torch.
+        """
+        return [obj for _, obj in self.named_parameters()]
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter), e.g. ("modules.0.weight", W), in parameters() order."""
+        seen = set()
         for name, kind, obj in _walk(self, "", ()):
-            if kind == "param":
+            if kind == "param" and id(obj) not in seen:
+                seen.add(id(obj))
                 yield name, obj
+
+    def zero_grad(self) -> None:
+        """Set every parameter's `.grad` to None (gradients accumulate on Parameters until
+        then, as in torch, whose default also sets them to None)."""
+        for p in self.parameters():
+            p.grad = None
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield (dotted name, Tensor) for registered buffers (e.g. BatchNorm running stats)."""
