@@ -225,14 +225,15 @@ class Adam(Optimizer):
 
     def _advance(self):
         """t += 1 on the device; returns 1 / (1 - beta1**t) and 1 / (1 - beta2**t) as
-        one-element arrays (beta**t in float32, from t alone: a run resumed from a saved t
+        one-element arrays (beta**t in the parameters' dtype, from t alone: a run resumed from a saved t
         continues bit for bit), or None without parameters."""
         if not self.params:
             self._t += 1
             return None
         if self._counters is None:
             start = (self._t, self.beta1, self.beta2)
-            self._counters = [Tensor(np.full(1, v, dtype=np.float32), device=self.params[0].device,
+            like = self.params[0]  # its dtype: float64 in numpy mode stays float64
+            self._counters = [Tensor(np.full(1, v), device=like.device, dtype=like.dtype,
                                      requires_grad=False).realize_cached_data() for v in start]
         t, beta1, beta2 = self._counters
         t[()] = t + 1  # in place, as m and v
