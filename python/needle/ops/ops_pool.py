@@ -10,7 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_selection import BACKEND, array_api
-from .ops_conv import _pair
+from .ops_conv_geometry import _pair
 from .ops_mathematic import divide_scalar, summation
 
 __all__ = ["MaxPool2d", "max_pool2d", "MaxPool2dGrad", "max_pool2d_grad", "MaxPool2dGather",
