@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_depthwise.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
@@ -628,6 +629,41 @@ void AvgPool2dBackward(const Array& dout, Array& dinp, int64_t N, int64_t H, int
                 [&](int64_t n0, int64_t n1) { Dispatch(k, n0, n1); });
 }
 
+// ------------------------------------------------------------------------ depthwise conv (NHWC)
+void DepthwiseConv2d(const Array& a, const Array& w, Array& out, int64_t N, int64_t H, int64_t W,
+                     int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                     int64_t pw, int64_t dh, int64_t dw) {
+  const DepthwiseDims d = CheckDepthwise("depthwise_conv2d", N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds("depthwise_conv2d", "a", a.size, d.in_size());
+  CheckHolds("depthwise_conv2d", "w", w.size, d.taps_size());
+  CheckHolds("depthwise_conv2d", "out", out.size, d.out_size());
+  DepthwiseForward(a.ptr, w.ptr, out.ptr, d);
+}
+
+void DepthwiseConv2dBackwardInput(const Array& dout, const Array& w, Array& dinp, int64_t N,
+                                  int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                  int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_input";
+  const DepthwiseDims d = CheckDepthwise(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds(fn, "dout", dout.size, d.out_size());
+  CheckHolds(fn, "w", w.size, d.taps_size());
+  CheckHolds(fn, "dinp", dinp.size, d.in_size());
+  DepthwiseInputGrad(dout.ptr, w.ptr, dinp.ptr, d);
+}
+
+void DepthwiseConv2dBackwardWeight(const Array& a, const Array& dout, Array& dweight, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
+                                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                   int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_weight";
+  const DepthwiseDims d = CheckDepthwise(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds(fn, "a", a.size, d.in_size());
+  CheckHolds(fn, "dout", dout.size, d.out_size());
+  CheckHolds(fn, "dweight", dweight.size, d.taps_size());
+  DepthwiseWeightGrad(a.ptr, dout.ptr, dweight.ptr, d);
+}
+
 }  // namespace cpu
 }  // namespace needle
 
@@ -723,4 +759,13 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("avg_pool2d_backward", AvgPool2dBackward,
         "avg_pool2d_backward(dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw): dout / (kh*kw) to "
         "every in-bounds window element.", Release());
+  m.def("depthwise_conv2d", DepthwiseConv2d,
+        "depthwise_conv2d(a, w, out, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw): N x H x W x C "
+        "with a kh x kw x C weight (one filter per channel) -> N x Ho x Wo x C.", Release());
+  m.def("depthwise_conv2d_backward_input", DepthwiseConv2dBackwardInput,
+        "depthwise_conv2d_backward_input(dout, w, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, "
+        "dw): the N x H x W x C input gradient.", Release());
+  m.def("depthwise_conv2d_backward_weight", DepthwiseConv2dBackwardWeight,
+        "depthwise_conv2d_backward_weight(a, dout, dweight, N, H, W, C, kh, kw, sh, sw, ph, pw, "
+        "dh, dw): the kh x kw x C weight gradient.", Release());
 }

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cuda_common.cuh"
+#include "cuda_depthwise.cuh"
 #include "cuda_gemm_launch.cuh"
 #include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
@@ -399,6 +400,41 @@ void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_
   CUDA_CHECK_LAUNCH();
 }
 
+// ------------------------------------------------------------------------------------ depthwise conv
+
+void DepthwiseConv2d(const CudaArray& a, const CudaArray& w, CudaArray& out, int64_t N, int64_t H, int64_t W,
+                     int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                     int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "w", w.size, kh * kw * C);
+  CheckSize(fn, "out", out.size, N * d.Ho * d.Wo * C);
+  LaunchDepthwiseForward(a.data, w.data, out.data, d);
+}
+
+void DepthwiseConv2dBackwardInput(const CudaArray& dout, const CudaArray& w, CudaArray& dinp, int64_t N,
+                                  int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
+                                  int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_input";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
+  CheckSize(fn, "w", w.size, kh * kw * C);
+  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
+  LaunchDepthwiseInputGrad(dout.data, w.data, dinp.data, d);
+}
+
+void DepthwiseConv2dBackwardWeight(const CudaArray& a, const CudaArray& dout, CudaArray& dweight, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
+                                   int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_weight";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
+  CheckSize(fn, "dweight", dweight.size, kh * kw * C);
+  LaunchDepthwiseWeightGrad(a.data, dout.data, dweight.data, d);
+}
+
 // out = op(a, view of b); a and out compact, the view validated against b's buffer.
 template <typename Op>
 void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out,
@@ -578,4 +614,12 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
         arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
   m.def("avg_pool2d_backward", &AvgPool2dBackward, arg("dout"), arg("dinp"), arg("N"), arg("H"), arg("W"),
         arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
+  m.def("depthwise_conv2d", &DepthwiseConv2d, arg("a"), arg("w"), arg("out"), arg("N"), arg("H"), arg("W"),
+        arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"), arg("dh"), arg("dw"));
+  m.def("depthwise_conv2d_backward_input", &DepthwiseConv2dBackwardInput, arg("dout"), arg("w"), arg("dinp"),
+        arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"),
+        arg("dh"), arg("dw"));
+  m.def("depthwise_conv2d_backward_weight", &DepthwiseConv2dBackwardWeight, arg("a"), arg("dout"),
+        arg("dweight"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"),
+        arg("ph"), arg("pw"), arg("dh"), arg("dw"));
 }

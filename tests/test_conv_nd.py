@@ -242,3 +242,63 @@ def test_bad_input_names_the_op_and_shapes():
         ndl.ops.max_pool3d(T(np.zeros((1, 4, 4, 2)), None), 2)
     with pytest.raises(ValueError, match=r"MaxPool3d: padding \(2, 2, 2\) must be at most half"):
         nn.MaxPool3d(2, padding=2)
+
+
+# ---------------------------------------------------------------- depthwise direct kernel
+DW_CASES = [(2, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 3, 1, 2, 2), (2, (3, 5), (2, 1), (0, 2), (1, 2)),
+            (1, 3, 1, 1, 1), (1, 5, 2, 2, 2), (2, 7, 3, 3, 1)]
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=[str(c) for c in DW_CASES])
+def test_depthwise_direct_kernel_against_torch(case, device):
+    """groups == Cin == Cout takes the direct kernels (forward, input and weight gradients)."""
+    torch = _torch()
+    nd, k, s, p, d = case
+    c = 6
+    k = (k,) * nd if isinstance(k, int) else k
+    x = np.random.randn(2, *((9, 8) if nd == 2 else (13,)), c)
+    w = np.random.randn(*k, 1, c)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    f = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
+    ot = f(xt.permute(_first(x)), _weight_to_torch(wt), stride=s, padding=p, dilation=d,
+           groups=c).permute((0,) + tuple(range(2, nd + 2)) + (1,))
+    go = np.random.randn(*ot.shape)
+    ot.backward(torch.tensor(go))
+    xn, wn = T(x, device), T(w, device)
+    on = ndl.conv(xn, wn, stride=s, padding=p, dilation=d, groups=c)
+    on.backward(T(go, device, False))
+    assert_close(on, ot.detach().numpy(), rtol=1e-4, atol=1e-4, what="forward")
+    assert_close(xn.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad of input")
+    assert_close(wn.grad, wt.grad.numpy(), rtol=1e-4, atol=1e-3, what="grad of weight")
+
+
+def test_depthwise_gradient_check_and_double_backward(device):
+    x, w = np.random.randn(1, 6, 5, 3), np.random.randn(3, 3, 1, 3)
+    gradient_check(lambda a, b: ndl.conv(a, b, stride=2, padding=1, groups=3), T(x, device),
+                   T(w, device), tol=3e-2, op_name="depthwise conv")
+    # second order: the gradient graph goes through the depthwise conv_transpose path too
+    gradient_check(lambda a, b: ndl.conv_transpose(a, b, stride=1, padding=1, groups=3),
+                   T(np.random.randn(1, 4, 4, 3), device), T(np.random.randn(3, 3, 3, 1), device),
+                   tol=3e-2, op_name="depthwise conv_transpose")
+
+
+def test_depthwise_backend_functions_match_the_numpy_spec():
+    """The C++ (and CUDA, when built) kernels against the numpy backend, called directly."""
+    import needle.backend_ndarray as nd
+    x = np.random.randn(2, 7, 6, 5).astype(np.float32)
+    w = np.random.randn(3, 3, 5).astype(np.float32)
+    args = ((2, 1), (1, 1), (1, 2))
+    outs = {}
+    devices = [nd.cpu_numpy(), nd.cpu()] + ([nd.cuda()] if nd.cuda().enabled() else [])
+    for dev in devices:
+        xa, wa = nd.array(x, device=dev), nd.array(w, device=dev)
+        y = nd.depthwise_conv2d(xa, wa, *args)
+        dx = nd.depthwise_conv2d_backward_input(y, wa, x.shape, *args)
+        dw = nd.depthwise_conv2d_backward_weight(xa, y, (3, 3), *args)
+        outs[str(dev)] = [y.numpy(), dx.numpy(), dw.numpy()]
+    ref = outs.pop(str(devices[0]))
+    for name, got in outs.items():
+        for what, a, b in zip(("forward", "input grad", "weight grad"), got, ref):
+            assert_close(a, b, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+    with pytest.raises(ValueError, match="depthwise_conv2d: expected an N x H x W x C input"):
+        nd.depthwise_conv2d(nd.array(x), nd.array(w[..., :4]), *args)

@@ -18,6 +18,7 @@ __all__ = [
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "sgd_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
 ]
 __tile_size__ = 8
 _ITEM = 4  # bytes per float32
@@ -473,3 +474,65 @@ def avg_pool2d_backward(dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw):
         for dj in range(kw):
             grad[:, di: di + sh * (Ho - 1) + 1: sh, dj: dj + sw * (Wo - 1) + 1: sw, :] += g
     dinp.array[: N * H * W * C] = grad[:, ph: ph + H, pw: pw + W, :].reshape(-1)
+
+
+# ---------------------------------------------------------------- depthwise conv (NHWC)
+# Letters as above plus dh/dw (dilation); the weight is kh x kw x C, one filter per channel.
+def _depthwise_dims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw):
+    if min(N, H, W, C) < 0 or min(kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{fn}: bad sizes N={N} H={H} W={W} C={C} kernel=({kh},{kw})")
+    if H + 2 * ph < dh * (kh - 1) + 1 or W + 2 * pw < dw * (kw - 1) + 1:
+        raise ValueError(f"{fn}: dilated kernel larger than padded input ({H + 2 * ph},"
+                         f"{W + 2 * pw})")
+    return (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+def _tap_slices(a, b, sh, sw, dh, dw, Ho, Wo):
+    """The padded-input positions tap (a, b) meets for every output pixel."""
+    return (slice(None), slice(a * dh, a * dh + sh * (Ho - 1) + 1, sh),
+            slice(b * dw, b * dw + sw * (Wo - 1) + 1, sw), slice(None))
+
+
+def depthwise_conv2d(a, w, out, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw):
+    fn = "depthwise_conv2d"
+    Ho, Wo = _depthwise_dims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw)
+    _check_size(fn, "w", w, kh * kw * C)
+    _check_size(fn, "out", out, N * Ho * Wo * C)
+    x = _padded(fn, a, N, H, W, C, ph, pw, 0.0)
+    taps = w.array[: kh * kw * C].reshape(kh, kw, C)
+    acc = np.zeros((N, Ho, Wo, C), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            acc += x[_tap_slices(i, j, sh, sw, dh, dw, Ho, Wo)] * taps[i, j]
+    out.array[: N * Ho * Wo * C] = acc.reshape(-1)
+
+
+def depthwise_conv2d_backward_input(dout, w, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw):
+    fn = "depthwise_conv2d_backward_input"
+    Ho, Wo = _depthwise_dims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw)
+    _check_size(fn, "dout", dout, N * Ho * Wo * C)
+    _check_size(fn, "w", w, kh * kw * C)
+    _check_size(fn, "dinp", dinp, N * H * W * C)
+    g = dout.array[: N * Ho * Wo * C].reshape(N, Ho, Wo, C)
+    taps = w.array[: kh * kw * C].reshape(kh, kw, C)
+    grad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            grad[_tap_slices(i, j, sh, sw, dh, dw, Ho, Wo)] += g * taps[i, j]
+    dinp.array[: N * H * W * C] = grad[:, ph: ph + H, pw: pw + W, :].reshape(-1)
+
+
+def depthwise_conv2d_backward_weight(a, dout, dweight, N, H, W, C, kh, kw, sh, sw, ph, pw, dh,
+                                     dw):
+    fn = "depthwise_conv2d_backward_weight"
+    Ho, Wo = _depthwise_dims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw)
+    _check_size(fn, "dout", dout, N * Ho * Wo * C)
+    _check_size(fn, "dweight", dweight, kh * kw * C)
+    x = _padded(fn, a, N, H, W, C, ph, pw, 0.0)
+    g = dout.array[: N * Ho * Wo * C].reshape(N, Ho, Wo, C)
+    grad = np.zeros((kh, kw, C), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            grad[i, j] = (x[_tap_slices(i, j, sh, sw, dh, dw, Ho, Wo)] * g).sum(axis=(0, 1, 2))
+    dweight.array[: kh * kw * C] = grad.reshape(-1)
+

@@ -31,6 +31,7 @@ from .ops_conv_geometry import (_axis_plan, _check_array_mode, _check_conv_shape
                                 _live_kernel, _merge_groups, _pair, _plan, _rows, _split_groups,
                                 _weight_rows, _window_view, conv_output_size,
                                 conv_transpose_output_size)
+from . import ops_conv_depthwise as depthwise
 from .ops_mathematic import transpose
 
 __all__ = ["Conv", "conv", "ConvTranspose", "conv_transpose", "ConvWeightGrad", "conv_weight_grad",
@@ -120,6 +121,8 @@ class Conv(_Geometry, TensorOp):
                      steps)
         if plan is None:  # every tap reads padding only
             return array_api.zeros(out_shape, device=a.device)
+        if depthwise.is_depthwise(nd, g, a.shape[-1], cout, b.shape[-2]):
+            return depthwise.forward(a, b, self.stride, self.padding, self.dilation)
         cols, order = _im2col(a, plan, self.stride, self.dilation, steps, g)
         w_rows = _weight_rows(_live(b, plan), order)
         if g == 1:
@@ -230,6 +233,8 @@ class ConvTranspose(_Geometry, TensorOp):
         in_sizes, cin = y.shape[1:-1], y.shape[-1]
         g = self.groups
         kernel = w.shape[:nd]
+        if depthwise.is_depthwise(nd, g, cin, cout, w.shape[-1]):
+            return depthwise.input_grad(y, w, out_shape, self.stride, self.padding, self.dilation)
         full_pad = tuple(d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding))
         if all(s == 1 for s in self.stride) and min(full_pad) >= 0:
             # stride 1: a conv of y, padded by d(K-1) - p, with the flipped kernel, run as an
@@ -360,6 +365,8 @@ class ConvWeightGrad(_Geometry, TensorOp):
         plan = _plan(tuple(sizes), kernel, self.stride, self.padding, self.dilation, steps)
         if plan is None:  # every tap reads padding only
             return array_api.zeros(out_shape, device=x.device)
+        if depthwise.is_depthwise(nd, grp, cin, cout, 1):
+            return depthwise.weight_grad(x, g, kernel, self.stride, self.padding, self.dilation)
         if cols_hint is not None and cols_hint[0] is x:
             cols, order = cols_hint[1], cols_hint[2]
         else:
