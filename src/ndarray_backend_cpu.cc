@@ -26,6 +26,7 @@
 #include "cpu_simd.h"
 #include "cpu_strided.h"
 #include "cpu_training.h"
+#include "cpu_winograd.h"
 #include "gemm.h"
 
 namespace needle {
@@ -664,6 +665,52 @@ void DepthwiseConv2dBackwardWeight(const Array& a, const Array& dout, Array& dwe
   DepthwiseWeightGrad(a.ptr, dout.ptr, dweight.ptr, d);
 }
 
+// ------------------------------------------------------------------------ Winograd tile transforms
+// Sizes: N, H, W, C of the image side (input for the input transforms, output for the output
+// ones), ph, pw (input transforms only: the conv padding), m, alpha, th, tw (tiles per column/row).
+void WinogradInputTransform(const Array& a, const Array& bt, Array& out, int64_t N, int64_t H,
+                            int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m, int64_t alpha,
+                            int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckHolds(fn, "a", a.size, N * H * W * C);
+  CheckHolds(fn, "bt", bt.size, alpha * alpha);
+  CheckHolds(fn, "out", out.size, alpha * alpha * d.tiles() * C);
+  WinogradInputTransformKernel(a.ptr, bt.ptr, out.ptr, d);
+}
+
+void WinogradInputTransformAdjoint(const Array& dv, const Array& bt, Array& dinp, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t ph, int64_t pw,
+                                   int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform_adjoint";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckHolds(fn, "dv", dv.size, alpha * alpha * d.tiles() * C);
+  CheckHolds(fn, "bt", bt.size, alpha * alpha);
+  CheckHolds(fn, "dinp", dinp.size, N * H * W * C);
+  WinogradInputTransformAdjointKernel(dv.ptr, bt.ptr, dinp.ptr, d);
+}
+
+void WinogradOutputTransform(const Array& mm, const Array& at, Array& out, int64_t N, int64_t H,
+                             int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckHolds(fn, "mm", mm.size, alpha * alpha * d.tiles() * C);
+  CheckHolds(fn, "at", at.size, m * alpha);
+  CheckHolds(fn, "out", out.size, N * H * W * C);
+  WinogradOutputTransformKernel(mm.ptr, at.ptr, out.ptr, d);
+}
+
+void WinogradOutputTransformAdjoint(const Array& dout, const Array& at, Array& dm, int64_t N,
+                                    int64_t H, int64_t W, int64_t C, int64_t m, int64_t alpha,
+                                    int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform_adjoint";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckHolds(fn, "dout", dout.size, N * H * W * C);
+  CheckHolds(fn, "at", at.size, m * alpha);
+  CheckHolds(fn, "dm", dm.size, alpha * alpha * d.tiles() * C);
+  WinogradOutputTransformAdjointKernel(dout.ptr, at.ptr, dm.ptr, d);
+}
+
 }  // namespace cpu
 }  // namespace needle
 
@@ -768,4 +815,16 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("depthwise_conv2d_backward_weight", DepthwiseConv2dBackwardWeight,
         "depthwise_conv2d_backward_weight(a, dout, dweight, N, H, W, C, kh, kw, sh, sw, ph, pw, "
         "dh, dw): the kh x kw x C weight gradient.", Release());
+  m.def("winograd_input_transform", WinogradInputTransform,
+        "winograd_input_transform(a, bt, out, N, H, W, C, ph, pw, m, alpha, th, tw): out[xi, t, c] "
+        "= (B^T d_t B)[xi] for the alpha x alpha input patch d_t of every tile.", Release());
+  m.def("winograd_input_transform_adjoint", WinogradInputTransformAdjoint,
+        "winograd_input_transform_adjoint(dv, bt, dinp, N, H, W, C, ph, pw, m, alpha, th, tw): "
+        "dinp = sum over tiles of B dv_t B^T at the tile's patch.", Release());
+  m.def("winograd_output_transform", WinogradOutputTransform,
+        "winograd_output_transform(mm, at, out, N, H, W, C, m, alpha, th, tw): every m x m output "
+        "tile = A^T M_t A, cropped at the edges.", Release());
+  m.def("winograd_output_transform_adjoint", WinogradOutputTransformAdjoint,
+        "winograd_output_transform_adjoint(dout, at, dm, N, H, W, C, m, alpha, th, tw): dm_t = "
+        "A dout_t A^T.", Release());
 }

@@ -35,6 +35,7 @@
 #include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
+#include "cuda_winograd.cuh"
 
 namespace needle {
 namespace cuda {
@@ -435,6 +436,55 @@ void DepthwiseConv2dBackwardWeight(const CudaArray& a, const CudaArray& dout, Cu
   LaunchDepthwiseWeightGrad(a.data, dout.data, dweight.data, d);
 }
 
+// ------------------------------------------------------------------------------------ Winograd transforms
+
+WinogradDims MakeWinogradDims(const char* fn, int64_t N, int64_t H, int64_t W, int64_t C, int64_t ph,
+                              int64_t pw, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  if (std::min({N, H, W, C, ph, pw, th, tw}) < 0 || m < 1 || alpha < m || alpha > kWinogradMaxAlpha)
+    throw std::invalid_argument(std::string(fn) + ": bad sizes N=" + Str(N) + " H=" + Str(H) + " W=" +
+                                Str(W) + " C=" + Str(C) + " m=" + Str(m) + " alpha=" + Str(alpha));
+  return WinogradDims{N, H, W, C, ph, pw, m, alpha, th, tw};
+}
+
+void WinogradInputTransform(const CudaArray& a, const CudaArray& bt, CudaArray& out, int64_t N, int64_t H,
+                            int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m, int64_t alpha, int64_t th,
+                            int64_t tw) {
+  const char* fn = "winograd_input_transform";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "out", out.size, alpha * alpha * N * th * tw * C);
+  LaunchWinogradInputTransform(a.data, CopyWinogradMatrix(fn, bt, alpha, alpha), out.data, d);
+}
+
+void WinogradInputTransformAdjoint(const CudaArray& dv, const CudaArray& bt, CudaArray& dinp, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m,
+                                   int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform_adjoint";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckSize(fn, "dv", dv.size, alpha * alpha * N * th * tw * C);
+  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
+  LaunchWinogradInputAdjoint(dv.data, CopyWinogradMatrix(fn, bt, alpha, alpha), dinp.data, d);
+}
+
+void WinogradOutputTransform(const CudaArray& mm, const CudaArray& at, CudaArray& out, int64_t N, int64_t H,
+                             int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckSize(fn, "mm", mm.size, alpha * alpha * N * th * tw * C);
+  CheckSize(fn, "out", out.size, N * H * W * C);
+  LaunchWinogradOutputTransform(mm.data, CopyWinogradMatrix(fn, at, m, alpha), out.data, d);
+}
+
+void WinogradOutputTransformAdjoint(const CudaArray& dout, const CudaArray& at, CudaArray& dm, int64_t N,
+                                    int64_t H, int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th,
+                                    int64_t tw) {
+  const char* fn = "winograd_output_transform_adjoint";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckSize(fn, "dout", dout.size, N * H * W * C);
+  CheckSize(fn, "dm", dm.size, alpha * alpha * N * th * tw * C);
+  LaunchWinogradOutputAdjoint(dout.data, CopyWinogradMatrix(fn, at, m, alpha), dm.data, d);
+}
+
 // out = op(a, view of b); a and out compact, the view validated against b's buffer.
 template <typename Op>
 void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out,
@@ -622,4 +672,13 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
   m.def("depthwise_conv2d_backward_weight", &DepthwiseConv2dBackwardWeight, arg("a"), arg("dout"),
         arg("dweight"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"),
         arg("ph"), arg("pw"), arg("dh"), arg("dw"));
+  m.def("winograd_input_transform", &WinogradInputTransform, arg("a"), arg("bt"), arg("out"), arg("N"),
+        arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
+  m.def("winograd_input_transform_adjoint", &WinogradInputTransformAdjoint, arg("dv"), arg("bt"),
+        arg("dinp"), arg("N"), arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"),
+        arg("th"), arg("tw"));
+  m.def("winograd_output_transform", &WinogradOutputTransform, arg("mm"), arg("at"), arg("out"), arg("N"),
+        arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
+  m.def("winograd_output_transform_adjoint", &WinogradOutputTransformAdjoint, arg("dout"), arg("at"),
+        arg("dm"), arg("N"), arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
 }

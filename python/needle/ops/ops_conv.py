@@ -31,6 +31,7 @@ from .ops_conv_geometry import (_axis_plan, _check_array_mode, _check_conv_shape
                                 _live_kernel, _merge_groups, _pair, _plan, _rows, _split_groups,
                                 _weight_rows, _window_view, conv_output_size,
                                 conv_transpose_output_size)
+from . import ops_conv_algos as algos
 from . import ops_conv_depthwise as depthwise
 from .ops_mathematic import transpose
 
@@ -109,6 +110,11 @@ class Conv(_Geometry, TensorOp):
                              f"{b_shape})")
         return (n,) + out + (cout,)
 
+    def _check_sizes(self, a_shape, b_shape):
+        """The output shape, or the ValueError compute would raise for these shapes."""
+        self._resolve(len(a_shape) - 2)
+        return self._shapes(tuple(a_shape), tuple(b_shape))
+
     def compute(self, a, b):
         _check_array_mode("conv", a, b)
         _check_conv_shapes("conv", a, b)
@@ -166,7 +172,7 @@ def _grad_conv(a, b, stride, padding, dilation, groups):
     return op(a, b)
 
 
-def conv(a, b, stride=1, padding=1, dilation=1, groups=1):
+def conv(a, b, stride=1, padding=1, dilation=1, groups=1, algo="im2col"):
     """1-D, 2-D or 3-D convolution (cross-correlation, as torch conv{1,2,3}d), channels last.
 
     Args:
@@ -177,13 +183,38 @@ def conv(a, b, stride=1, padding=1, dilation=1, groups=1):
             dilation >= 1, padding >= 0 (zeros on both sides). Note the wrapper's default
             padding is 1 (the op class's is 0).
         groups: Cin and Cout split into `groups` independent blocks (groups == Cin: depthwise).
+        algo: "im2col" (the implicit GEMM, every case), "winograd" / "winograd4" (Winograd
+            F(2x2, 3x3) / F(4x4, 3x3): 3x3 kernels), "fft" (numpy FFT, any kernel), both
+            for 2-D, stride 1, dilation 1, groups 1 (ValueError otherwise), or "auto"
+            (currently im2col everywhere: see docs/conv_algorithms.md for why). See
+            ops_conv_algos.
     Returns:
         N x O.. x Cout, O = (S + 2p - d(K-1) - 1) // s + 1 along each spatial dim.
 
     Example: conv(x (2x8x8x3), w (3x3x3x16), padding=1) -> 2x8x8x16;
     conv(x (2x16x3), w (5x3x8), padding=2) -> 2x16x8.
     """
+    if algo != "im2col":
+        engine = _algo_engine(a, b, stride, padding, dilation, groups, algo)
+        if engine is not None:
+            return algos.AlgoConv(engine, _expand(_ints(padding, "padding", "conv", 0), 2,
+                                                  "padding", "conv"))(a, b)
     return Conv(stride, padding, dilation, groups)(a, b)
+
+
+def _algo_engine(a, b, stride, padding, dilation, groups, algo):
+    """The engine `algo` asks for (None: im2col), after the checks the im2col path would do."""
+    nd = len(a.shape) - 2
+    if nd not in (1, 2, 3) or len(b.shape) != nd + 2:
+        return None  # the im2col op reports the shapes
+    fields = {}
+    for name, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        fields[name] = _expand(_ints(v, name, "conv", lo), nd, name, "conv")
+    engine = algos.check_algo(algo, nd, b.shape[:nd], fields["stride"], fields["dilation"],
+                              _check_groups(groups, "conv"))
+    if engine is not None:
+        Conv(stride, padding, dilation, groups)._check_sizes(a.shape, b.shape)
+    return engine
 
 
 # ---------------------------------------------------------------- conv_transpose
