@@ -8,11 +8,16 @@ from ..backend_selection import array_api
 
 __all__ = []
 
+# False sends depthwise convs down the grouped-GEMM path (benchmarks/bench_conv_algos.py
+# measures both)
+USE_DIRECT = True
+
 
 def is_depthwise(nd, groups, cin, cout, channel_axis_size):
     """True when the direct kernel applies: 1-D or 2-D, groups == Cin == Cout and one channel
     per group on the weight's input-channel axis."""
-    return nd in (1, 2) and groups > 1 and groups == cin == cout and channel_axis_size == 1
+    return (USE_DIRECT and nd in (1, 2) and groups > 1 and groups == cin == cout
+            and channel_axis_size == 1)
 
 
 def _as_2d(nd, stride, padding, dilation):
