@@ -19,11 +19,11 @@ import argparse
 import os
 import pathlib
 import platform
-import time
 
 import numpy as np
 
 import needle as ndl
+from bench_conv import best_ms  # best of `repeat` runs, in ms (benchmarks/ is on sys.path)
 from needle.ops import ops_conv_depthwise
 from needle.ops.ops_conv_algos import winograd_multiplications
 
@@ -40,16 +40,6 @@ VGG16 = [(32, 64), (16, 128), (8, 256), (4, 512), (2, 512)]
 RESNET18 = [(32, 64), (16, 128), (8, 256), (4, 512)]
 # MobileNet-v1 depthwise 3x3 layers at CIFAR size: (H = W, C, stride)
 MOBILENET_DW = [(32, 32, 1), (32, 64, 2), (16, 128, 1), (16, 128, 2), (8, 256, 1), (4, 512, 1)]
-
-
-def best_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def cpu_model():

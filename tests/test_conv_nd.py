@@ -115,18 +115,22 @@ def _weight_to_torch(w, transpose=False):
 
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_conv_nd_against_torch(case, device):
-    torch = _torch()
     nd, k, s, p, d, g = case
-    x, w = _data(case)
+    _conv_against_torch(*_data(case), device, stride=s, padding=p, dilation=d, groups=g)
+
+
+def _conv_against_torch(x, w, device, **kw):
+    """ndl.conv of channels-last x, w against torch's conv{1,2,3}d: forward and both grads."""
+    torch = _torch()
+    nd = x.ndim - 2
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    f = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv3d
-    ot = f(xt.permute(_first(x)), _weight_to_torch(wt), stride=s, padding=p, dilation=d,
-           groups=g)
+    f = getattr(torch.nn.functional, f"conv{nd}d")
+    ot = f(xt.permute(_first(x)), _weight_to_torch(wt), **kw)
     ot = ot.permute((0,) + tuple(range(2, nd + 2)) + (1,))
     go = np.random.randn(*ot.shape)
     ot.backward(torch.tensor(go))
     xn, wn = T(x, device), T(w, device)
-    on = ndl.conv(xn, wn, stride=s, padding=p, dilation=d, groups=g)
+    on = ndl.conv(xn, wn, **kw)
     on.backward(T(go, device, False))
     assert_close(on, ot.detach().numpy(), rtol=1e-4, atol=1e-4, what="forward")
     assert_close(xn.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad of input")
@@ -252,24 +256,12 @@ DW_CASES = [(2, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 3, 1, 2, 2), (2, (3, 5), (2, 1
 @pytest.mark.parametrize("case", DW_CASES, ids=[str(c) for c in DW_CASES])
 def test_depthwise_direct_kernel_against_torch(case, device):
     """groups == Cin == Cout takes the direct kernels (forward, input and weight gradients)."""
-    torch = _torch()
     nd, k, s, p, d = case
     c = 6
     k = (k,) * nd if isinstance(k, int) else k
     x = np.random.randn(2, *((9, 8) if nd == 2 else (13,)), c)
     w = np.random.randn(*k, 1, c)
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    f = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
-    ot = f(xt.permute(_first(x)), _weight_to_torch(wt), stride=s, padding=p, dilation=d,
-           groups=c).permute((0,) + tuple(range(2, nd + 2)) + (1,))
-    go = np.random.randn(*ot.shape)
-    ot.backward(torch.tensor(go))
-    xn, wn = T(x, device), T(w, device)
-    on = ndl.conv(xn, wn, stride=s, padding=p, dilation=d, groups=c)
-    on.backward(T(go, device, False))
-    assert_close(on, ot.detach().numpy(), rtol=1e-4, atol=1e-4, what="forward")
-    assert_close(xn.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-4, what="grad of input")
-    assert_close(wn.grad, wt.grad.numpy(), rtol=1e-4, atol=1e-3, what="grad of weight")
+    _conv_against_torch(x, w, device, stride=s, padding=p, dilation=d, groups=c)
 
 
 def test_depthwise_gradient_check_and_double_backward(device):
