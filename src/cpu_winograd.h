@@ -28,7 +28,7 @@ struct WinogradDims {
 inline WinogradDims CheckWinograd(const char* fn, int64_t N, int64_t H, int64_t W, int64_t C,
                                   int64_t ph, int64_t pw, int64_t m, int64_t alpha, int64_t th,
                                   int64_t tw) {
-  if (std::min({N, H, W, C, ph, pw, th, tw}) < 0 || m < 1 || alpha < m || alpha > 16)
+  if (std::min({N, H, W, C, ph, pw, th, tw}) < 0 || m < 1 || alpha < m || alpha > 8)
     throw std::invalid_argument(std::string(fn) + ": bad sizes N=" + std::to_string(N) + " H=" +
                                 std::to_string(H) + " W=" + std::to_string(W) + " C=" +
                                 std::to_string(C) + " m=" + std::to_string(m) + " alpha=" +

@@ -94,8 +94,9 @@ def test_training_app_registry_takes_one_step(model, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build", [lambda d: AlexNet(in_channels=1, hidden=256, dropout=0.0, device=d),
-                                   lambda d: GoogLeNet(in_channels=1, width=0.25, device=d)],
+@pytest.mark.parametrize("build", [
+    lambda d: AlexNet(in_channels=1, hidden=256, dropout=0.0, device=d),
+    lambda d: GoogLeNet(in_channels=1, width=0.25, device=d)],
                          ids=["alexnet-hidden256", "googlenet-width0.25"])
 def test_one_epoch_on_digits_learns(build):
     """One epoch over the 1,438 training digits at 32 x 32 (small widths to keep it short):

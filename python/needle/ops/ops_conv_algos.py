@@ -39,7 +39,7 @@ ALGOS = ("im2col", "winograd", "winograd4", "fft", "auto")
 
 # ---------------------------------------------------------------- transform matrices
 def _points(n):
-    """n finite interpolation points: 0, 1, -1, 2, -2, 1/2, -1/2, ... (small, for accuracy)."""
+    """n finite interpolation points: 0, 1, -1, 2, -2, 3, -3, ... (small, for accuracy)."""
     pts = [Fraction(0)]
     k = 1
     while len(pts) < n:
@@ -58,8 +58,8 @@ def _exact_matrices(m, r):
     V[s, inf] = [s == alpha - 1]. Take A^T[i, j] = p_j^i, A^T[i, inf] = [i == m - 1],
     G[j, k] = p_j^k, G[inf, k] = [k == r - 1] and B^T = V^-1: then
     sum_j A^T[i, j] G[j, k] B^T[j, l] = (V B^T)[i + k, l] = [l == i + k], which is the 1-D
-    correlation y_i = sum_k g_k d_(i+k). Rows of B^T are then rescaled to integers (and G's rows by the
-    inverse factors), which keeps B^T's transform exact in float32.
+    correlation y_i = sum_k g_k d_(i+k). Rows of B^T are then rescaled to integers (and G's
+    rows by the inverse factors), which keeps B^T's transform exact in float32.
     """
     alpha = m + r - 1
     pts = _points(alpha - 1)

@@ -113,7 +113,8 @@ class Conv2dFunction(torch.autograd.Function):
         stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
         engine = _engine(x, weight, bias)
         ctx.save_for_backward(x, weight)
-        ctx.engine, ctx.stride, ctx.padding, ctx.has_bias = engine, stride, padding, bias is not None
+        ctx.engine, ctx.stride, ctx.padding = engine, stride, padding
+        ctx.has_bias = bias is not None
         y = engine.forward(x, weight, stride, padding)
         return y if bias is None else y + bias.view(1, -1, 1, 1)
 
