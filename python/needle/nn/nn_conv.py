@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
-from ..ops.ops_conv import permute
+from ..ops.ops_conv import _pair as _checked_pair, permute
+from ..ops.ops_conv_geometry import _expand, _ints
 from .nn_basic import BatchNorm1d, Module, Parameter
 
 __all__ = ["Conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -26,6 +27,21 @@ def _ntuple(v, nd):
 
 def _pair(v):
     return _ntuple(v, 2)
+
+
+def _check_conv_args(name, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                     nd=2):
+    """ValueError / TypeError naming the module for sizes a convolution over `nd` spatial dims
+    cannot have (each size an int or a tuple of nd ints)."""
+    for what, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name}: {what} must be a positive int, got {n!r}")
+    for what, v, least in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                           ("padding", padding, 0), ("dilation", dilation, 1)):
+        if nd == 2:
+            _checked_pair(v, what, name, least)  # the 2-D messages: "an (h, w) pair"
+        else:
+            _expand(_ints(v, what, name, least), nd, what, name)
 
 
 def _to_nhwc(x):
@@ -79,6 +95,8 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, device=None, dtype="float32"):
         super().__init__()
+        _check_conv_args(type(self).__name__, in_channels, out_channels, kernel_size, stride,
+                         padding, dilation, self.nd)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"{type(self).__name__}: in_channels {in_channels} and out_channels "
                              f"{out_channels} must be divisible by groups {groups}")
@@ -190,6 +208,8 @@ class _ConvTransposeNd(Module):
                  output_padding=0, groups=1, bias=True, dilation=1, device=None, dtype="float32"):
         super().__init__()
         name = type(self).__name__
+        _check_conv_args(name, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         self.nd)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels {in_channels} and out_channels "
                              f"{out_channels} must be divisible by groups {groups}")
