@@ -1,5 +1,5 @@
-"""Models built from needle.nn modules: the image classifiers ResNet9, LeNet-5, VGG and
-ResNet-18, and the Penn Treebank LanguageModel.
+"""Models built from needle.nn modules: the image classifiers ResNet9, LeNet-5, AlexNet, VGG,
+GoogLeNet (Inception v1) and ResNet-18, and the Penn Treebank LanguageModel.
 
 The classifiers take NCHW input (N x C x H x W) and return logits N x num_classes; every layer
 gets the model's `device` and `dtype`. Parameters are drawn from numpy's global RNG in
@@ -9,7 +9,8 @@ import needle as ndl
 import numpy as np
 from needle import nn
 
-__all__ = ["VGG", "VGG_CONFIGS", "BasicBlock", "LeNet", "ResNet9", "ResNet18"]
+__all__ = ["VGG", "VGG_CONFIGS", "BasicBlock", "LeNet", "ResNet9", "ResNet18", "AlexNet",
+           "Inception", "GoogLeNet"]
 
 # Part of the RNG contract: importing apps.models reseeds the global RNG.
 np.random.seed(0)
@@ -186,6 +187,142 @@ class ResNet18(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+class AlexNet(nn.Module):
+    """AlexNet (Krizhevsky et al. 2012, single-tower form as in torchvision).
+
+    Five convs (64, 192, 384, 256, 256 channels) with ReLU, three 3x3 stride-2 max pools, then
+    Dropout -> Linear(hidden) -> ReLU -> Dropout -> Linear(hidden) -> ReLU -> Linear(classes).
+
+    imagenet=True: torchvision's configuration for N x 3 x 224 x 224 (conv 11x11 stride 4
+    padding 2, conv 5x5 padding 2, three 3x3 padding 1, hidden 4096): 61,100,840 parameters,
+    torchvision's count. Its AdaptiveAvgPool2d((6, 6)) is the identity at 224 x 224 and is
+    left out, so this configuration takes 224 x 224 inputs only.
+    imagenet=False (default), our CIFAR-size variant for N x C x 32 x 32: the same widths and
+    pools, the first conv 5x5 stride 1 padding 2 (32 -> 15 -> 7 -> 3 through the pools), and
+    the classifier Linear(256*3*3, hidden) with hidden=1024 by default: 5,871,434 parameters
+    for 3 channels and 10 classes.
+    """
+
+    def __init__(self, num_classes=10, in_channels=3, imagenet=False, hidden=None, dropout=0.5,
+                 device=None, dtype="float32"):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        hidden = hidden or (4096 if imagenet else 1024)
+        first = (dict(kernel_size=11, stride=4, padding=2) if imagenet
+                 else dict(kernel_size=5, stride=1, padding=2))
+        self.input_size = 224 if imagenet else 32
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, **first, **kw), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2, **kw), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1, **kw), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1, **kw), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(3, 2),
+        )
+        side = 6 if imagenet else 3
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(256 * side * side, hidden, **kw),
+            nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden, **kw), nn.ReLU(),
+            nn.Linear(hidden, num_classes, **kw),
+        )
+
+    def forward(self, x):
+        if tuple(x.shape[2:]) != (self.input_size, self.input_size):
+            raise ValueError(f"AlexNet: expected N x C x {self.input_size} x {self.input_size} "
+                             f"input, got {tuple(x.shape)}")
+        return self.classifier(self.features(x))
+
+
+def _conv_bn(a, b, k, padding=0, stride=1, **kw):
+    """GoogLeNet's conv unit (torchvision BasicConv2d): conv without bias -> BN -> ReLU."""
+    return nn.Sequential(nn.Conv2d(a, b, k, stride=stride, padding=padding, bias=False, **kw),
+                         nn.BatchNorm2d(b, eps=1e-3, **kw), nn.ReLU())
+
+
+class Inception(nn.Module):
+    """Inception v1 block, NCHW: four branches joined along the channels,
+    1x1 | 1x1 reduce -> 3x3 | 1x1 reduce -> "5x5" | 3x3 max pool -> 1x1 projection.
+
+    The "5x5" branch uses a 3x3 conv, as torchvision does (its parameter count is the one we
+    check); the paper's 5x5 (five=5) gives 7,005,832 parameters in the ImageNet GoogLeNet.
+    Output channels: c1 + c3 + c5 + pool_proj.
+    """
+
+    def __init__(self, cin, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, five=3, device=None,
+                 dtype="float32"):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.branch1 = _conv_bn(cin, c1, 1, **kw)
+        self.branch3 = nn.Sequential(_conv_bn(cin, c3_reduce, 1, **kw),
+                                     _conv_bn(c3_reduce, c3, 3, padding=1, **kw))
+        self.branch5 = nn.Sequential(_conv_bn(cin, c5_reduce, 1, **kw),
+                                     _conv_bn(c5_reduce, c5, five, padding=five // 2, **kw))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, 1, 1), _conv_bn(cin, pool_proj, 1, **kw))
+
+    def forward(self, x):
+        return ndl.ops.concat([self.branch1(x), self.branch3(x), self.branch5(x),
+                               self.branch_pool(x)], axis=1)
+
+
+# (cin, c1, c3 reduce, c3, c5 reduce, c5, pool proj) of the nine blocks; "M" a 3x3/2 max pool
+GOOGLENET_BLOCKS = [
+    (192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64), "M",
+    (480, 192, 96, 208, 16, 48, 64), (512, 160, 112, 224, 24, 64, 64),
+    (512, 128, 128, 256, 24, 64, 64), (512, 112, 144, 288, 32, 64, 64),
+    (528, 256, 160, 320, 32, 128, 128), "M",
+    (832, 256, 160, 320, 32, 128, 128), (832, 384, 192, 384, 48, 128, 128),
+]
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet / Inception v1 (Szegedy et al. 2014) without the auxiliary heads: nine
+    Inception blocks with 1x1 reductions, global average pooling, Dropout, Linear(1024).
+
+    imagenet=True: torchvision's configuration for N x 3 x 224 x 224 (stem 7x7/2 conv, max
+    pool, 1x1 and 3x3 convs, max pool; BN after every conv; "5x5" branches 3x3):
+    6,624,904 parameters, torchvision's googlenet(aux_logits=False) count. Its pools use
+    ceil_mode; ours floor, which changes feature-map sizes by one, not parameters.
+    imagenet=False (default), our CIFAR-size variant for N x C x 32 x 32: the stem is a single
+    3x3 conv to 192 channels (no stride, no pooling), then the same nine blocks with the two
+    inner max pools (32 -> 16 -> 8), global pooling and Linear(1024, classes): 5,490,986
+    parameters for 3 channels and 10 classes (the widely used CIFAR GoogLeNet layout).
+    width: scales every channel count (e.g. 0.25 for quick runs; 1 is the real model).
+    """
+
+    def __init__(self, num_classes=10, in_channels=3, imagenet=False, width=1.0, dropout=0.2,
+                 five=3, device=None, dtype="float32"):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+
+        def c(n):
+            return max(1, int(round(n * width)))
+
+        if imagenet:
+            self.stem = nn.Sequential(
+                _conv_bn(in_channels, c(64), 7, padding=3, stride=2, **kw), nn.MaxPool2d(3, 2),
+                _conv_bn(c(64), c(64), 1, **kw), _conv_bn(c(64), c(192), 3, padding=1, **kw),
+                nn.MaxPool2d(3, 2))
+        else:
+            self.stem = _conv_bn(in_channels, c(192), 3, padding=1, **kw)
+        layers, cin = [], c(192)
+        for block in GOOGLENET_BLOCKS:
+            if block == "M":
+                layers.append(nn.MaxPool2d(3, 2, 1))
+                continue
+            outs = [c(v) for v in block[1:]]
+            layers.append(Inception(cin, *outs, five=five, **kw))
+            cin = outs[0] + outs[2] + outs[4] + outs[5]
+        if imagenet:
+            layers[2] = nn.MaxPool2d(3, 2)
+            layers[8] = nn.MaxPool2d(2, 2)
+        self.blocks = nn.Sequential(*layers)
+        self.pool = nn.GlobalAvgPool2d()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, num_classes, **kw)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.pool(self.blocks(self.stem(x)))))
 
 
 # ---------------------------------------------------------------------------------------------

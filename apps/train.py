@@ -45,7 +45,7 @@ from needle.utils import atomic_write
 
 from apps import train_distributed
 from apps.mlp_resnet import MLPResNet
-from apps.models import VGG, LeNet, ResNet9, ResNet18
+from apps.models import VGG, AlexNet, GoogLeNet, LeNet, ResNet9, ResNet18
 from apps.train_step import make_train_step
 from apps.train_checkpoint import (
     AppError,
@@ -59,7 +59,7 @@ from apps.train_checkpoint import (
     write_json,
 )
 
-MODELS = ("lenet", "vgg11", "vgg16", "resnet9", "resnet18", "mlp")
+MODELS = ("lenet", "vgg11", "vgg16", "resnet9", "resnet18", "alexnet", "googlenet", "mlp")
 DATASETS = ("digits", "mnist", "mnist-t10k-split", "cifar10")
 DEVICES = ("cpu", "cuda", "cpu_numpy")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
@@ -186,6 +186,10 @@ def build_model(name, channels, size, device, num_classes=NUM_CLASSES):
         return ResNet9(device=device)
     if name == "resnet18":
         return ResNet18(num_classes, in_channels=channels, device=device)
+    if name == "alexnet":
+        return AlexNet(num_classes, in_channels=channels, device=device)
+    if name == "googlenet":
+        return GoogLeNet(num_classes, in_channels=channels, device=device)
     return nn.Sequential(nn.Flatten(), MLPResNet(channels * size * size, hidden_dim=128,
                                                  num_classes=num_classes, device=device))
 

@@ -21,10 +21,12 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_depthwise.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
 #include "cpu_training.h"
+#include "cpu_winograd.h"
 #include "gemm.h"
 
 namespace needle {
@@ -643,6 +645,87 @@ void AvgPool2dBackward(const Array& dout, Array& dinp, int64_t N, int64_t H, int
                 [&](int64_t n0, int64_t n1) { Dispatch(k, n0, n1); });
 }
 
+// ------------------------------------------------------------------------ depthwise conv (NHWC)
+void DepthwiseConv2d(const Array& a, const Array& w, Array& out, int64_t N, int64_t H, int64_t W,
+                     int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                     int64_t pw, int64_t dh, int64_t dw) {
+  const DepthwiseDims d = CheckDepthwise("depthwise_conv2d", N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds("depthwise_conv2d", "a", a.size, d.in_size());
+  CheckHolds("depthwise_conv2d", "w", w.size, d.taps_size());
+  CheckHolds("depthwise_conv2d", "out", out.size, d.out_size());
+  DepthwiseForward(a.ptr, w.ptr, out.ptr, d);
+}
+
+void DepthwiseConv2dBackwardInput(const Array& dout, const Array& w, Array& dinp, int64_t N,
+                                  int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                  int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_input";
+  const DepthwiseDims d = CheckDepthwise(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds(fn, "dout", dout.size, d.out_size());
+  CheckHolds(fn, "w", w.size, d.taps_size());
+  CheckHolds(fn, "dinp", dinp.size, d.in_size());
+  DepthwiseInputGrad(dout.ptr, w.ptr, dinp.ptr, d);
+}
+
+void DepthwiseConv2dBackwardWeight(const Array& a, const Array& dout, Array& dweight, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
+                                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                   int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_weight";
+  const DepthwiseDims d = CheckDepthwise(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckHolds(fn, "a", a.size, d.in_size());
+  CheckHolds(fn, "dout", dout.size, d.out_size());
+  CheckHolds(fn, "dweight", dweight.size, d.taps_size());
+  DepthwiseWeightGrad(a.ptr, dout.ptr, dweight.ptr, d);
+}
+
+// ------------------------------------------------------------------------ Winograd tile transforms
+// Sizes: N, H, W, C of the image side (input for the input transforms, output for the output
+// ones), ph, pw (input transforms only: the conv padding), m, alpha, th, tw (tiles per column/row).
+void WinogradInputTransform(const Array& a, const Array& bt, Array& out, int64_t N, int64_t H,
+                            int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m, int64_t alpha,
+                            int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckHolds(fn, "a", a.size, N * H * W * C);
+  CheckHolds(fn, "bt", bt.size, alpha * alpha);
+  CheckHolds(fn, "out", out.size, alpha * alpha * d.tiles() * C);
+  WinogradInputTransformKernel(a.ptr, bt.ptr, out.ptr, d);
+}
+
+void WinogradInputTransformAdjoint(const Array& dv, const Array& bt, Array& dinp, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t ph, int64_t pw,
+                                   int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform_adjoint";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckHolds(fn, "dv", dv.size, alpha * alpha * d.tiles() * C);
+  CheckHolds(fn, "bt", bt.size, alpha * alpha);
+  CheckHolds(fn, "dinp", dinp.size, N * H * W * C);
+  WinogradInputTransformAdjointKernel(dv.ptr, bt.ptr, dinp.ptr, d);
+}
+
+void WinogradOutputTransform(const Array& mm, const Array& at, Array& out, int64_t N, int64_t H,
+                             int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckHolds(fn, "mm", mm.size, alpha * alpha * d.tiles() * C);
+  CheckHolds(fn, "at", at.size, m * alpha);
+  CheckHolds(fn, "out", out.size, N * H * W * C);
+  WinogradOutputTransformKernel(mm.ptr, at.ptr, out.ptr, d);
+}
+
+void WinogradOutputTransformAdjoint(const Array& dout, const Array& at, Array& dm, int64_t N,
+                                    int64_t H, int64_t W, int64_t C, int64_t m, int64_t alpha,
+                                    int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform_adjoint";
+  const WinogradDims d = CheckWinograd(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckHolds(fn, "dout", dout.size, N * H * W * C);
+  CheckHolds(fn, "at", at.size, m * alpha);
+  CheckHolds(fn, "dm", dm.size, alpha * alpha * d.tiles() * C);
+  WinogradOutputTransformAdjointKernel(dout.ptr, at.ptr, dm.ptr, d);
+}
+
 }  // namespace cpu
 }  // namespace needle
 
@@ -738,4 +821,25 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("avg_pool2d_backward", AvgPool2dBackward,
         "avg_pool2d_backward(dout, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw): dout / (kh*kw) to "
         "every in-bounds window element.", Release());
+  m.def("depthwise_conv2d", DepthwiseConv2d,
+        "depthwise_conv2d(a, w, out, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw): N x H x W x C "
+        "with a kh x kw x C weight (one filter per channel) -> N x Ho x Wo x C.", Release());
+  m.def("depthwise_conv2d_backward_input", DepthwiseConv2dBackwardInput,
+        "depthwise_conv2d_backward_input(dout, w, dinp, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, "
+        "dw): the N x H x W x C input gradient.", Release());
+  m.def("depthwise_conv2d_backward_weight", DepthwiseConv2dBackwardWeight,
+        "depthwise_conv2d_backward_weight(a, dout, dweight, N, H, W, C, kh, kw, sh, sw, ph, pw, "
+        "dh, dw): the kh x kw x C weight gradient.", Release());
+  m.def("winograd_input_transform", WinogradInputTransform,
+        "winograd_input_transform(a, bt, out, N, H, W, C, ph, pw, m, alpha, th, tw): out[xi, t, c] "
+        "= (B^T d_t B)[xi] for the alpha x alpha input patch d_t of every tile.", Release());
+  m.def("winograd_input_transform_adjoint", WinogradInputTransformAdjoint,
+        "winograd_input_transform_adjoint(dv, bt, dinp, N, H, W, C, ph, pw, m, alpha, th, tw): "
+        "dinp = sum over tiles of B dv_t B^T at the tile's patch.", Release());
+  m.def("winograd_output_transform", WinogradOutputTransform,
+        "winograd_output_transform(mm, at, out, N, H, W, C, m, alpha, th, tw): every m x m output "
+        "tile = A^T M_t A, cropped at the edges.", Release());
+  m.def("winograd_output_transform_adjoint", WinogradOutputTransformAdjoint,
+        "winograd_output_transform_adjoint(dout, at, dm, N, H, W, C, m, alpha, th, tw): dm_t = "
+        "A dout_t A^T.", Release());
 }

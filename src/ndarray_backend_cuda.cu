@@ -30,10 +30,12 @@
 #include <vector>
 
 #include "cuda_common.cuh"
+#include "cuda_depthwise.cuh"
 #include "cuda_gemm_launch.cuh"
 #include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
+#include "cuda_winograd.cuh"
 
 namespace needle {
 namespace cuda {
@@ -399,6 +401,90 @@ void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_
   CUDA_CHECK_LAUNCH();
 }
 
+// ------------------------------------------------------------------------------------ depthwise conv
+
+void DepthwiseConv2d(const CudaArray& a, const CudaArray& w, CudaArray& out, int64_t N, int64_t H, int64_t W,
+                     int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                     int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "w", w.size, kh * kw * C);
+  CheckSize(fn, "out", out.size, N * d.Ho * d.Wo * C);
+  LaunchDepthwiseForward(a.data, w.data, out.data, d);
+}
+
+void DepthwiseConv2dBackwardInput(const CudaArray& dout, const CudaArray& w, CudaArray& dinp, int64_t N,
+                                  int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
+                                  int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_input";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
+  CheckSize(fn, "w", w.size, kh * kw * C);
+  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
+  LaunchDepthwiseInputGrad(dout.data, w.data, dinp.data, d);
+}
+
+void DepthwiseConv2dBackwardWeight(const CudaArray& a, const CudaArray& dout, CudaArray& dweight, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
+                                   int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* fn = "depthwise_conv2d_backward_weight";
+  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
+  CheckSize(fn, "dweight", dweight.size, kh * kw * C);
+  LaunchDepthwiseWeightGrad(a.data, dout.data, dweight.data, d);
+}
+
+// ------------------------------------------------------------------------------------ Winograd transforms
+
+WinogradDims MakeWinogradDims(const char* fn, int64_t N, int64_t H, int64_t W, int64_t C, int64_t ph,
+                              int64_t pw, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  if (std::min({N, H, W, C, ph, pw, th, tw}) < 0 || m < 1 || alpha < m || alpha > kWinogradMaxAlpha)
+    throw std::invalid_argument(std::string(fn) + ": bad sizes N=" + Str(N) + " H=" + Str(H) + " W=" +
+                                Str(W) + " C=" + Str(C) + " m=" + Str(m) + " alpha=" + Str(alpha));
+  return WinogradDims{N, H, W, C, ph, pw, m, alpha, th, tw};
+}
+
+void WinogradInputTransform(const CudaArray& a, const CudaArray& bt, CudaArray& out, int64_t N, int64_t H,
+                            int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m, int64_t alpha, int64_t th,
+                            int64_t tw) {
+  const char* fn = "winograd_input_transform";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckSize(fn, "a", a.size, N * H * W * C);
+  CheckSize(fn, "out", out.size, alpha * alpha * N * th * tw * C);
+  LaunchWinogradInputTransform(a.data, CopyWinogradMatrix(fn, bt, alpha, alpha), out.data, d);
+}
+
+void WinogradInputTransformAdjoint(const CudaArray& dv, const CudaArray& bt, CudaArray& dinp, int64_t N,
+                                   int64_t H, int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m,
+                                   int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_input_transform_adjoint";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
+  CheckSize(fn, "dv", dv.size, alpha * alpha * N * th * tw * C);
+  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
+  LaunchWinogradInputAdjoint(dv.data, CopyWinogradMatrix(fn, bt, alpha, alpha), dinp.data, d);
+}
+
+void WinogradOutputTransform(const CudaArray& mm, const CudaArray& at, CudaArray& out, int64_t N, int64_t H,
+                             int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
+  const char* fn = "winograd_output_transform";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckSize(fn, "mm", mm.size, alpha * alpha * N * th * tw * C);
+  CheckSize(fn, "out", out.size, N * H * W * C);
+  LaunchWinogradOutputTransform(mm.data, CopyWinogradMatrix(fn, at, m, alpha), out.data, d);
+}
+
+void WinogradOutputTransformAdjoint(const CudaArray& dout, const CudaArray& at, CudaArray& dm, int64_t N,
+                                    int64_t H, int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th,
+                                    int64_t tw) {
+  const char* fn = "winograd_output_transform_adjoint";
+  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
+  CheckSize(fn, "dout", dout.size, N * H * W * C);
+  CheckSize(fn, "dm", dm.size, alpha * alpha * N * th * tw * C);
+  LaunchWinogradOutputAdjoint(dout.data, CopyWinogradMatrix(fn, at, m, alpha), dm.data, d);
+}
+
 // out = op(a, view of b); a and out compact, the view validated against b's buffer.
 template <typename Op>
 void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out,
@@ -578,4 +664,21 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
         arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
   m.def("avg_pool2d_backward", &AvgPool2dBackward, arg("dout"), arg("dinp"), arg("N"), arg("H"), arg("W"),
         arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
+  m.def("depthwise_conv2d", &DepthwiseConv2d, arg("a"), arg("w"), arg("out"), arg("N"), arg("H"), arg("W"),
+        arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"), arg("dh"), arg("dw"));
+  m.def("depthwise_conv2d_backward_input", &DepthwiseConv2dBackwardInput, arg("dout"), arg("w"), arg("dinp"),
+        arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"),
+        arg("dh"), arg("dw"));
+  m.def("depthwise_conv2d_backward_weight", &DepthwiseConv2dBackwardWeight, arg("a"), arg("dout"),
+        arg("dweight"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"),
+        arg("ph"), arg("pw"), arg("dh"), arg("dw"));
+  m.def("winograd_input_transform", &WinogradInputTransform, arg("a"), arg("bt"), arg("out"), arg("N"),
+        arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
+  m.def("winograd_input_transform_adjoint", &WinogradInputTransformAdjoint, arg("dv"), arg("bt"),
+        arg("dinp"), arg("N"), arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"),
+        arg("th"), arg("tw"));
+  m.def("winograd_output_transform", &WinogradOutputTransform, arg("mm"), arg("at"), arg("out"), arg("N"),
+        arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
+  m.def("winograd_output_transform_adjoint", &WinogradOutputTransformAdjoint, arg("dout"), arg("at"),
+        arg("dm"), arg("N"), arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
 }

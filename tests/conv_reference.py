@@ -146,3 +146,71 @@ def full_conv2d(k1, k2):
         for b in range(k1.shape[1]):
             out[a:a + k2.shape[0], b:b + k2.shape[1]] += k1[a, b] * k2
     return out
+
+
+def _ntuple(v, nd):
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def conv_nd_loops(x, w, stride=1, padding=0, dilation=1, groups=1):
+    """Channels-last conv over any number of spatial dims: one loop per kernel tap, each adding
+    the strided input slice it meets times that tap's Cin/G x Cout/G block."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    nd = x.ndim - 2
+    s, p, d = _ntuple(stride, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
+    n, *sizes, cin = x.shape
+    *kernel, cg, cout = w.shape
+    og = cout // groups
+    out_sizes = [conv_out_size(*a) for a in zip(sizes, kernel, s, p, d)]
+    xp = np.pad(x, [(0, 0)] + [(q, q) for q in p] + [(0, 0)])
+    out = np.zeros([n] + out_sizes + [cout])
+    for tap in np.ndindex(*kernel):
+        sl = tuple(slice(t * dd, t * dd + (o - 1) * ss + 1, ss)
+                   for t, dd, o, ss in zip(tap, d, out_sizes, s))
+        pix = xp[(slice(None),) + sl + (slice(None),)]
+        for g in range(groups):
+            out[..., g * og:(g + 1) * og] += (pix[..., g * cg:(g + 1) * cg]
+                                              @ w[tap][:, g * og:(g + 1) * og])
+    return out
+
+
+def conv_transpose_nd_loops(y, wt, stride=1, padding=0, dilation=1, groups=1, output_padding=0):
+    """Scatter form of the transposed conv, any number of spatial dims (as
+    conv_transpose2d_loops)."""
+    y, wt = np.asarray(y, np.float64), np.asarray(wt, np.float64)
+    nd = y.ndim - 2
+    s, p, d = _ntuple(stride, nd), _ntuple(padding, nd), _ntuple(dilation, nd)
+    op = _ntuple(output_padding, nd)
+    n, *sizes, cin = y.shape
+    *kernel, _, og = wt.shape
+    ig = cin // groups
+    out_sizes = [(i - 1) * ss - 2 * pp + dd * (k - 1) + o + 1
+                 for i, ss, pp, dd, k, o in zip(sizes, s, p, d, kernel, op)]
+    full = np.zeros([n] + [o + 2 * pp for o, pp in zip(out_sizes, p)] + [og * groups])
+    for tap in np.ndindex(*kernel):
+        sl = tuple(slice(t * dd, t * dd + (i - 1) * ss + 1, ss)
+                   for t, dd, i, ss in zip(tap, d, sizes, s))
+        for g in range(groups):
+            full[(slice(None),) + sl + (slice(g * og, (g + 1) * og),)] += (
+                y[..., g * ig:(g + 1) * ig] @ wt[tap][g * ig:(g + 1) * ig, :])
+    crop = tuple(slice(pp, pp + o) for pp, o in zip(p, out_sizes))
+    return full[(slice(None),) + crop + (slice(None),)]
+
+
+def pool_nd_loops(x, kernel, stride=None, padding=0, mode="max"):
+    """Channels-last pooling over any number of spatial dims (padding -inf for max, counted
+    zeros for avg)."""
+    x = np.asarray(x, np.float64)
+    nd = x.ndim - 2
+    k = _ntuple(kernel, nd)
+    s = _ntuple(stride if stride is not None else kernel, nd)
+    p = _ntuple(padding, nd)
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.pad(x, [(0, 0)] + [(q, q) for q in p] + [(0, 0)], constant_values=fill)
+    out_sizes = [(n + 2 * q - kk) // ss + 1 for n, q, kk, ss in zip(x.shape[1:-1], p, k, s)]
+    taps = []
+    for tap in np.ndindex(*k):
+        sl = tuple(slice(t, t + (o - 1) * ss + 1, ss) for t, o, ss in zip(tap, out_sizes, s))
+        taps.append(xp[(slice(None),) + sl + (slice(None),)])
+    taps = np.stack(taps)
+    return taps.max(axis=0) if mode == "max" else taps.mean(axis=0)

@@ -122,7 +122,7 @@ def assert_one_error_line(code, err, pattern):
 
 
 @pytest.mark.parametrize("argv, pattern", [
-    (["--model", "alexnet"], r"--model.*invalid choice: 'alexnet'"),
+    (["--model", "alexnet2"], r"--model.*invalid choice: 'alexnet2'"),
     (["--dataset", "imagenet"], r"--dataset.*invalid choice"),
     (["--epochs", "0"], r"--epochs must be >= 1"),
     (["--batch-size", "x"], r"--batch-size.*invalid int"),
@@ -133,7 +133,7 @@ def test_bad_arguments(argv, pattern, capsys):
 
 
 def test_bad_argument_in_a_real_process():
-    proc = subprocess.run([sys.executable, "-m", "apps.train", "--model", "alexnet"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "apps.train", "--model", "alexnet2"], cwd=REPO,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]

@@ -1,4 +1,5 @@
-"""Pooling ops on NHWC tensors: max_pool2d, avg_pool2d, global_avg_pool2d.
+"""Pooling ops on channels-last tensors: max_pool2d, avg_pool2d, global_avg_pool2d, and the
+1-D / 3-D poolings composed from the 2-D ones (max_pool1d/3d, avg_pool1d/3d, pool_nd).
 
 Forward and backward use the native NDArray pooling kernels (`nd.max_pool2d`, ...). Max pooling
 sends each output gradient to the FIRST maximum of its window in row-major (kh, kw) order; padding
@@ -10,12 +11,13 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_selection import BACKEND, array_api
-from .ops_conv import _pair
-from .ops_mathematic import divide_scalar, summation
+from .ops_conv_geometry import _expand, _ints, _pair
+from .ops_mathematic import divide_scalar, reshape, summation
 
 __all__ = ["MaxPool2d", "max_pool2d", "MaxPool2dGrad", "max_pool2d_grad", "MaxPool2dGather",
            "max_pool2d_gather", "AvgPool2d", "avg_pool2d", "AvgPool2dGrad", "avg_pool2d_grad",
-           "global_avg_pool2d", "pool_windows"]
+           "global_avg_pool2d", "pool_windows", "max_pool1d", "max_pool3d", "avg_pool1d",
+           "avg_pool3d", "pool_nd", "pool_args"]
 
 
 class _PoolOp(TensorOp):
@@ -201,3 +203,85 @@ def global_avg_pool2d(a):
         raise ValueError(f"global_avg_pool2d: expected an N x H x W x C input, got shape {a.shape}")
     n, h, w, c = a.shape
     return divide_scalar(summation(a, axes=(1, 2)), float(h * w))
+
+
+# ---------------------------------------------------------------- 1-D and 3-D pooling
+_POOL_LAYOUT = {1: "N x L x C", 2: "N x H x W x C", 3: "N x D x H x W x C"}
+
+
+def pool_args(name, nd, kernel_size, stride=None, padding=0):
+    """Validated (kernel, stride, padding) nd-tuples of a pooling op named `name`."""
+    kernel = _expand(_ints(kernel_size, "kernel_size", name, 1), nd, "kernel_size", name)
+    stride = kernel if stride is None else _expand(_ints(stride, "stride", name, 1), nd,
+                                                   "stride", name)
+    padding = _expand(_ints(padding, "padding", name, 0), nd, "padding", name)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel size "
+                         f"{kernel}")
+    return kernel, stride, padding
+
+
+def _pool2d(kind):
+    return max_pool2d if kind == "max" else avg_pool2d
+
+
+def _check_rank(name, a, nd):
+    if len(a.shape) != nd + 2:
+        raise ValueError(f"{name}: expected an {_POOL_LAYOUT[nd]} input ({nd + 2}-D), got shape "
+                         f"{tuple(a.shape)}")
+
+
+def _pool1d(kind, a, kernel_size, stride, padding):
+    """1-D pooling as a 2-D pooling of N x 1 x L x C with a 1 x K window (the same kernels)."""
+    name = f"{kind}_pool1d"
+    _check_rank(name, a, 1)
+    (k,), (s,), (p,) = pool_args(name, 1, kernel_size, stride, padding)
+    n, length, c = a.shape
+    y = _pool2d(kind)(reshape(a, (n, 1, length, c)), (1, k), (1, s), (0, p))
+    return reshape(y, (n, y.shape[2], c))
+
+
+def _pool3d(kind, a, kernel_size, stride, padding):
+    """3-D pooling, separable: a 2-D pooling over (H, W) of every depth slice, then a 1-D pooling
+    over D of the results. Both max and the padding-counting average factor this way exactly
+    (max of maxes; sums of sums over a KD*KH*KW divisor); the gradient flows through both."""
+    name = f"{kind}_pool3d"
+    _check_rank(name, a, 3)
+    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw) = pool_args(name, 3, kernel_size, stride, padding)
+    n, d, h, w, c = a.shape
+    planes = _pool2d(kind)(reshape(a, (n * d, h, w, c)), (kh, kw), (sh, sw), (ph, pw))
+    ho, wo = planes.shape[1:3]
+    y = _pool2d(kind)(reshape(planes, (n, d, ho * wo, c)), (kd, 1), (sd, 1), (pd, 0))
+    return reshape(y, (n, y.shape[1], ho, wo, c))
+
+
+def max_pool1d(a, kernel_size, stride=None, padding=0):
+    """1-D max pooling: N x L x C -> N x Lo x C, Lo = (L + 2p - k) // s + 1 (padding -inf)."""
+    return _pool1d("max", a, kernel_size, stride, padding)
+
+
+def avg_pool1d(a, kernel_size, stride=None, padding=0):
+    """1-D average pooling (zero padding counted): N x L x C -> N x Lo x C."""
+    return _pool1d("avg", a, kernel_size, stride, padding)
+
+
+def max_pool3d(a, kernel_size, stride=None, padding=0):
+    """3-D max pooling: N x D x H x W x C -> N x Do x Ho x Wo x C (each as in max_pool2d).
+    kernel_size, stride, padding: int or (d, h, w)."""
+    return _pool3d("max", a, kernel_size, stride, padding)
+
+
+def avg_pool3d(a, kernel_size, stride=None, padding=0):
+    """3-D average pooling (zero padding counted in the KD*KH*KW divisor), NDHWC."""
+    return _pool3d("avg", a, kernel_size, stride, padding)
+
+
+def pool_nd(a, kind, kernel_size, stride=None, padding=0):
+    """Pooling of kind "max" or "avg" over the 1, 2 or 3 spatial dims of a channels-last `a`."""
+    nd = len(a.shape) - 2
+    if kind not in ("max", "avg") or nd not in (1, 2, 3):
+        raise ValueError(f"pool_nd: kind must be 'max' or 'avg' and the input 3-D to 5-D, got "
+                         f"{kind!r} and shape {tuple(a.shape)}")
+    if nd == 2:
+        return _pool2d(kind)(a, kernel_size, stride, padding)
+    return (_pool1d if nd == 1 else _pool3d)(kind, a, kernel_size, stride, padding)
