@@ -1,15 +1,22 @@
-"""Optimizers: SGD (dampened momentum) and Adam (bias-corrected, L2-in-gradient weight decay).
+"""Optimizer base class: parameter groups, gradient clipping and state dicts.
 
-All state is kept as detached Tensors with the parameter's dtype, so graphs never grow across
-steps; parameters are updated by assigning `p.data`, never by editing `p.grad`.
+All optimizer state is kept as detached Tensors with the parameter's dtype, so graphs never grow
+across steps; parameters are updated by assigning `p.data`, never by editing `p.grad`.
+
+Parameter groups follow torch: `opt.param_groups` is a list of dicts, each with a `"params"` list
+and the hyper-parameters for those parameters (`"lr"`, `"weight_decay"`, ...). They can be read and
+written between steps (`opt.param_groups[0]["lr"] = 0.1`), which is what the schedulers in
+`needle.optim.lr_scheduler` do. The contract's attributes (`opt.lr`, `opt.params`, ...) stay: they
+read the first group and write every group.
 """
 import math
+from numbers import Real
 
 import numpy as np
 
-from .autograd import Tensor
+from ..autograd import Tensor
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["Optimizer"]
 
 
 def _detached(value, like: Tensor) -> Tensor:
@@ -24,22 +31,104 @@ def _detached(value, like: Tensor) -> Tensor:
 def _arrays(p: Tensor):
     """(weight, grad) raw arrays of a parameter, the grad converted to p's device and dtype.
 
-    The updates below run on raw arrays: each line is the same array arithmetic the
-    Tensor ops would run, without building ~5 graph nodes per parameter per step."""
+    The updates run on raw arrays: each line is the same array arithmetic the Tensor ops would
+    run, without building ~5 graph nodes per parameter per step."""
     return p.realize_cached_data(), _detached(p.grad, p).realize_cached_data()
 
 
 def _check_nonneg(owner: str, **values):
     for name, v in values.items():
-        if not (isinstance(v, (int, float)) and v >= 0):
+        if isinstance(v, bool) or not (isinstance(v, Real) and v >= 0):
             raise ValueError(f"{owner}: {name} must be a non-negative number, got {v!r}")
 
 
-class Optimizer:
-    """Base class: keeps the parameter list; `step()` updates, `reset_grad()` clears grads."""
+def _hyper_property(key: str, doc: str):
+    """Contract attribute `opt.<key>`: reads the first group, writes every group (and defaults)."""
 
-    def __init__(self, params):
-        self.params = list(params)
+    def fget(self):
+        return self.param_groups[0][key] if self.param_groups else self.defaults[key]
+
+    def fset(self, value):
+        self.defaults[key] = value
+        for group in self.param_groups:
+            group[key] = value
+
+    return property(fget, fset, doc=doc)
+
+
+class Optimizer:
+    """Base class: parameter groups; `step()` updates, `reset_grad()` / `zero_grad()` clear grads.
+
+    Args:
+        params: an iterable of Tensors, or of dicts `{"params": [...], "lr": ..., ...}` (one per
+            parameter group; keys left out take the optimizer's defaults).
+        defaults: hyper-parameter defaults for every group (subclasses pass theirs).
+
+    Raises:
+        TypeError: `params` is a single Tensor, or holds something that is not a Tensor / dict.
+        ValueError: a parameter appears in two groups, or a group has an unknown key.
+    """
+
+    # names of the per-parameter buffers (dicts parameter -> Tensor) saved by state_dict()
+    _buffers = ()
+    # contract attributes saved under state_dict()["hyper"] (the format before param groups)
+    _hyper = ()
+
+    def __init__(self, params, defaults=None):
+        self.defaults = dict(defaults or {})
+        self.param_groups = []
+        name = type(self).__name__
+        if isinstance(params, Tensor):
+            raise TypeError(f"{name}: params must be an iterable of Tensors or dicts, got a Tensor")
+        if isinstance(params, dict):
+            params = [params]
+        params = list(params)
+        if params and all(isinstance(g, dict) for g in params):
+            for group in params:
+                self.add_param_group(group)
+        else:
+            self.add_param_group({"params": params})
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Append a group `{"params": [...], key: value, ...}`; missing keys take the defaults."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"{name}.add_param_group: expected a dict with a 'params' key, "
+                            f"got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{name}: parameters must be Tensors, got {type(p).__name__}")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
+            raise ValueError(f"{name}: some parameters appear more than once in the parameter "
+                             "groups")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"{name}: unknown parameter-group keys {sorted(unknown)}; "
+                             f"known: {sorted(self.defaults)}")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = params
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group: dict) -> None:
+        """Validate one group's hyper-parameters (subclasses raise ValueError naming themselves)."""
+
+    @property
+    def params(self):
+        """Every parameter, group by group (the contract's flat list)."""
+        return [p for g in self.param_groups for p in g["params"]]
+
+    @params.setter
+    def params(self, params):
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{type(self).__name__}.params: cannot replace the parameters of "
+                             f"{len(self.param_groups)} groups; edit param_groups instead")
+        self.param_groups[0]["params"] = list(params)
 
     def step(self):
         raise NotImplementedError(f"{type(self).__name__}.step is not implemented")
@@ -49,7 +138,12 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    zero_grad = reset_grad
+    def zero_grad(self, set_to_none: bool = True):
+        """torch's name for `reset_grad()`; grads always become None (`set_to_none` must be True)."""
+        if set_to_none is not True:
+            raise ValueError(f"{type(self).__name__}.zero_grad: only set_to_none=True is "
+                             "supported (needle never edits a grad in place)")
+        self.reset_grad()
 
     def clip_grad_norm(self, max_norm=0.25):
         """Scale all grads by min(max_norm / (total_norm + 1e-6), 1); returns total_norm.
@@ -67,49 +161,64 @@ class Optimizer:
                 p.grad = _detached(p.grad.detach() * scale, p)
         return total
 
-    # -- state_dict helpers ----------------------------------------------------------------
-    _hyper = ()
-    _buffers = ()
-
+    # -- state dicts -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Hyper-parameters, step count and per-parameter buffers (keyed by parameter index).
+        """The optimizer's state as plain Python values and numpy arrays (torch-like layout).
 
-        Returns a dict {"type", "hyper": {...}, "t", "state": {index: {buffer: numpy array}}}.
+        Returns a dict with
+            "state": {parameter index: {buffer name: numpy array}} (index over `self.params`),
+            "param_groups": [{hyper-parameter: value, ..., "params": [indices]}, ...],
+            "type": the class name, "t": the step count (Adam), and
+            "hyper": the first group's contract attributes (the format before param groups).
+        `load_state_dict` of this dict resumes bit-exactly.
         """
         index = {id(p): i for i, p in enumerate(self.params)}
         state = {}
         for buf in self._buffers:
             for p, value in getattr(self, buf).items():
                 state.setdefault(index[id(p)], {})[buf] = value.numpy()
+        groups = []
+        for g in self.param_groups:
+            saved = {k: v for k, v in g.items() if k != "params"}
+            saved["params"] = [index[id(p)] for p in g["params"]]
+            groups.append(saved)
         return {
             "type": type(self).__name__,
             "hyper": {k: getattr(self, k) for k in self._hyper},
             "t": getattr(self, "t", 0),
             "state": state,
+            "param_groups": groups,
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore what `state_dict()` produced, for the same parameter list.
+        """Restore what `state_dict()` produced, for the same parameters in the same groups.
 
         Raises:
-            ValueError: wrong optimizer type, parameter index out of range, unknown buffer, or a
-                buffer whose shape differs from its parameter's.
+            TypeError: `state_dict` is not a dict.
+            ValueError: wrong optimizer type, different group count or group sizes, parameter
+                index out of range, unknown buffer or hyper-parameter, or a buffer whose shape
+                differs from its parameter's.
         """
         name = type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{name}.load_state_dict: expected a dict, got "
+                            f"{type(state_dict).__name__}")
         if state_dict.get("type") != name:
             raise ValueError(f"{name}.load_state_dict: state is for {state_dict.get('type')!r}")
+        groups = state_dict.get("param_groups")
         unknown = set(state_dict.get("hyper", {})) - set(self._hyper)
         if unknown:
             raise ValueError(f"{name}.load_state_dict: unknown hyper-parameters {sorted(unknown)}")
+        params = self.params
         new = {buf: {} for buf in self._buffers}
         for i, bufs in state_dict.get("state", {}).items():
             i = int(i)
-            if not 0 <= i < len(self.params):
+            if not 0 <= i < len(params):
                 raise ValueError(
                     f"{name}.load_state_dict: parameter index {i} out of range for "
-                    f"{len(self.params)} parameters"
+                    f"{len(params)} parameters"
                 )
-            p = self.params[i]
+            p = params[i]
             for buf, value in bufs.items():
                 if buf not in new:
                     raise ValueError(f"{name}.load_state_dict: unknown buffer {buf!r}")
@@ -120,101 +229,30 @@ class Optimizer:
                         f"{tuple(arr.shape)}, parameter has {tuple(p.shape)}"
                     )
                 new[buf][p] = _detached(arr, p)
-        for k, v in state_dict.get("hyper", {}).items():
-            setattr(self, k, v)
+        if groups is not None:
+            self._check_groups_match(groups)
+            updated = [dict(g, **{k: v for k, v in saved.items() if k != "params"})
+                       for g, saved in zip(self.param_groups, groups)]
+            for group in updated:
+                self._check_group(group)
+            for group, values in zip(self.param_groups, updated):
+                group.update(values)
+        else:  # the format before param groups: one set of hyper-parameters for all
+            for k, v in state_dict.get("hyper", {}).items():
+                setattr(self, k, v)
         if hasattr(self, "t"):
             self.t = int(state_dict.get("t", 0))
         for buf, table in new.items():
             setattr(self, buf, table)
 
-
-class SGD(Optimizer):
-    """Stochastic gradient descent with dampened momentum and L2 weight decay.
-
-    For each parameter with a grad: g = grad + weight_decay * p;
-    u = momentum * u + (1 - momentum) * g (u starts at 0); p = p - lr * u.
-    State: `self.u`, a dict parameter -> Tensor.
-    """
-
-    _hyper = ("lr", "momentum", "weight_decay")
-    _buffers = ("u",)
-
-    def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
-        super().__init__(params)
-        _check_nonneg("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.u = {}
-
-    def step(self):
-        for p in self.params:
-            if p.grad is None:
-                continue
-            w, g = _arrays(p)
-            u_prev = self.u[p].realize_cached_data() if p in self.u else None
-            if hasattr(w, "sgd_step"):  # NDArray: the lines below in one backend call
-                w, u = w.sgd_step(g, u_prev, self.momentum, -self.lr, self.weight_decay)
-                self.u[p] = Tensor.make_const(u)
-                p.data = Tensor.make_const(w)
-                continue
-            if self.weight_decay:
-                g = g + w * self.weight_decay
-            if u_prev is not None:
-                u = u_prev * self.momentum + g * (1 - self.momentum)
-            else:
-                u = g * (1 - self.momentum)
-            self.u[p] = Tensor.make_const(u)
-            # w + (-lr) * u is exactly w - lr * u
-            p.data = Tensor.make_const(w + u * (-self.lr))
-
-
-class Adam(Optimizer):
-    """Adam with bias correction and L2-in-gradient weight decay (not decoupled AdamW).
-
-    Per step: t += 1; per parameter with a grad: g = grad + weight_decay * p;
-    m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g**2 (both start at 0);
-    p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps).
-    State: `self.t` (int), `self.m`, `self.v` (dicts parameter -> Tensor).
-    """
-
-    _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    _buffers = ("m", "v")
-
-    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(params)
-        _check_nonneg("Adam", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                      weight_decay=weight_decay)
-        if beta1 >= 1 or beta2 >= 1:
-            raise ValueError(f"Adam: betas must be < 1, got beta1={beta1}, beta2={beta2}")
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.eps = eps
-        self.weight_decay = weight_decay
-        self.t = 0
-        self.m = {}
-        self.v = {}
-
-    def step(self):
-        self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        c1 = 1 - b1 ** self.t
-        c2 = 1 - b2 ** self.t
-        for p in self.params:
-            if p.grad is None:
-                continue
-            w, g = _arrays(p)
-            if self.weight_decay:
-                g = g + w * self.weight_decay
-            if p in self.m:
-                m = self.m[p].realize_cached_data() * b1 + g * (1 - b1)
-                v = self.v[p].realize_cached_data() * b2 + (g * g) * (1 - b2)
-            else:
-                m = g * (1 - b1)
-                v = (g * g) * (1 - b2)
-            self.m[p] = Tensor.make_const(m)
-            self.v[p] = Tensor.make_const(v)
-            m_hat = m / c1
-            v_hat = v / c2
-            p.data = Tensor.make_const(w - m_hat * self.lr / (v_hat ** 0.5 + self.eps))
+    def _check_groups_match(self, groups) -> None:
+        name = type(self).__name__
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the state has "
+                             f"{len(groups) if isinstance(groups, (list, tuple)) else groups!r} "
+                             f"parameter groups, the optimizer has {len(self.param_groups)}")
+        for k, (mine, saved) in enumerate(zip(self.param_groups, groups)):
+            if not isinstance(saved, dict) or len(saved.get("params", ())) != len(mine["params"]):
+                raise ValueError(f"{name}.load_state_dict: parameter group {k} of the state "
+                                 f"does not match the optimizer's ({len(mine['params'])} "
+                                 "parameters)")
