@@ -102,7 +102,8 @@ class SGD(Optimizer):
         direction = g
         if momentum:
             if p in self.u:
-                u = self.u[p].realize_cached_data() * momentum + g * (1 - group["dampening"])
+                dampening = group["dampening"] or 0.0  # nesterov alone: torch's default 0
+                u = self.u[p].realize_cached_data() * momentum + g * (1 - dampening)
             else:  # torch starts the buffer at the first (undampened) gradient
                 u = _copy(g)
             self.u[p] = Tensor.make_const(u)
