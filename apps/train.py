@@ -38,6 +38,7 @@ from needle.utils import atomic_write, load_checkpoint, save_checkpoint
 
 from apps.mlp_resnet import MLPResNet
 from apps.models import VGG, LeNet, ResNet9, ResNet18
+from apps.train_schedule import add_arguments as add_schedule_arguments, make_scheduler
 
 MODELS = ("lenet", "vgg11", "vgg16", "resnet9", "resnet18", "mlp")
 DATASETS = ("digits", "mnist", "mnist-t10k-split", "cifar10")
@@ -81,6 +82,7 @@ def parse_args(argv=None):
                    help="data folder (default: $NEEDLE_DATA, then ~/.needle/data)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default: OUT/checkpoint.pkl)")
+    add_schedule_arguments(p)  # --schedule, --warmup-epochs
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_steps"):
         value = getattr(args, name)
@@ -272,7 +274,7 @@ def _correct(logits, y):
     return int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
 
 
-def train_epoch(model, loader, opt, loss_fn, desc, steps_left):
+def train_epoch(model, loader, opt, loss_fn, desc, steps_left, sched=None):
     """One pass of training; returns (mean loss, accuracy, images, seconds, step losses)."""
     model.train()
     losses, total, correct, seen = [], 0.0, 0, 0
@@ -284,6 +286,8 @@ def train_epoch(model, loader, opt, loss_fn, desc, steps_left):
         opt.reset_grad()
         loss.backward(create_graph=False)
         opt.step()
+        if sched is not None:
+            sched.step()
         losses.append(float(loss.numpy().item()))
         total += losses[-1] * X.shape[0]
         correct += _correct(logits, y)
@@ -322,12 +326,16 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)
     loss_fn = nn.SoftmaxLoss()
     loader = DataLoader(train_ds, args.batch_size, shuffle=True, device=device)
+    try:
+        sched = make_scheduler(args, opt, len(loader), start_step=step)
+    except ValueError as e:
+        raise AppError(str(e)) from None
     images, train_seconds = 0, 0.0
     while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
         epoch += 1
         steps_left = None if args.max_steps is None else args.max_steps - step
         train_loss, train_acc, seen, seconds, losses = train_epoch(
-            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left)
+            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left, sched)
         step += len(losses)
         images, train_seconds = images + seen, train_seconds + seconds
         test_loss, test_acc = evaluate(model, test_ds, args.batch_size, device, loss_fn)
