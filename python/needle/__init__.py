@@ -20,8 +20,8 @@ from . import init
 from .init import ones, zeros, ones_like, zeros_like
 from .tensor_methods import attach as _attach_tensor_methods
 from .tensor_dlpack import from_dlpack
-
-_attach_tensor_methods()  # t[i], t.to, t.item, t.T, t.mean, comparisons, DLPack (tensor_methods)
 from . import nn
 from . import optim
 from . import data
+
+_attach_tensor_methods()  # t[i], t.to, t.item, t.T, t.mean, comparisons, DLPack (tensor_methods)
