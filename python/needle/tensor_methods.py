@@ -189,8 +189,13 @@ def _min(self, dim=None, keepdim=False, *, axes=None, keepdims=None):
     return _extreme(self, "Tensor.min", -1, dim, keepdim, axes, keepdims)
 
 
-def _reshape(self, *shape):
-    """reshape((2, 3)) as before, or torch's reshape(2, 3); one -1 is inferred."""
+def _reshape(self, *shape, **kwargs):
+    """reshape((2, 3)) / reshape(shape=(2, 3)) as before, or torch's reshape(2, 3); one -1 is
+    inferred."""
+    if kwargs:
+        if set(kwargs) != {"shape"} or shape:
+            raise TypeError(f"Tensor.reshape: unexpected arguments {sorted(kwargs)}")
+        shape = (kwargs["shape"],)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for n in shape:
