@@ -247,8 +247,10 @@ def _coerced(op_name):
 
 def attach(cls=Tensor):
     """Add the methods above to `cls` (done once, by `needle/__init__.py`)."""
-    for name in ("__add__", "__radd__", "__mul__", "__rmul__", "__sub__", "__rsub__",
-                 "__truediv__", "__rtruediv__", "__pow__", "__matmul__", "__rmatmul__"):
+    # Only the reflected operators: numpy on the left lands there. The forward ones stay
+    # unwrapped (no extra call per op); `t + array` is AddScalar(array), which NDArray mode
+    # refuses with a TypeError and numpy mode computes with numpy's broadcasting.
+    for name in ("__radd__", "__rmul__", "__rsub__", "__rtruediv__", "__rmatmul__"):
         setattr(cls, name, _coerced(name))
     cls.__array_ufunc__ = None  # numpy returns NotImplemented: Python calls our reflected op
     cls.__array_priority__ = 1000
