@@ -141,3 +141,26 @@ NP_MODE_SCRIPT = textwrap.dedent("""
 
 def test_numpy_mode_subprocess(run_numpy_mode):
     run_numpy_mode(NP_MODE_SCRIPT, "np-mode tensor api OK")
+
+
+@pytest.mark.skipif(not ndl.cuda().enabled(), reason="no CUDA device")
+def test_cuda_tensors_follow_the_device_protocol():
+    """CUDA tensors report kDLCUDA and refuse a host export; an import onto cuda copies. (Runs
+    on a GPU or on the CUDA emulator build.)"""
+    t = ndl.Tensor(np.arange(6, dtype=np.float32), device=ndl.cuda())
+    assert t.__dlpack_device__() == (2, 0)
+    with pytest.raises(BufferError, match=r"Tensor.__dlpack__: CUDA tensors are not exported"):
+        np.from_dlpack(t)
+    with pytest.raises(ValueError, match=r"a CUDA tensor cannot be viewed without a copy"):
+        np.asarray(t, copy=False)
+    np.testing.assert_array_equal(np.asarray(t), np.arange(6))  # the copying protocol works
+    src = np.ones(3, dtype=np.float32)
+    u = ndl.from_dlpack(src, device=ndl.cuda())
+    assert u.device == ndl.cuda()
+    src[0] = 5.0  # a copy: the cuda tensor keeps its values
+    np.testing.assert_array_equal(u.numpy(), np.ones(3))
+    from needle.backend_ndarray import ndarray_backend_cuda as native
+    with pytest.raises(ValueError, match=r"wrap_pointer: size must be >= 0"):
+        native.wrap_pointer(0, -1, None)
+    with pytest.raises(ValueError, match=r"wrap_pointer: device address is not 16-byte aligned"):
+        native.wrap_pointer(8, 2, None)
