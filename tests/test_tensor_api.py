@@ -269,6 +269,9 @@ def test_len_bool_array(device):
         bool(t)
     with pytest.raises(TypeError, match=r"len\(\) of a 0-d tensor"):
         len(t[0, 0])
+    with pytest.raises(TypeError, match=r"len\(\) of a 0-d tensor"):
+        list(t[0, 0])
+    assert [r.shape for r in t] == [(2,)] * 3
 
 
 def test_numpy_operands_keep_the_graph(device):

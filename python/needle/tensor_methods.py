@@ -83,6 +83,12 @@ def _len(self):
     return self.shape[0]
 
 
+def _iter(self):
+    """The sub-tensors along dim 0 (t[0], t[1], ...); a 0-d tensor is not iterable."""
+    n = _len(self)
+    return (ops_indexing.getitem(self, i) for i in range(n))
+
+
 def _array(self, dtype=None, copy=None):
     """numpy's array protocol: a copy, or with copy=False a view sharing memory (cpu only)."""
     if copy is False:
@@ -257,6 +263,7 @@ def attach(cls=Tensor):
     cls.__array__ = _array
     cls.__getitem__ = _getitem
     cls.__len__ = _len
+    cls.__iter__ = _iter
     cls.__bool__ = _bool
     cls.__float__ = lambda self: float(_item(self))
     cls.__int__ = lambda self: int(_item(self))
