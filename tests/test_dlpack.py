@@ -89,15 +89,15 @@ def test_dlpack_errors():
     with pytest.raises(TypeError, match=r"from_dlpack: expected an object with __dlpack__"):
         ndl.from_dlpack([1.0, 2.0])
 
-    class FakeCuda:
+    class FakeVulkan:
         def __dlpack__(self, **kw):
             raise AssertionError("not reached")
 
         def __dlpack_device__(self):
-            return (2, 0)
+            return (7, 0)
 
-    with pytest.raises(BufferError, match=r"from_dlpack: only CPU producers"):
-        ndl.from_dlpack(FakeCuda())
+    with pytest.raises(BufferError, match=r"from_dlpack: only CPU producers \(and CUDA ones"):
+        ndl.from_dlpack(FakeVulkan())
     with pytest.raises(BufferError, match=r"cannot export to device"):
         ndl.Tensor([1.0]).__dlpack__(dl_device=(2, 0))
 
@@ -143,21 +143,60 @@ def test_numpy_mode_subprocess(run_numpy_mode):
     run_numpy_mode(NP_MODE_SCRIPT, "np-mode tensor api OK")
 
 
+class _Producer:
+    """Hands out a given capsule, as a CUDA library's tensor would."""
+
+    def __init__(self, capsule, device=(2, 0)):
+        self.capsule, self.device = capsule, device
+
+    def __dlpack__(self, stream=None):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return self.device
+
+
 @pytest.mark.skipif(not ndl.cuda().enabled(), reason="no CUDA device")
-def test_cuda_tensors_follow_the_device_protocol():
-    """CUDA tensors report kDLCUDA and refuse a host export; an import onto cuda copies. (Runs
-    on a GPU or on the CUDA emulator build.)"""
+def test_cuda_tensors_share_memory_through_capsules():
+    """A CUDA tensor exports a kDLCUDA capsule and a CUDA producer imports onto ndl.cuda()
+    without a copy. (Runs on a GPU, or on the CUDA emulator build.)"""
+    base = ndl.Tensor(np.arange(12, dtype=np.float32).reshape(3, 4), device=ndl.cuda())
+    assert base.__dlpack_device__() == (2, 0)
+    view = ndl.Tensor.make_const(base.realize_cached_data().permute((1, 0))[1:, ::2])
+    u = ndl.from_dlpack(_Producer(view.__dlpack__()))
+    assert u.device == ndl.cuda()
+    np.testing.assert_array_equal(u.numpy(), np.arange(12).reshape(3, 4).T[1:, ::2])
+    u.realize_cached_data()[0, 1] = -3.0  # element [2, 1] of base, through shared memory
+    assert base.numpy()[2, 1] == -3.0
+    copied = ndl.from_dlpack(_Producer(base.__dlpack__(copy=True)))
+    copied.realize_cached_data()[0, 0] = 99.0
+    assert base.numpy()[0, 0] == 0.0
+    capsule = base.__dlpack__()
+    ndl.from_dlpack(_Producer(capsule))
+    with pytest.raises(BufferError, match=r"from_dlpack: expected an unused 'dltensor'"):
+        ndl.from_dlpack(_Producer(capsule))  # a capsule is consumed once
+    del capsule, u, view, copied
+    import gc
+    gc.collect()
+    from needle import dlpack_capsule
+    assert not dlpack_capsule._LIVE  # every consumer called the deleter
+
+
+@pytest.mark.skipif(not ndl.cuda().enabled(), reason="no CUDA device")
+def test_cuda_dlpack_errors_and_copies():
     t = ndl.Tensor(np.arange(6, dtype=np.float32), device=ndl.cuda())
-    assert t.__dlpack_device__() == (2, 0)
-    with pytest.raises(BufferError, match=r"Tensor.__dlpack__: CUDA tensors are not exported"):
+    with pytest.raises(BufferError, match=r"cannot be exported to device \(1, 0\)"):
+        t.__dlpack__(dl_device=(1, 0))
+    with pytest.raises(RuntimeError, match=r"Unsupported device"):  # numpy reads CPU memory
         np.from_dlpack(t)
     with pytest.raises(ValueError, match=r"a CUDA tensor cannot be viewed without a copy"):
         np.asarray(t, copy=False)
     np.testing.assert_array_equal(np.asarray(t), np.arange(6))  # the copying protocol works
+    with pytest.raises(BufferError, match=r"a CUDA producer needs device=ndl.cuda\(\)"):
+        ndl.from_dlpack(_Producer(t.__dlpack__()), device=ndl.cpu())
     src = np.ones(3, dtype=np.float32)
-    u = ndl.from_dlpack(src, device=ndl.cuda())
-    assert u.device == ndl.cuda()
-    src[0] = 5.0  # a copy: the cuda tensor keeps its values
+    u = ndl.from_dlpack(src, device=ndl.cuda())  # CPU producer onto cuda: a copy
+    src[0] = 5.0
     np.testing.assert_array_equal(u.numpy(), np.ones(3))
     from needle.backend_ndarray import ndarray_backend_cuda as native
     with pytest.raises(ValueError, match=r"wrap_pointer: size must be >= 0"):

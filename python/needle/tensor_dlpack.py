@@ -6,14 +6,17 @@ the NDArray's buffer (its `ptr()` plus the view's offset and strides), whose own
 makes the capsule; the import reads the producer through `numpy.from_dlpack` and wraps its
 memory with the backend's `wrap_pointer`, which keeps the producer alive.
 
-Not zero-copy: a producer whose dtype is not float32 in NDArray mode (converted, so copied),
-and CUDA tensors, which are refused with a BufferError in both directions (move them with
-`.to(ndl.cpu())` / `.cpu()` first).
+CUDA tensors export a "dltensor" capsule over their device memory (built with ctypes in
+`dlpack_capsule`), and a CUDA producer imports onto `ndl.cuda()` without a copy, its memory
+wrapped by the CUDA backend's `wrap_pointer`. Not zero-copy: a CPU producer whose dtype is not
+float32 in NDArray mode (converted), or one sent to another device; CUDA producers must be
+float32 (BufferError otherwise).
 """
 import numpy
 
 from .autograd import Tensor
-from .backend_selection import BACKEND, cpu
+from .backend_selection import BACKEND, cpu, cuda
+from .dlpack_capsule import export_capsule, import_capsule
 
 __all__ = ["from_dlpack", "host_view", "dlpack", "dlpack_device"]
 
@@ -49,8 +52,7 @@ def dlpack(self, *, stream=None, max_version=None, dl_device=None, copy=None):
     """The DLPack capsule of this tensor's data (zero-copy on cpu; see the module docstring)."""
     view = host_view(self)
     if view is None:
-        raise BufferError("Tensor.__dlpack__: CUDA tensors are not exported; move it with "
-                          ".to(ndl.cpu()) first")
+        return _cuda_capsule(self, dl_device, copy)
     if dl_device is not None and tuple(dl_device)[0] != _KDL_CPU:
         raise BufferError(f"Tensor.__dlpack__: cannot export to device {dl_device}")
     if copy:
@@ -60,6 +62,19 @@ def dlpack(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         return view.__dlpack__(stream=stream, **kwargs)
     except TypeError:  # an older numpy: no max_version / copy keywords
         return view.__dlpack__(stream=stream)
+
+
+def _cuda_capsule(t, dl_device, copy):
+    """A CUDA tensor's capsule (ctypes: dlpack_capsule); the consumer reads device memory."""
+    if dl_device is not None and tuple(dl_device)[0] != _KDL_CUDA:
+        raise BufferError(f"Tensor.__dlpack__: a CUDA tensor cannot be exported to device "
+                          f"{dl_device} without a copy; use .to(ndl.cpu()) first")
+    data = t.realize_cached_data()
+    if copy:
+        data = data._copy()  # a fresh compact buffer
+    data.device.synchronize()  # the consumer's stream must see finished values
+    address = data._handle.ptr() + data._offset * _ITEM
+    return export_capsule(address, data.shape, data.strides, _KDL_CUDA, data._handle)
 
 
 def dlpack_device(self):
@@ -85,9 +100,12 @@ def from_dlpack(obj, device=None):
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack: expected an object with __dlpack__, got "
                         f"{type(obj).__name__}")
-    if hasattr(obj, "__dlpack_device__") and obj.__dlpack_device__()[0] != _KDL_CPU:
-        raise BufferError(f"from_dlpack: only CPU producers are supported, got device "
-                          f"{obj.__dlpack_device__()}; copy it to the CPU first")
+    kind = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else _KDL_CPU
+    if kind == _KDL_CUDA and not _NUMPY_MODE:
+        return _from_cuda(obj, device)
+    if kind != _KDL_CPU:
+        raise BufferError(f"from_dlpack: only CPU producers (and CUDA ones onto ndl.cuda()) "
+                          f"are supported, got device {obj.__dlpack_device__()}")
     arr = numpy.from_dlpack(obj)
     if _NUMPY_MODE:
         return Tensor.make_const(arr)
@@ -98,8 +116,33 @@ def from_dlpack(obj, device=None):
     if not zero_copy:
         return Tensor.make_const(NDArray(numpy.asarray(arr, dtype=numpy.float32), device=device))
     strides = tuple(s // _ITEM for s in arr.strides)
-    low = sum(min(0, (n - 1) * s) for n, s in zip(arr.shape, strides)) if arr.size else 0
-    high = sum(max(0, (n - 1) * s) for n, s in zip(arr.shape, strides)) if arr.size else -1
-    handle = device.wrap_pointer(arr.ctypes.data + low * _ITEM, high - low + 1, arr)
-    data = NDArray.make(arr.shape, strides=strides, device=device, handle=handle, offset=-low)
-    return Tensor.make_const(data)
+    return Tensor.make_const(_wrap(device, arr.ctypes.data, arr.shape, strides, arr))
+
+
+def _wrap(device, address, shape, strides, owner):
+    """An NDArray over memory at `address` (element 0) with element `strides`, no copy."""
+    from .backend_ndarray import NDArray  # noqa: PLC0415 (NDArray mode only)
+    size = 1
+    for n in shape:
+        size *= n
+    low = sum(min(0, (n - 1) * s) for n, s in zip(shape, strides)) if size else 0
+    high = sum(max(0, (n - 1) * s) for n, s in zip(shape, strides)) if size else -1
+    start = address + low * _ITEM
+    # cuda wants 16-byte aligned buffers: start the buffer below and skip to element 0
+    skew = (start % 16) // _ITEM if device.name == "cuda" else 0
+    handle = device.wrap_pointer(start - skew * _ITEM, high - low + 1 + skew, owner)
+    return NDArray.make(shape, strides=strides, device=device, handle=handle, offset=skew - low)
+
+
+def _from_cuda(obj, device):
+    """Zero-copy import of a CUDA producer onto ndl.cuda()."""
+    device = cuda() if device is None else device
+    if device.name != "cuda" or not device.enabled():
+        raise BufferError("from_dlpack: a CUDA producer needs device=ndl.cuda() on a machine "
+                          "with the CUDA backend; copy it to the CPU first otherwise")
+    try:
+        capsule = obj.__dlpack__(stream=None)
+    except TypeError:  # a producer without the stream keyword
+        capsule = obj.__dlpack__()
+    address, shape, strides, owner = import_capsule(capsule, _KDL_CUDA)
+    return Tensor.make_const(_wrap(device, address, shape, strides, owner))
