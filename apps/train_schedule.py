@@ -47,7 +47,8 @@ def make_scheduler(args, opt, steps_per_epoch, start_step=0):
     """The scheduler for `args.schedule` / `args.warmup_epochs`, or None for a constant lr.
 
     Args:
-        args: needs schedule, warmup_epochs, epochs and lr.
+        args: needs schedule, warmup_epochs, epochs and lr (and lr_given: False when --lr was
+            not typed, so that a resumed run keeps its checkpoint's base lr).
         opt: the needle optimizer (its groups' lr are reset to args.lr first).
         steps_per_epoch: batches per epoch (>= 1).
         start_step: optimizer steps already taken (a resumed run): the schedule is replayed
@@ -70,10 +71,16 @@ def make_scheduler(args, opt, steps_per_epoch, start_step=0):
     if args.schedule != "none" and args.warmup_epochs and warm >= total:
         raise ValueError(f"--warmup-epochs {args.warmup_epochs} leaves no steps for "
                          f"--schedule {args.schedule} ({total} steps in all)")
-    for group in opt.param_groups:  # a fresh start from --lr (a resumed run replays below)
+    # The schedule's base lr: --lr, except on a resume without an explicit --lr, where the
+    # checkpoint's groups hold the base the schedule started from (their "lr" is wherever
+    # the schedule had got to).
+    saved = [g.get("max_lr", g.get("initial_lr")) for g in opt.param_groups]
+    explicit = getattr(args, "lr_given", True)
+    base = saved[0] if saved and not explicit and None not in saved else args.lr
+    for group in opt.param_groups:  # a fresh start from the base (a resume replays below)
         for key in ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"):
             group.pop(key, None)
-        group["lr"] = args.lr
+        group["lr"] = base
     sched = _build(args.schedule, opt, total, warm)
     for _ in range(start_step):
         sched.step()

@@ -73,15 +73,27 @@ def test_none_without_warmup_is_constant():
     assert make_scheduler(_args("none"), _opt(), SPE) is None
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
 def test_resume_replays_the_schedule(schedule):
+    """A resumed run (optimizer state from the checkpoint, --lr not typed, so the app's args.lr
+    is the checkpoint's current lr) continues the uninterrupted run's lrs exactly."""
     total, cut = 5 * SPE, 12
     opt = _opt()
     full = _lrs(opt, make_scheduler(_args(schedule, 1), opt, SPE), total)
+    stopped = _opt()
+    _lrs(stopped, make_scheduler(_args(schedule, 1), stopped, SPE), cut)
     resumed_opt = _opt()
-    resumed_opt.param_groups[0]["lr"] = 123.0  # whatever the checkpoint held
-    sched = make_scheduler(_args(schedule, 1), resumed_opt, SPE, start_step=cut)
+    resumed_opt.load_state_dict(stopped.state_dict())
+    args = _args(schedule, 1, lr=resumed_opt.lr)
+    args.lr_given = False
+    sched = make_scheduler(args, resumed_opt, SPE, start_step=cut)
     assert _lrs(resumed_opt, sched, total - cut) == full[cut:]
+    explicit = _opt()  # an explicit --lr restarts the schedule from it
+    explicit.load_state_dict(stopped.state_dict())
+    args = _args(schedule, 1, lr=0.05)
+    args.lr_given = True
+    assert _lrs(explicit, make_scheduler(args, explicit, SPE), 3) == [
+        x / 2 for x in full[:3]]
 
 
 def test_make_scheduler_errors():

@@ -263,6 +263,9 @@ class Tensor(Value):
     _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
+        if device is not None and not callable(getattr(device, "enabled", None)):
+            raise TypeError(f"Tensor: device must be a device object such as ndl.cpu() or "
+                            f"ndl.cuda(), got {device!r}")
         if isinstance(array, Tensor):
             if device is None:
                 device = array.device
@@ -370,6 +373,19 @@ class Tensor(Value):
         else:
             with no_grad():
                 compute_gradient_of_variables(self, out_grad.detach())
+
+    # --- post-accumulate-grad hooks (torch's API; used by distributed.DistributedDataParallel)
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(self)` during backward() right after this leaf's `.grad` is set.
+
+        Returns a handle whose `.remove()` unregisters the hook. Leaves only, as in torch.
+        """
+        if not self.is_leaf():
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have "
+                               "their .grad accumulated; this tensor is the output of "
+                               f"{_op_name(self.op)}")
+        hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
+        return _HookHandle(hooks, hook)
 
     def __repr__(self):
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
@@ -484,6 +500,32 @@ class TensorTuple(Value):
         return data[0].device
 
 
+# ---------------------------------------------------------------------------------------- hooks
+class _HookHandle:
+    """Returned by `register_post_accumulate_grad_hook`; `.remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        _HookHandle._next_id += 1
+        self.id = _HookHandle._next_id
+        self._hooks = hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+
+# Callbacks run once when the current compute_gradient_of_variables finishes (then cleared);
+# a hook queues one with `queue_backward_end_callback` (DDP waits for its allreduces there).
+_BACKWARD_END_CALLBACKS = []
+
+
+def queue_backward_end_callback(fn):
+    """Run `fn()` when the backward pass now running ends. Call it from a grad hook."""
+    _BACKWARD_END_CALLBACKS.append(fn)
+
+
 # ---------------------------------------------------------------------------------------- graph
 def find_topo_sort(node_list):
     """Post-order DFS from each node of `node_list` in order, inputs left to right.
@@ -529,16 +571,26 @@ def compute_gradient_of_variables(output_tensor, out_grad):
     appear in reverse topological order.
     """
     node_to_output_grads = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
-        grads = node_to_output_grads.pop(node, None)
-        if grads is None:
-            continue
-        grad = _sum_grads(grads)
-        node.grad = grad
-        if node.op is None:
-            continue
-        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            node_to_output_grads.setdefault(inp, []).append(g)
+    mark = len(_BACKWARD_END_CALLBACKS)  # a nested backward runs only the callbacks it queued
+    try:
+        for node in reversed(find_topo_sort([output_tensor])):
+            grads = node_to_output_grads.pop(node, None)
+            if grads is None:
+                continue
+            grad = _sum_grads(grads)
+            node.grad = grad
+            if node.op is None:
+                hooks = node.__dict__.get("_post_accumulate_grad_hooks")
+                if hooks:
+                    for hook in list(hooks.values()):
+                        hook(node)
+                continue
+            for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
+                node_to_output_grads.setdefault(inp, []).append(g)
+        while len(_BACKWARD_END_CALLBACKS) > mark:
+            _BACKWARD_END_CALLBACKS.pop(mark)()
+    finally:
+        del _BACKWARD_END_CALLBACKS[mark:]  # a failed backward leaves none behind for the next
 
 
 # Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.

@@ -99,6 +99,8 @@ class DataLoader:
         device: device of the batch Tensors (default `ndl.cpu()`).
         dtype: dtype of the batch Tensors (default None: float32 in NDArray mode, the array's
             own dtype in numpy mode).
+        sampler: an iterable of dataset indices (e.g. `needle.distributed.DistributedSampler`)
+            read afresh each epoch; batches are consecutive chunks of it. Not with shuffle=True.
     Yields:
         tuple of Tensors, one per dataset field; e.g. MNIST -> (X (B, 784), y (B,)).
 
@@ -108,7 +110,10 @@ class DataLoader:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False,
-                 device=None, dtype=None):
+                 device=None, dtype=None, sampler=None):
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True are mutually exclusive "
+                             "(the sampler decides the order; shuffle it there)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
@@ -117,7 +122,9 @@ class DataLoader:
         self.shuffle = shuffle
         self.device = device if device is not None else cpu()
         self.dtype = dtype
-        self.ordering = self._split(np.arange(len(dataset)))
+        self.sampler = sampler
+        n = len(dataset) if sampler is None else len(sampler)
+        self.ordering = self._split(np.arange(n))  # with a sampler: only the batch count
 
     def _split(self, order: np.ndarray) -> list[np.ndarray]:
         n = len(order)
@@ -130,7 +137,9 @@ class DataLoader:
         return len(self.ordering)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        if self.shuffle:
+        if self.sampler is not None:
+            self.ordering = self._split(np.fromiter(iter(self.sampler), dtype=np.int64))
+        elif self.shuffle:
             self.ordering = self._split(np.random.permutation(len(self.dataset)))
         # The permutation is drawn above, eagerly; the generator only walks the batches.
         return self._batches(list(self.ordering))

@@ -68,6 +68,8 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     """Rows of the n x n identity picked by the index tensor `i`: shape i.shape + (n,) (no draw)."""
     device = cpu() if device is None else device
     idx = i.numpy() if isinstance(i, Tensor) else numpy.asarray(i)
+    if idx.size and not numpy.array_equal(idx, numpy.round(idx)):  # 1.5 is not a class index
+        raise TypeError(f"one_hot: indices must be whole numbers, got {idx.ravel()[:5]}")
     array = device.one_hot(n, idx.astype("int32"), dtype=dtype)
     return _wrap(array, device, dtype, requires_grad)
 

@@ -265,6 +265,8 @@ class Residual(Module):
 
     def __init__(self, fn: Module):
         super().__init__()
+        if not isinstance(fn, Module):
+            raise TypeError(f"Residual: fn must be a Module, got {type(fn).__name__}")
         self.fn = fn
 
     def forward(self, x: Tensor) -> Tensor:
@@ -276,6 +278,9 @@ class Sequential(Module):
 
     def __init__(self, *modules):
         super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
         self.modules = list(modules)
 
     def forward(self, x):
@@ -306,6 +311,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"Linear: {what} must be a positive int, got {n!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(
@@ -368,6 +376,14 @@ class SoftmaxLoss(Module):
         return ops.softmax_cross_entropy(logits, labels)
 
 
+def _real(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _positive(x):
+    return _real(x) and x > 0
+
+
 class BatchNorm1d(Module):
     """Batch normalisation over axis 0 of an N x dim input.
 
@@ -381,6 +397,9 @@ class BatchNorm1d(Module):
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
         super().__init__()
+        if not _positive(eps) or not _real(momentum) or not 0 <= momentum <= 1:  # NaN fails too
+            raise ValueError(f"{type(self).__name__}: need eps > 0 and 0 <= momentum <= 1, got "
+                             f"eps={eps!r}, momentum={momentum!r}")
         self.dim = dim
         self.eps = eps
         self.momentum = momentum
@@ -412,6 +431,9 @@ class BatchNorm1d(Module):
     def _normalize(self, x: Tensor) -> Tensor:
         """Normalise x (N x dim x ...) per channel (axis 1)."""
         if self.training:
+            if x.shape[0] * int(np.prod(x.shape[2:])) <= 1:  # a variance of one value is 0
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                                 f"when training, got input of shape {tuple(x.shape)}")
             # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
             y, stats = ops.batch_norm(x, self.weight, self.bias, self.eps)
             self._update_running("running_mean", stats.batch_mean)
@@ -438,6 +460,8 @@ class LayerNorm1d(Module):
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
         self.dim = dim
+        if not _positive(eps):
+            raise ValueError(f"LayerNorm1d: need eps > 0, got eps={eps!r}")
         self.eps = eps
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
