@@ -212,7 +212,11 @@ def test_load_state_dict_rejects_other_groups(device):
         ndl.optim.SGD(ps).load_state_dict(sd)
     with pytest.raises(TypeError, match=r"SGD.load_state_dict: expected a dict"):
         ndl.optim.SGD(ps).load_state_dict([1])
-    sd["param_groups"][0]["lr"] = -1.0
+    bad = dict(sd, hyper={"lr": "fast"})  # an edited legacy entry must not be ignored
+    with pytest.raises(ValueError, match=r"SGD.load_state_dict: hyper-parameter lr 'fast' "
+                                         r"disagrees with param_groups\[0\] \(0.01\)"):
+        ndl.optim.SGD([{"params": [ps[0]]}, {"params": [ps[1]]}]).load_state_dict(bad)
+    sd["param_groups"][0]["lr"] = sd["hyper"]["lr"] = -1.0
     with pytest.raises(ValueError, match=r"SGD: lr must be a non-negative number"):
         ndl.optim.SGD([{"params": [ps[0]]}, {"params": [ps[1]]}]).load_state_dict(sd)
 

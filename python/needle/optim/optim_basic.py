@@ -231,6 +231,7 @@ class Optimizer:
                 new[buf][p] = _detached(arr, p)
         if groups is not None:
             self._check_groups_match(groups)
+            self._check_hyper_agrees(state_dict.get("hyper", {}), groups[0])
             updated = [dict(g, **{k: v for k, v in saved.items() if k != "params"})
                        for g, saved in zip(self.param_groups, groups)]
             for group in updated:
@@ -244,6 +245,18 @@ class Optimizer:
             self.t = int(state_dict.get("t", 0))
         for buf, table in new.items():
             setattr(self, buf, table)
+
+    def _check_hyper_agrees(self, hyper, group) -> None:
+        """The legacy "hyper" entry must say what the first saved group says (an edited or
+        crafted state must not load half of itself)."""
+        for k, v in hyper.items():
+            if k in ("beta1", "beta2"):
+                have = group.get("betas", (None, None))[k == "beta2"]
+            else:
+                have = group.get(k)
+            if v != have:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: hyper-parameter {k} "
+                                 f"{v!r} disagrees with param_groups[0] ({have!r})")
 
     def _check_groups_match(self, groups) -> None:
         name = type(self).__name__
