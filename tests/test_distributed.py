@@ -243,6 +243,7 @@ def test_ddp_size_one_forwards_and_keeps_gradients():
     np.testing.assert_array_equal(ddp(x).numpy(), model(x).numpy())
     ddp(x).sum().backward()
     g = [p.grad.numpy() for p in model.parameters()]
+    model.zero_grad()  # Parameters accumulate .grad across backward() calls
     model(x).sum().backward()
     for a, p in zip(g, model.parameters()):
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-6)
@@ -271,11 +272,12 @@ def test_sync_bn_size_one_is_batchnorm():
     x = ndl.Tensor(np.random.randn(4, 3, 5, 5) * 2 + 1)
     bn, sync = nn.BatchNorm2d(3), dist.SyncBatchNorm(3)
     np.testing.assert_allclose(sync(x).numpy(), bn(x).numpy(), atol=1e-6)
-    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), [nn.BatchNorm1d(3)])
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    model.extra = [nn.BatchNorm1d(3)]  # modules held in a list attribute are converted too
     weight = model.modules[1].weight
     dist.convert_sync_batchnorm(model)
     assert type(model.modules[1]) is dist.SyncBatchNorm
-    assert type(model.modules[2][0]) is dist.SyncBatchNorm
+    assert type(model.extra[0]) is dist.SyncBatchNorm
     assert model.modules[1].weight is weight  # an optimizer built before still holds it
     with pytest.raises(ValueError, match=r"SyncBatchNorm: expected input \(N, 3, ...\)"):
         dist.SyncBatchNorm(3)(ndl.Tensor(np.ones((2, 4))))
@@ -323,7 +325,7 @@ def test_dataloader_sampler():
     loader = ndl.data.DataLoader(ds, batch_size=2, sampler=sampler)
     assert len(loader) == 3
     assert [b[0].numpy().tolist() for b in loader] == [[1.0, 3.0], [5.0, 7.0], [9.0]]
-    with pytest.raises(ValueError, match="sampler and shuffle=True are mutually exclusive"):
+    with pytest.raises(ValueError, match="sampler option is mutually exclusive with shuffle"):
         ndl.data.DataLoader(ds, batch_size=2, shuffle=True, sampler=sampler)
 
 

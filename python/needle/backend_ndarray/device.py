@@ -6,7 +6,7 @@ import numpy as np
 
 from . import ndarray_backend_numpy
 
-__all__ = ["BackendDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices"]
+__all__ = ["BackendDevice", "DeviceNotEnabledError", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices"]
 
 
 def _check_dtype(dtype, op):
@@ -18,6 +18,10 @@ def _check_dtype(dtype, op):
         ok = False
     if not ok:
         raise TypeError(f"{op}: NDArray supports only float32, got dtype {dtype!r}")
+
+
+class DeviceNotEnabledError(AttributeError):
+    """A backend function was looked up on a device whose backend is not available."""
 
 
 class BackendDevice:
@@ -44,7 +48,11 @@ class BackendDevice:
         # Only reached for names not found normally: forward to the backend module.
         mod = self.__dict__.get("mod")
         if mod is None:
-            raise RuntimeError(f"device {self.name}() is not enabled (backend not built or no device)")
+            # an AttributeError, so getattr(dev, name, None) and hasattr work (pytest's
+            # parametrize ids probe attributes that way)
+            raise DeviceNotEnabledError(
+                f"device {self.name}() is not enabled (backend not built or no device); "
+                f"cannot use {name!r}")
         return getattr(mod, name)
 
     def enabled(self):
