@@ -46,6 +46,7 @@ from needle.utils import atomic_write
 from apps import train_distributed
 from apps.mlp_resnet import MLPResNet
 from apps.models import VGG, AlexNet, GoogLeNet, LeNet, ResNet9, ResNet18
+from apps.train_schedule import add_arguments as add_schedule_arguments, make_scheduler
 from apps.train_step import make_train_step
 from apps.train_checkpoint import (
     AppError,
@@ -107,6 +108,7 @@ def parse_args(argv=None):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of mpiexec; --batch-size is the global "
                         "batch (see apps/train_distributed.py)")
+    add_schedule_arguments(p)  # --schedule, --warmup-epochs
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_steps"):
         value = getattr(args, name)
@@ -292,10 +294,12 @@ def _catch_sigint():
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
-def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt, step=None):
+def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt, step=None,
+                sched=None):
     """Train on the epoch's remaining batches, updating `state` (from `new_epoch`) after each
     step. Stops early after `steps_left` steps or on Ctrl-C; returns the steps taken.
-    `step`: a make_train_step function (default: an eager one)."""
+    `step`: a make_train_step function (default: an eager one); `sched`: an lr schedule stepped
+    after every batch."""
     step = step or make_train_step(model, opt, loss_fn, use_jit=False)
 
     def finite(loss):
@@ -312,6 +316,8 @@ def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt,
     for X, y in bar:
         loss, logits = step(X, y, finite)
         value = finite(loss)
+        if sched is not None:
+            sched.step()
         taken += 1
         state["done"] += 1
         state["losses"].append(value)
@@ -370,10 +376,16 @@ def run(args):
     train_model, main_rank = (dp.model, dp.is_main) if dp else (model, True)
     loader = DataLoader(train_ds, args.batch_size // (dp.size if dp else 1), shuffle=False,
                         device=device)
-    # ndl.jit replays the step (not with --distributed: its all-reduce runs Python)
-    step_fn = make_train_step(train_model, opt, loss_fn, use_jit=not (args.no_jit or dp))
     if dp and state is not None:  # a resumed partial epoch: this rank's share of its order
         state["order"] = dp.epoch_order(epoch + 1)
+    try:  # per-batch lr schedule, replayed up to `step` on --resume (apps/train_schedule.py)
+        sched = make_scheduler(args, opt, -(-len(train_ds) // args.batch_size), start_step=step)
+    except ValueError as e:
+        raise AppError(str(e)) from None
+    # ndl.jit replays the step; not with --distributed (its all-reduce runs Python) nor with an
+    # lr schedule (a replay keeps the learning rate it was captured with: docs/jit.md)
+    step_fn = make_train_step(train_model, opt, loss_fn,
+                              use_jit=not (args.no_jit or dp or sched is not None))
     images, train_seconds, last = 0, 0.0, history[-1] if history else None
     with _catch_sigint() as interrupt:
         while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
@@ -385,7 +397,7 @@ def run(args):
             seen0, seconds0 = state["seen"], state["seconds"]
             steps_left = None if args.max_steps is None else args.max_steps - step
             step += train_epoch(train_model, loader, opt, loss_fn, state, desc, steps_left,
-                                interrupt, step_fn)
+                                interrupt, step_fn, sched)
             images += (state["seen"] - seen0) * (dp.size if dp else 1)  # the whole job's
             train_seconds += state["seconds"] - seconds0
             if interrupt.requested:

@@ -139,13 +139,19 @@ struct AlignedArray {
     ptr = BufferCache::Instance().Allocate(BufferCache::Bytes(n));
     size = n;
   }
-  ~AlignedArray() { BufferCache::Instance().Release(ptr, BufferCache::Bytes(size)); }
+  // A view of memory owned elsewhere (wrap_pointer: DLPack / numpy import); never freed here.
+  struct External {};
+  AlignedArray(External, float* p, int64_t n) : ptr(p), size(n), owned(false) {}
+  ~AlignedArray() {
+    if (owned) BufferCache::Instance().Release(ptr, BufferCache::Bytes(size));
+  }
   AlignedArray(const AlignedArray&) = delete;
   AlignedArray& operator=(const AlignedArray&) = delete;
   uintptr_t ptr_as_int() const { return reinterpret_cast<uintptr_t>(ptr); }
 
   float* ptr = nullptr;
   int64_t size = 0;
+  bool owned = true;
 };
 
 // ------------------------------------------------------------------------ messages

@@ -187,7 +187,12 @@ class CudaArray {
     RequireDevice();
     data = static_cast<float*>(DeviceAlloc(static_cast<size_t>(size) * sizeof(float)));
   }
-  ~CudaArray() { DeviceFree(data); }
+  // A view of device memory owned elsewhere (wrap_pointer: DLPack import); never freed here.
+  struct External {};
+  CudaArray(External, float* p, int64_t n) : data(p), size(n), owned(false) {}
+  ~CudaArray() {
+    if (owned) DeviceFree(data);
+  }
   CudaArray(const CudaArray&) = delete;
   CudaArray& operator=(const CudaArray&) = delete;
 
@@ -195,6 +200,7 @@ class CudaArray {
 
   float* data = nullptr;
   const int64_t size;
+  const bool owned = true;
 };
 
 }  // namespace cuda

@@ -743,6 +743,18 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
       .def("ptr", &AlignedArray::ptr_as_int, "Address of the first element (an int).")
       .def_readonly("size", &AlignedArray::size, "Number of float32 elements.");
 
+  m.def(
+      "wrap_pointer",
+      [](uintptr_t address, int64_t size, py::object owner) {
+        if (size < 0) throw std::invalid_argument("wrap_pointer: size must be >= 0, got " + Str(size));
+        if (address % alignof(float) != 0)
+          throw std::invalid_argument("wrap_pointer: address is not float32-aligned");
+        return std::make_unique<AlignedArray>(AlignedArray::External{},
+                                              reinterpret_cast<float*>(address), size);
+      },
+      py::arg("address"), py::arg("size"), py::arg("owner"), py::keep_alive<0, 3>(),
+      "wrap_pointer(address, size, owner): an Array over `size` floats of host memory at "
+      "`address` owned by `owner` (kept alive, never freed here): zero-copy DLPack import.");
   m.def("is_available", [] { return true; }, "Always True: the cpu backend needs no device.");
   m.def("synchronize", [] {}, "No-op: cpu kernels finish before returning.");
 

@@ -603,6 +603,18 @@ PYBIND11_MODULE(ndarray_backend_cuda, m) {
       .def_readonly("size", &CudaArray::size)
       .def("ptr", &CudaArray::ptr, "Device address (an int), the same for every view of the buffer.");
 
+  m.def(
+      "wrap_pointer",
+      [](uintptr_t address, int64_t size, py::object owner) {
+        if (size < 0) throw std::invalid_argument("wrap_pointer: size must be >= 0, got " + Str(size));
+        if (address % 16 != 0)  // kernels may read float4
+          throw std::invalid_argument("wrap_pointer: device address is not 16-byte aligned");
+        return std::make_unique<CudaArray>(CudaArray::External{}, reinterpret_cast<float*>(address),
+                                           size);
+      },
+      arg("address"), arg("size"), arg("owner"), py::keep_alive<0, 3>(),
+      "wrap_pointer(address, size, owner): an Array over `size` floats of device memory at "
+      "`address` owned by `owner` (kept alive, never freed here): zero-copy DLPack import.");
   m.def("is_available", &IsAvailable, "True if a CUDA device answers.");
   m.def("synchronize", &Synchronize, "Wait for all queued GPU work.");
 

@@ -20,7 +20,11 @@ from . import ops
 from .ops import *  # noqa: F401,F403  (the contract re-exports the functional ops at top level)
 from . import init
 from .init import ones, zeros, ones_like, zeros_like
+from .tensor_methods import attach as _attach_tensor_methods
+from .tensor_dlpack import from_dlpack
 from . import nn
 from . import optim
 from . import data
 from .jit import jit, JitError  # noqa: E402  (ndl.jit is the function; the module stays importable)
+
+_attach_tensor_methods()  # t[i], t.to, t.item, t.T, t.mean, comparisons, DLPack (tensor_methods)

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
-    "Array", "is_available", "synchronize", "__tile_size__",
+    "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
     "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
     "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
@@ -40,6 +40,27 @@ class Array:
 
     def ptr(self):
         return self.array.ctypes.data
+
+
+class _Memory:
+    """Exposes `size` float32s at `address` to numpy and keeps their `owner` alive."""
+
+    def __init__(self, address, size, owner):
+        self.owner = owner
+        self.__array_interface__ = {"shape": (size,), "typestr": "<f4",
+                                    "data": (address, False), "version": 3}
+
+
+def wrap_pointer(address, size, owner):
+    """An Array over `size` float32s of host memory at `address`, owned by `owner` (kept alive,
+    never freed here): zero-copy DLPack import."""
+    if size < 0:
+        raise ValueError(f"wrap_pointer: size must be >= 0, got {size}")
+    if address % _ITEM:
+        raise ValueError("wrap_pointer: address is not float32-aligned")
+    arr = Array.__new__(Array)
+    arr.array = np.asarray(_Memory(int(address), int(size), owner))  # base keeps owner alive
+    return arr
 
 
 def is_available():
