@@ -92,6 +92,8 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=0.9, help="SGD only")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="digits: random shifts of up to 2 pixels in training")
     p.add_argument("--no-jit", action="store_true",
                    help="run every step eagerly (default: ndl.jit captures and replays it)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -166,7 +168,11 @@ def load_data(args, size, channels):
         return train, CIFAR10Dataset(folder, train=False, transforms=[norm])
     if args.dataset == "digits":
         parts = [DigitsDataset(train=t, image_size=size) for t in (True, False)]
-        return tuple(_grayscale(d.images, d.labels, size, channels) for d in parts)
+        train, test = (_grayscale(d.images, d.labels, size, channels) for d in parts)
+        if args.augment:  # shifts by up to 2 pixels: the test writers are not in training
+            train = DigitsDataset(train=True, image_size=size, transforms=[RandomCrop(2)]) \
+                if channels == 1 else train
+        return train, test
     if args.dataset == "mnist":
         files = ensure_mnist(args.data_dir, ("train", "t10k"))
         parts = [MNISTDataset(*files[s]) for s in ("train", "t10k")]
