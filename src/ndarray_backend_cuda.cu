@@ -512,7 +512,8 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   m.doc() = "needle CUDA backend: the flat float32 function table of docs/backends.md";
   m.attr("__tile_size__") = kTileSize;
 
-  py::class_<CudaArray>(m, "Array", "A flat float32 buffer of `size` elements in GPU memory.")
+  // module_local: the emulated build of this file registers the same C++ type in its own module.
+  py::class_<CudaArray>(m, "Array", py::module_local(), "A flat float32 buffer of `size` elements in GPU memory.")
       .def(py::init<int64_t>(), arg("size"))
       .def_readonly("size", &CudaArray::size)
       .def("ptr", &CudaArray::ptr, "Device address (an int), the same for every view of the buffer.");
