@@ -149,8 +149,10 @@ def run(batch=128, steps=5, device_name="cpu"):
     for framework in ("needle", "torch"):
         if framework == "torch":
             try:
-                import torch  # noqa: F401
+                import torch
             except ImportError:
+                continue
+            if device_name == "cuda" and not torch.cuda.is_available():  # e.g. on the emulator
                 continue
         res = measure(framework, batch, steps, device_name)
         if res is not None:

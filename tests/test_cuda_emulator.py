@@ -17,17 +17,23 @@ from test_gemm import REPO, _cxx
 EMU = REPO / "tests" / "cuda_emu"
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    """The self-test module, compiled against the emulator headers and imported from a temp dir."""
-    out = tmp_path_factory.mktemp("emu") / ("emu_selftest" + sysconfig.get_config_var("EXT_SUFFIX"))
+def build_selftest(folder, *flags):
+    """Compiles emu_selftest.cc into folder; returns the module's path."""
+    out = folder / ("emu_selftest" + sysconfig.get_config_var("EXT_SUFFIX"))
     pybind = subprocess.run([sys.executable, "-m", "pybind11", "--includes"], capture_output=True,
                             text=True, check=True).stdout.split()
-    cmd = [_cxx(), "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+    cmd = [_cxx(), "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off", *flags,
            "-DNEEDLE_CUDA_EMULATOR", "-D__CUDA_ARCH__=800", f"-I{EMU}", f"-I{REPO / 'src'}", *pybind,
            str(EMU / "emu_selftest.cc"), "-o", str(out)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    """The self-test module, compiled against the emulator headers and imported from a temp dir."""
+    out = build_selftest(tmp_path_factory.mktemp("emu"))
     spec = importlib.util.spec_from_file_location("emu_selftest", out)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -74,6 +80,24 @@ def test_a_fault_leaves_the_emulator_usable(emu):
     with pytest.raises(RuntimeError):
         emu.split_barrier()
     np.testing.assert_array_equal(emu.synced_neighbour(), np.r_[0, np.arange(63)])
+
+
+def test_asan_build_reports_an_out_of_bounds_write(tmp_path):
+    """What CI's ASan pass relies on: a kernel writing past its buffer stops the run with a report."""
+    libasan = subprocess.run([_cxx(), "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    if not os.path.isabs(libasan):
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    out = build_selftest(tmp_path, "-fsanitize=address", "-fno-omit-frame-pointer")
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('emu_selftest', "
+            "sys.argv[1]); m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(m.synced_neighbour()[5]); m.out_of_bounds(); print('not caught')")
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0")
+    res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)
+    assert res.stdout.split()[0] == "4.0", res.stdout + res.stderr  # fibers work under ASan
+    assert res.returncode != 0 and "not caught" not in res.stdout
+    assert "heap-buffer-overflow" in res.stderr and "WRITE of size 4" in res.stderr, res.stderr[-3000:]
 
 
 # ---- features

@@ -70,6 +70,11 @@ __global__ void MisalignedWmmaKernel(float* out) {
   out[threadIdx.x] = a.x[0];
 }
 
+// Writes one float past the end of its n-float buffer (for the ASan build only).
+__global__ void OutOfBoundsKernel(float* out, int n) {
+  if (threadIdx.x == 0) out[n] = 1.0f;
+}
+
 // ---- features
 
 // out[b] = the first element of shared memory, read before any write, in every block.
@@ -176,6 +181,7 @@ PYBIND11_MODULE(emu_selftest, m) {
       Launch<EmptyKernel>(dim3(grid[0], grid[1], grid[2]), dim3(block[0], block[1], block[2]), o);
     });
   });
+  m.def("out_of_bounds", [] { return WithOutput(4, [](float* o) { Launch<OutOfBoundsKernel>(1, 32, o, 4); }); });
   m.def("read_shared_first",
         [] { return WithOutput(3, [](float* o) { Launch<ReadSharedFirstKernel>(3, 32, o); }); });
   m.def("aligned_shared", [] { return WithOutput(1, [](float* o) { Launch<AlignedSharedKernel>(1, 1, o); }); });
