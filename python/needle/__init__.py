@@ -3,6 +3,13 @@
 Layers, bottom to top: backend kernels -> backend_ndarray (NDArray) -> autograd -> ops ->
 nn / init / optim / data.
 """
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("needle-dl")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from . import backend_ndarray
 from .backend_selection import all_devices, cpu, cpu_numpy, cuda, default_device, BACKEND
 from . import autograd
