@@ -207,6 +207,22 @@ __device__ __forceinline__ int64_t ViewOffset(const ViewMeta& v, IdxT i) {
   return off;
 }
 
+// Whether view element i is the last, in row-major order, of the elements that a stride-0 dim
+// maps to its buffer offset: a setitem into a broadcast view then keeps numpy's "last write
+// wins" instead of whichever thread happens to write last.
+template <typename IdxT>
+__device__ __forceinline__ bool LastAlongZeroStrides(const ViewMeta& v, IdxT i) {
+  const int64_t* shape = v.ext != nullptr ? v.ext : v.shape;
+  const int64_t* strides = v.ext != nullptr ? v.ext + v.ndim : v.strides;
+  for (int d = v.ndim - 1; d >= 0; --d) {
+    const IdxT n = static_cast<IdxT>(shape[d]);
+    const IdxT q = i / n;
+    if (strides[d] == 0 && i - q * n != n - 1) return false;
+    i = q;
+  }
+  return true;
+}
+
 // numpy semantics: max propagates NaN (fmaxf would drop it).
 __device__ __forceinline__ float NanMax(float a, float b) { return (a > b || a != a) ? a : b; }
 

@@ -59,6 +59,7 @@ struct DeviceView {
   ViewMeta meta{};
   int64_t numel = 0;
   DeviceBuffer ext;  // shape and strides, when they do not fit in ViewMeta
+  bool broadcast = false;  // some (coalesced) dim has stride 0: elements share offsets
 
   // The view is one contiguous run of numel elements starting at meta.offset.
   bool contiguous() const { return meta.ndim == 0 || (meta.ndim == 1 && meta.strides[0] == 1); }
@@ -71,6 +72,7 @@ inline DeviceView MakeView(const std::vector<int64_t>& shape, const std::vector<
   v.meta.offset = offset;
   std::vector<int64_t> sh, st;
   Coalesce(shape, strides, &sh, &st);
+  v.broadcast = std::find(st.begin(), st.end(), 0) != st.end();
   v.meta.ndim = static_cast<int32_t>(sh.size());
   if (sh.size() <= static_cast<size_t>(kInlineDims)) {
     std::copy(sh.begin(), sh.end(), v.meta.shape);
@@ -95,7 +97,7 @@ inline void LaunchViewT(ViewOp op, const float* a, float val, float* out, const 
   const unsigned grid = GridFor(v.numel);
   switch (op) {
     case ViewOp::kCompact: Launch<CompactKernel<IdxT>>(grid, kThreads, a, out, v.meta, n); break;
-    case ViewOp::kSetitem: Launch<SetitemKernel<IdxT>>(grid, kThreads, a, out, v.meta, n); break;
+    case ViewOp::kSetitem: Launch<SetitemKernel<IdxT>>(grid, kThreads, a, out, v.meta, n, v.broadcast); break;
     case ViewOp::kScalarSetitem: Launch<ScalarSetitemKernel<IdxT>>(grid, kThreads, val, out, v.meta, n); break;
     case ViewOp::kScatterAdd: Launch<ScatterAddKernel<IdxT>>(grid, kThreads, a, out, v.meta, n); break;
   }
