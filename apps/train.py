@@ -6,14 +6,21 @@
 
 Each epoch trains (tqdm bar with loss, accuracy, images/s), evaluates on the test split and
 writes `checkpoint.pkl`, `metrics.json` and `curves.png` into --out (atomically). `--resume`
-continues from the checkpoint bit for bit. Bad input (unknown model or dataset, missing or
-truncated data, a foreign or corrupted checkpoint, --device cuda without a GPU) prints one
-`error: ...` line on stderr and exits with code 2; a final accuracy below --target-acc exits 1.
+continues from the checkpoint bit for bit, also from inside an epoch (--max-steps, Ctrl-C); an
+--lr given with --resume replaces the checkpoint's. An --out that already holds a run needs
+--resume or --overwrite.
+
+Exit codes: 0 done; 1 final accuracy below --target-acc; 2 bad input (unknown model or dataset,
+bad hyper-parameters, missing or truncated data, a foreign, corrupted or malformed checkpoint,
+an unwritable --out, --device cuda without a GPU), as one `error: ...` line on stderr;
+3 the loss became NaN or infinite; 130 Ctrl-C (a checkpoint of the current step is saved).
 """
 import argparse
+import contextlib
 import io
-import json
+import math
 import os
+import signal
 import sys
 import time
 
@@ -34,23 +41,34 @@ from needle.data import (
     ensure_cifar10,
     ensure_mnist,
 )
-from needle.utils import atomic_write, load_checkpoint, save_checkpoint
+from needle.utils import atomic_write
 
+from apps import train_distributed
 from apps.mlp_resnet import MLPResNet
 from apps.models import VGG, LeNet, ResNet9, ResNet18
+from apps.train_checkpoint import (
+    AppError,
+    check_run_folder,
+    checkpoint_path,
+    epoch_batches,
+    new_epoch,
+    prepare_run_folder,
+    restore_state,
+    save_state,
+    write_json,
+)
 
 MODELS = ("lenet", "vgg11", "vgg16", "resnet9", "resnet18", "mlp")
 DATASETS = ("digits", "mnist", "mnist-t10k-split", "cifar10")
 DEVICES = ("cpu", "cuda", "cpu_numpy")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
-CHECKPOINT_FORMAT = "needle-apps-train-1"
 # mnist-t10k-split: the 10,000 t10k images, first 8,000 for training, last 2,000 held out.
 T10K_SPLIT = 8000
 NUM_CLASSES = 10  # every dataset here has ten classes
 
 
-class AppError(Exception):
-    """Bad user input: reported as one `error: ...` line and exit code 2."""
+class Diverged(Exception):
+    """The loss became NaN or infinite: one `error: ...` line and exit code 3."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,11 +99,23 @@ def parse_args(argv=None):
                    help="data folder (default: $NEEDLE_DATA, then ~/.needle/data)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default: OUT/checkpoint.pkl)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, such an --out is refused)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec; --batch-size is the global "
+                        "batch (see apps/train_distributed.py)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise AppError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name, ok, rule in (("lr", args.lr is None or 0 < args.lr < math.inf, "> 0"),
+                           ("momentum", 0 <= args.momentum < 1, "in [0, 1)"),
+                           ("weight_decay", 0 <= args.weight_decay < math.inf, ">= 0")):
+        if not ok:  # NaN fails every comparison
+            raise AppError(f"--{name.replace('_', '-')} must be {rule}, got "
+                           f"{getattr(args, name)}")
+    args.lr_given = args.lr is not None
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     if args.out is None:
@@ -164,9 +194,8 @@ def build_optimizer(args, params):
     return ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def setup(args):
+def setup(args, device):
     """Everything that depends on user input; any failure becomes an AppError."""
-    device = get_device(args.device)
     size = image_size(args.model, args.dataset)
     data_channels = 3 if args.dataset == "cifar10" else 1
     channels = 3 if args.model == "resnet9" else data_channels
@@ -176,58 +205,14 @@ def setup(args):
         raise AppError(str(e)) from None
     model = build_model(args.model, channels, size, device)
     opt = build_optimizer(args, model.parameters())
-    return device, model, opt, train_ds, test_ds
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_path(args):
-    return args.resume or os.path.join(args.out, "checkpoint.pkl")
-
-
-def save_state(args, model, opt, epoch, step, history):
-    save_checkpoint(os.path.join(args.out, "checkpoint.pkl"), {
-        "format": CHECKPOINT_FORMAT,
-        "model": args.model,
-        "dataset": args.dataset,
-        "epoch": epoch,
-        "step": step,
-        "model_state": dict(model.state_dict()),
-        "optimizer": opt.state_dict(),
-        "rng_state": np.random.get_state(),
-        "metrics": history,
-        "args": vars(args),
-    })
-
-
-def restore_state(args, model, opt):
-    """Load the checkpoint into model/optimizer/RNG; returns (epoch, step, history)."""
-    path = checkpoint_path(args)
-    try:
-        ckpt = load_checkpoint(path)
-    except (OSError, ValueError) as e:
-        raise AppError(f"cannot resume: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise AppError(f"cannot resume: {path} is not an apps.train checkpoint")
-    for key in ("model", "dataset"):
-        if ckpt[key] != getattr(args, key):
-            raise AppError(f"cannot resume: {path} was trained with --{key} {ckpt[key]}, "
-                           f"not --{key} {getattr(args, key)}")
-    try:
-        model.load_state_dict(ckpt["model_state"])
-        opt.load_state_dict(ckpt["optimizer"])
-        np.random.set_state(ckpt["rng_state"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise AppError(f"cannot resume from {path}: {e}") from None
-    return ckpt["epoch"], ckpt["step"], ckpt["metrics"]
+    return model, opt, train_ds, test_ds
 
 
 def write_outputs(args, history):
-    """metrics.json and curves.png in --out, each written atomically."""
-    atomic_write(os.path.join(args.out, "metrics.json"),
-                 json.dumps({"model": args.model, "dataset": args.dataset, "args": vars(args),
-                             "epochs": history}, indent=1).encode())
+    """metrics.json (strict JSON) and curves.png in --out, each written atomically."""
+    write_json(os.path.join(args.out, "metrics.json"),
+               {"model": args.model, "dataset": args.dataset, "args": vars(args),
+                "epochs": history})
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -258,13 +243,14 @@ def write_outputs(args, history):
 # ---------------------------------------------------------------------------------- training
 
 
-def _progress(loader, desc):
+def _progress(loader, desc, total, initial):
     try:
         from tqdm import tqdm
     except ImportError:
         return loader
     # disable=None: a bar on terminals only, so logs and CI output stay clean.
-    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=False, disable=None)
+    return tqdm(loader, total=total, initial=initial, desc=desc, unit="batch", leave=False,
+                disable=None)
 
 
 def _correct(logits, y):
@@ -272,31 +258,65 @@ def _correct(logits, y):
     return int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
 
 
-def train_epoch(model, loader, opt, loss_fn, desc, steps_left):
-    """One pass of training; returns (mean loss, accuracy, images, seconds, step losses)."""
+class _Interrupt:
+    """Ctrl-C sets `requested`; training stops at the next step boundary (a consistent state
+    to save). A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextlib.contextmanager
+def _catch_sigint():
+    flag = _Interrupt()
+    try:
+        previous = signal.signal(signal.SIGINT, flag)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:  # None: the previous handler was not set from Python
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt):
+    """Train on the epoch's remaining batches, updating `state` (from `new_epoch`) after each
+    step. Stops early after `steps_left` steps or on Ctrl-C; returns the steps taken."""
     model.train()
-    losses, total, correct, seen = [], 0.0, 0, 0
-    start = time.perf_counter()
-    bar = _progress(loader, desc)
+    batches = epoch_batches(state, loader.batch_size)
+    loader.ordering = batches[state["done"]:]  # shuffle=False: iter() walks this order
+    start, taken = time.perf_counter(), 0
+    bar = _progress(loader, desc, len(batches), state["done"])
     for X, y in bar:
         logits = model(X)
         loss = loss_fn(logits, y)
         opt.reset_grad()
         loss.backward(create_graph=False)
+        value = float(loss.numpy().item())
+        if not math.isfinite(value):  # before the update: the weights stay finite
+            raise Diverged(f"the loss is {value} at step {state['done'] + 1} of {desc}; "
+                           f"stopping (try a lower --lr)")
         opt.step()
-        losses.append(float(loss.numpy().item()))
-        total += losses[-1] * X.shape[0]
-        correct += _correct(logits, y)
-        seen += X.shape[0]
+        taken += 1
+        state["done"] += 1
+        state["losses"].append(value)
+        state["total"] += value * X.shape[0]
+        state["correct"] += _correct(logits, y)
+        state["seen"] += X.shape[0]
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{correct / seen:.4f}",
-                            img_s=f"{seen / (time.perf_counter() - start):.0f}")
-        if steps_left is not None and len(losses) >= steps_left:
+            bar.set_postfix(loss=f"{value:.4f}", acc=f"{state['correct'] / state['seen']:.4f}")
+        if (steps_left is not None and taken >= steps_left) or interrupt.requested:
             break
     if hasattr(bar, "close"):
         bar.close()
-    seconds = time.perf_counter() - start
-    return total / seen, correct / seen, seen, seconds, losses
+    state["seconds"] += time.perf_counter() - start
+    return taken
 
 
 def evaluate(model, dataset, batch_size, device, loss_fn):
@@ -312,36 +332,80 @@ def evaluate(model, dataset, batch_size, device, loss_fn):
     return total_loss / seen, correct / seen
 
 
+def _epoch_record(epoch, step, state, test_loss, test_acc, complete):
+    seen, seconds = state["seen"], state["seconds"]
+    record = {"epoch": epoch, "steps": step, "train_loss": state["total"] / seen,
+              "train_acc": state["correct"] / seen, "test_loss": test_loss, "test_acc": test_acc,
+              "images_per_s": seen / seconds if seconds else 0.0, "train_seconds": seconds,
+              "step_losses": list(state["losses"])}
+    if not complete:
+        record["partial"] = True  # stopped by --max-steps; --resume finishes this epoch
+    return record
+
+
 def run(args):
     t0 = time.perf_counter()
+    device = get_device(args.device)
+    check_run_folder(args)
     np.random.seed(args.seed)
-    device, model, opt, train_ds, test_ds = setup(args)
-    epoch, step, history = 0, 0, []
+    model, opt, train_ds, test_ds = setup(args, device)
+    epoch, step, history, state = 0, 0, [], None
     if args.resume is not None:
-        epoch, step, history = restore_state(args, model, opt)
-    os.makedirs(args.out, exist_ok=True)
+        epoch, step, history, state = restore_state(args, model, opt, len(train_ds))
+    if prepare_run_folder(args):
+        print(f"removed unfinished files of an interrupted save from {args.out}", flush=True)
     loss_fn = nn.SoftmaxLoss()
-    loader = DataLoader(train_ds, args.batch_size, shuffle=True, device=device)
-    images, train_seconds = 0, 0.0
-    while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
-        epoch += 1
-        steps_left = None if args.max_steps is None else args.max_steps - step
-        train_loss, train_acc, seen, seconds, losses = train_epoch(
-            model, loader, opt, loss_fn, f"epoch {epoch}/{args.epochs}", steps_left)
-        step += len(losses)
-        images, train_seconds = images + seen, train_seconds + seconds
-        test_loss, test_acc = evaluate(model, test_ds, args.batch_size, device, loss_fn)
-        history.append({"epoch": epoch, "steps": step, "train_loss": train_loss,
-                        "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-                        "images_per_s": seen / seconds, "train_seconds": seconds,
-                        "step_losses": losses})
-        print(f"epoch {epoch}/{args.epochs}: train_loss={train_loss:.4f} "
-              f"train_acc={train_acc:.4f} test_loss={test_loss:.4f} test_acc={test_acc:.4f} "
-              f"images/s={seen / seconds:.0f} ({seconds:.1f}s)", flush=True)
-        save_state(args, model, opt, epoch, step, history)
-        write_outputs(args, history)
-    last = history[-1]
+    # --distributed: DDP model, this rank's share of each batch, rank 0 alone writes
+    # (apps/train_distributed.py)
+    dp = train_distributed.setup(args, model, train_ds, device, AppError)
+    train_model, main_rank = (dp.model, dp.is_main) if dp else (model, True)
+    loader = DataLoader(train_ds, args.batch_size // (dp.size if dp else 1), shuffle=False,
+                        device=device)
+    if dp and state is not None:  # a resumed partial epoch: this rank's share of its order
+        state["order"] = dp.epoch_order(epoch + 1)
+    images, train_seconds, last = 0, 0.0, history[-1] if history else None
+    with _catch_sigint() as interrupt:
+        while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):
+            if state is None:
+                state = new_epoch(len(train_ds))  # draws the epoch's permutation
+                if dp:
+                    state["order"] = dp.epoch_order(epoch + 1)
+            desc = f"epoch {epoch + 1}/{args.epochs}"
+            seen0, seconds0 = state["seen"], state["seconds"]
+            steps_left = None if args.max_steps is None else args.max_steps - step
+            step += train_epoch(train_model, loader, opt, loss_fn, state, desc, steps_left,
+                                interrupt)
+            images += (state["seen"] - seen0) * (dp.size if dp else 1)  # the whole job's
+            train_seconds += state["seconds"] - seconds0
+            if interrupt.requested:
+                if main_rank:
+                    save_state(args, model, opt, epoch, step, history, state)
+                    print(f"interrupted: saved step {step} to {checkpoint_path(args)}; continue "
+                          f"with --resume", file=sys.stderr, flush=True)
+                return 130
+            complete = state["done"] == len(epoch_batches(state, loader.batch_size))
+            test_loss, test_acc = evaluate(model, test_ds, args.batch_size, device, loss_fn)
+            last = _epoch_record(epoch + 1, step, state, test_loss, test_acc, complete)
+            if dp:
+                last["images_per_s"] *= dp.size
+            if complete:
+                epoch, state = epoch + 1, None
+                history.append(last)
+            if not main_rank:
+                continue
+            print(f"{desc}: train_loss={last['train_loss']:.4f} "
+                  f"train_acc={last['train_acc']:.4f} test_loss={test_loss:.4f} "
+                  f"test_acc={test_acc:.4f} images/s={last['images_per_s']:.0f} "
+                  f"({last['train_seconds']:.1f}s)", flush=True)
+            # the checkpoint keeps completed epochs; metrics.json also shows a partial one
+            save_state(args, model, opt, epoch, step, history, state)
+            write_outputs(args, history if complete else history + [last])
+    if last is None:
+        raise AppError(f"nothing to do: {checkpoint_path(args)} is already at step {step} "
+                       f"(--max-steps {args.max_steps})")
     rate = images / train_seconds if train_seconds else 0.0
+    if not main_rank:
+        return 0 if args.target_acc is None or last["test_acc"] >= args.target_acc else 1
     print(f"final: test_acc={last['test_acc']:.4f} train_loss={last['train_loss']:.4f} "
           f"images/s={rate:.0f} wall={time.perf_counter() - t0:.1f}s", flush=True)
     if args.target_acc is not None and last["test_acc"] < args.target_acc:
@@ -352,12 +416,18 @@ def run(args):
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0 ok, 1 below --target-acc, 2 bad input)."""
+    """Entry point; returns the exit code (see the module docstring)."""
     try:
         return run(parse_args(argv))
     except AppError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("interrupted (nothing saved since the last checkpoint)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -66,25 +66,36 @@ void Fill(Array& out, double val) {
                 [&](int64_t i0, int64_t i1) { std::fill(p + i0, p + i1, x); });
 }
 
+// When a kernel reads `a` while writing through a view of the same buffer, read a copy
+// (as the CUDA backend does): a transposing compact into its own input would read elements
+// it has already overwritten.
+float* Unaliased(const Array& a, const Array& out, int64_t count, std::vector<float>* keep) {
+  if (a.ptr != out.ptr || count == 0) return a.ptr;
+  keep->assign(a.ptr, a.ptr + count);
+  return keep->data();
+}
+
 // out[i] = a[view index i]
 void Compact(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
   const int64_t n = CheckView("compact", shape, strides, offset, a.size);
   CheckHolds("compact", "out", out.size, n);
   if (n == 0) return;
+  std::vector<float> keep;
+  float* src = Unaliased(a, out, a.size, &keep);
   // Leading broadcast dims (stride 0, e.g. a per-channel vector over the batch): gather one
   // slice, then replicate it with memcpy instead of walking every short row again.
   size_t lead = 0;
   int64_t reps = 1;
   while (lead + 1 < shape.size() && (strides[lead] == 0 || shape[lead] == 1)) reps *= shape[lead++];
   if (reps == 1) {
-    Gather(PlanRows(MakeDims(shape, strides)), a.ptr + offset, out.ptr);
+    Gather(PlanRows(MakeDims(shape, strides)), src + offset, out.ptr);
     return;
   }
   const Shape inner_shape(shape.begin() + long(lead), shape.end());
   const Shape inner_strides(strides.begin() + long(lead), strides.end());
   const int64_t slice = n / reps;
   float* dst = out.ptr;
-  Gather(PlanRows(MakeDims(inner_shape, inner_strides)), a.ptr + offset, dst);
+  Gather(PlanRows(MakeDims(inner_shape, inner_strides)), src + offset, dst);
   ParallelRange(reps - 1, n, kParallelMinCopy, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) std::memcpy(dst + (r + 1) * slice, dst, size_t(slice) * sizeof(float));
   });
@@ -95,7 +106,9 @@ void EwiseSetitem(const Array& a, Array& out, const Shape& shape, const Shape& s
   const int64_t n = CheckView("ewise_setitem", shape, strides, offset, out.size);
   CheckHolds("ewise_setitem", "a", a.size, n);
   if (n == 0) return;
-  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, a.ptr,
+  std::vector<float> keep;
+  float* src = Unaliased(a, out, n, &keep);
+  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, src,
                     [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(c, cs, v, vs, len); });
 }
 
@@ -116,7 +129,9 @@ void ScatterAdd(const Array& a, Array& out, const Shape& shape, const Shape& str
   const int64_t n = CheckView("scatter_add", shape, strides, offset, out.size);
   CheckHolds("scatter_add", "a", a.size, n);
   if (n == 0) return;
-  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, a.ptr,
+  std::vector<float> keep;
+  float* src = Unaliased(a, out, n, &keep);
+  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, src,
                     [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { AddRow(c, cs, v, vs, len); });
 }
 

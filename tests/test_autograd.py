@@ -216,12 +216,20 @@ def test_second_order_contract_example(device):
     assert_close(x3.grad, [1.0])
 
 
-def test_gradients_are_needle_graphs(device):
+def test_create_graph_gradients_are_needle_graphs(device):
+    x = ndl.Tensor(randn(3), device=device)
+    y = (ops.exp(x) * x).sum()
+    y.backward(create_graph=True)
+    assert isinstance(x.grad, ndl.Tensor) and x.grad.requires_grad and x.grad.op is not None
+    assert isinstance(x.grad.cached_data, nd.NDArray)
+
+
+def test_plain_backward_gradients_are_constants(device):
     x = ndl.Tensor(randn(3), device=device)
     y = (ops.exp(x) * x).sum()
     y.backward()
-    assert isinstance(x.grad, ndl.Tensor) and x.grad.requires_grad and x.grad.op is not None
-    assert isinstance(x.grad.cached_data, nd.NDArray)
+    assert isinstance(x.grad, ndl.Tensor) and not x.grad.requires_grad and x.grad.op is None
+    assert_close(x.grad, np.exp(x.numpy()) * (x.numpy() + 1), rtol=1e-5)
 
 
 def test_compute_gradient_sums_contributions(device):

@@ -37,10 +37,19 @@ def write_cifar_batches(folder, seed=1):
     return contents
 
 
+def cifar_md5s(folder):
+    """{name: md5} of the batches in `folder`: the checksum table for a fixture folder."""
+    return {n: _md5(open(os.path.join(folder, n), "rb").read()) for n in NAMES
+            if os.path.isfile(os.path.join(folder, n))}
+
+
 @pytest.fixture
-def cifar(tmp_path):
+def cifar(tmp_path, monkeypatch):
+    """A fixture folder whose md5s stand in for the published ones."""
     folder = tmp_path / "cifar-10-batches-py"
-    return str(folder), write_cifar_batches(str(folder))
+    contents = write_cifar_batches(str(folder))
+    monkeypatch.setattr(data_download, "CIFAR10_FILES", cifar_md5s(str(folder)))
+    return str(folder), contents
 
 
 def test_cifar_train_and_test_contents(cifar):
@@ -95,15 +104,71 @@ def test_cifar_bad_files(cifar):
         raw = f.read()
     with open(path, "wb") as f:
         f.write(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match="test_batch"):
+    with pytest.raises(ValueError, match="test_batch has md5"):
         CIFAR10Dataset(folder, train=False)
+    with pytest.raises(ValueError, match="test_batch is not a complete"):
+        CIFAR10Dataset(folder, train=False, checksums=cifar_md5s(folder))
     with open(path, "wb") as f:
         pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
     with pytest.raises(ValueError, match=r"N x 3072"):
-        CIFAR10Dataset(folder, train=False)
+        CIFAR10Dataset(folder, train=False, checksums=cifar_md5s(folder))
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.float64), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"test_batch.*uint8"):
+        CIFAR10Dataset(folder, train=False, checksums=cifar_md5s(folder))
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="test_batch"):
         CIFAR10Dataset(folder, train=False)
+
+
+class _RunsCommand:
+    """Pickles as a call to os.system (what a crafted batch does)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _write_crafted_batch(folder, marker):
+    path = os.path.join(folder, "data_batch_1")
+    with open(path, "wb") as f:
+        pickle.dump({b"data": _RunsCommand(f"touch {marker}"), b"labels": [0]}, f)
+    return path
+
+
+def test_cifar_crafted_batch_fails_the_published_md5(cifar, tmp_path, monkeypatch):
+    folder, _ = cifar
+    marker = tmp_path / "ran"
+    _write_crafted_batch(folder, marker)
+    monkeypatch.setattr(data_download, "CIFAR10_FILES", dict(
+        data_download.CIFAR10_FILES, data_batch_1="c99cafc152244af753f735de768cd75f"))
+    with pytest.raises(ValueError, match=r"data_batch_1 has md5 [0-9a-f]{32}, expected c99caf"):
+        CIFAR10Dataset(folder, train=True)
+    assert not marker.exists()
+
+
+def test_cifar_crafted_batch_with_matching_md5_does_not_run_code(cifar, tmp_path):
+    """Even a table that vouches for the file does not let its pickle call os.system."""
+    folder, _ = cifar
+    marker = tmp_path / "ran"
+    _write_crafted_batch(folder, marker)
+    with pytest.raises(ValueError, match=r"data_batch_1 .*forbidden global (posix|os|nt)\.system"):
+        CIFAR10Dataset(folder, train=True, checksums=cifar_md5s(folder))
+    assert not marker.exists()
+
+
+def test_cifar_reads_protocol_2_batches(tmp_path):
+    """The published batches are protocol-2 pickles (bytes via _codecs, arrays via numpy)."""
+    folder = str(tmp_path)
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    with open(os.path.join(folder, "test_batch"), "wb") as f:
+        pickle.dump({b"batch_label": b"testing batch 1 of 1", b"labels": [3, 7], b"data": data,
+                     b"filenames": [b"a.png", b"b.png"]}, f, protocol=2)
+    ds = CIFAR10Dataset(folder, train=False, checksums=cifar_md5s(folder))
+    np.testing.assert_array_equal(ds.images.reshape(2, 3072), data)
+    np.testing.assert_array_equal(ds.labels, [3, 7])
 
 
 def test_normalize():

@@ -342,7 +342,7 @@ def test_conv_double_backward_against_torch(device):
     dx, dw = torch.autograd.grad(yt, (xt, wt), gt, create_graph=True)
     ((dx * torch.tensor(u)).sum() + (dw * torch.tensor(v)).sum()).backward()
     X, W, G = T(x, device), T(w, device), T(go, device)
-    ndl.conv(X, W, **kw).backward(G)
+    ndl.conv(X, W, **kw).backward(G, create_graph=True)
     ((X.grad * T(u, device)).sum() + (W.grad * T(v, device)).sum()).backward()
     for name, ours, ref in [("x", X, xt), ("w", W, wt), ("out_grad", G, gt)]:
         assert_close(ours.grad, ref.grad.numpy(), rtol=1e-4, atol=1e-3, what=f"d2/d{name}")

@@ -37,8 +37,9 @@ def test_cuda_reports_enabled_consistently():
     except ImportError:
         assert not dev.enabled()
     if not dev.enabled():
-        with pytest.raises(RuntimeError, match="not enabled"):
+        with pytest.raises(AttributeError, match="not enabled"):  # DeviceNotEnabledError
             dev.Array(4)
+        assert getattr(dev, "Array", None) is None and not hasattr(dev, "ewise_add")
 
 
 def test_device_random_draws_follow_numpy(device):

@@ -300,6 +300,7 @@ def test_batchnorm1d_train(device):
         x = (np.random.randn(8, 4) * 2 + 1).astype(np.float32)
         dy = np.random.randn(8, 4).astype(np.float32)
         xt = T(x, device)
+        bn.zero_grad()  # Parameters accumulate .grad across backward() calls (torch)
         y = bn(xt)
         ref, dx, dw, db = norm_ref(x, w, b, dy, 0, 1e-5)
         close(y, ref, f"forward step {step}", atol=1e-4)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from needle.data import data_download
 from needle.utils import load_checkpoint
-from test_cifar import write_cifar_batches
+from test_cifar import cifar_md5s, write_cifar_batches
 
 from apps import train
 
@@ -87,9 +87,11 @@ def test_max_steps_and_target_acc(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["lenet", "vgg11", "resnet9", "resnet18", "mlp"])
-def test_every_model_trains_on_cifar_format_data(model, tmp_path, capsys):
+def test_every_model_trains_on_cifar_format_data(model, tmp_path, capsys, monkeypatch):
     """The cifar10 pipeline (augmentation, Normalize) with each model, on a tiny fixture."""
     write_cifar_batches(str(tmp_path / "cifar-10-batches-py"))
+    monkeypatch.setattr(data_download, "CIFAR10_FILES",
+                        cifar_md5s(str(tmp_path / "cifar-10-batches-py")))
     code, out, err = run_app(capsys, "--model", model, "--dataset", "cifar10", "--data-dir",
                              tmp_path, "--batch-size", "4", "--max-steps", "1",
                              "--out", tmp_path / "out")

@@ -11,6 +11,8 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0+unknown"
 
 from . import backend_ndarray
+from . import random
+from .random import Generator, manual_seed
 from .backend_selection import all_devices, cpu, cpu_numpy, cuda, default_device, BACKEND
 from . import autograd
 from .autograd import Tensor, TensorTuple, no_grad

@@ -6,9 +6,14 @@ holding a tuple of arrays (used by `stack` / `split`). In eager mode (`LAZY_MODE
 default) every node is computed when it is created.
 
 `Tensor.backward()` walks the graph in reverse topological order (`find_topo_sort`) and stores a
-gradient Tensor on every node (`node.grad`, overwritten on each call). Gradients are themselves
-built from needle ops, so they can be differentiated again.
+gradient Tensor on every node (`node.grad`: overwritten on plain Tensors, accumulated on Tensors
+whose class sets `_accumulate_grad`, i.e. `nn.Parameter`). Plain `backward()` computes constant
+gradients (no graph, no reference cycles); each remembers, through weak references, how to
+rebuild its differentiable form while the forward graph is alive, so `x.grad.backward()` still
+gives second-order gradients. `backward(create_graph=True)` builds that form eagerly.
 """
+import threading
+
 import numpy
 
 from .backend_selection import BACKEND, array_api, cpu, default_device
@@ -16,7 +21,7 @@ from .backend_selection import BACKEND, array_api, cpu, default_device
 __all__ = [
     "LAZY_MODE", "TENSOR_COUNTER", "Value", "Op", "TensorOp", "TensorTupleOp", "Tensor",
     "TensorTuple", "find_topo_sort", "compute_gradient_of_variables", "no_grad",
-    "is_grad_enabled",
+    "is_grad_enabled", "queue_backward_end_callback",
 ]
 
 LAZY_MODE = False
@@ -24,7 +29,19 @@ LAZY_MODE = False
 TENSOR_COUNTER = 0
 
 _NUMPY_MODE = BACKEND == "np"
-_GRAD_ENABLED = True
+
+
+class _GradMode(threading.local):
+    """Grad mode is per thread: `no_grad` in one thread never detaches another thread's ops."""
+
+    def __init__(self):
+        self.enabled = True
+        self.saved = []  # the modes that enclosing no_grad blocks restore
+        self.end_callbacks = []  # queue_backward_end_callback's, for this thread's backward
+        self.hook_mode = True  # the grad mode grad hooks run in: backward()'s caller's
+
+
+_MODE = _GradMode()
 
 
 class no_grad:
@@ -36,14 +53,12 @@ class no_grad:
     """
 
     def __enter__(self):
-        global _GRAD_ENABLED
-        self._prev = _GRAD_ENABLED
-        _GRAD_ENABLED = False
+        _MODE.saved.append(_MODE.enabled)
+        _MODE.enabled = False
         return self
 
     def __exit__(self, *exc):
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._prev
+        _MODE.enabled = _MODE.saved.pop()
         return False
 
     def __call__(self, func):
@@ -57,8 +72,20 @@ class no_grad:
 
 
 def is_grad_enabled():
-    """False inside a `no_grad()` block."""
-    return _GRAD_ENABLED
+    """False inside a `no_grad()` block (of the calling thread)."""
+    return _MODE.enabled
+
+
+class _enable_grad:
+    """Grad mode on inside the block (used to rebuild gradients, whatever the caller's mode)."""
+
+    def __enter__(self):
+        _MODE.saved.append(_MODE.enabled)
+        _MODE.enabled = True
+
+    def __exit__(self, *exc):
+        _MODE.enabled = _MODE.saved.pop()
+        return False
 
 
 # ---------------------------------------------------------------------------------------- ops
@@ -160,6 +187,10 @@ class Value:
     cached_data = None
     requires_grad = False
     num_outputs = 1
+    grad = None
+    _accumulate_grad = False  # True on nn.Parameter: .grad sums over backward() calls
+    _grad_source = None  # on a plain backward()'s gradient: how to rebuild it (_GradSource)
+    _post_accumulate_hooks = None
 
     def realize_cached_data(self):
         """The raw array (computed and cached on first use); the object itself, not a copy."""
@@ -182,7 +213,7 @@ class Value:
         global TENSOR_COUNTER
         TENSOR_COUNTER += 1
         if requires_grad is None:
-            requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            requires_grad = _MODE.enabled and any(x.requires_grad for x in inputs)
         self.op = op
         self.inputs = list(inputs)
         self.num_outputs = num_outputs
@@ -221,13 +252,19 @@ class Value:
         TENSOR_COUNTER += 1  # inlined _init: this is the hot path of every op
         value.cached_data = data
         value.num_outputs = 1
-        if _GRAD_ENABLED:
+        if _MODE.enabled:
             for x in inputs:
                 if x.requires_grad:
                     value.op = op
                     value.inputs = list(inputs)
                     value.requires_grad = True
                     return value
+            for x in inputs:
+                if x._grad_source is not None:
+                    # computed from a plain backward()'s constant gradient: backward() on it
+                    # could only be silently wrong, so it raises instead (see _DERIVED)
+                    value._grad_source = _DERIVED
+                    break
         value.op = None
         value.inputs = []
         value.requires_grad = False
@@ -259,10 +296,12 @@ class Tensor(Value):
         (x * x).sum().backward()                           # x.grad = 2 * x
     """
 
-    grad = None
     _host_copy = None  # (the array it was uploaded to, the numpy data): see from_host
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True, **kwargs):
+        if device is not None and not callable(getattr(device, "enabled", None)):
+            raise TypeError(f"Tensor: device must be a device object such as ndl.cpu() or "
+                            f"ndl.cuda(), got {device!r}")
         if isinstance(array, Tensor):
             if device is None:
                 device = array.device
@@ -345,17 +384,21 @@ class Tensor(Value):
     def ndim(self):
         return len(self.shape)
 
-    def backward(self, out_grad=None, create_graph=True):
+    def backward(self, out_grad=None, create_graph=False):
         """Reverse-mode AD from this tensor; stores `.grad` on every node of the graph.
 
         Args:
             out_grad: adjoint of this tensor, same shape; default ones (also for non-scalars).
-            create_graph: True (the contract's behaviour): every `.grad` is itself a graph
-                node, so it can be differentiated again. False (a training loop's choice, as
-                torch's default): the gradients are computed as constants, which is faster and
-                leaves no reference cycles (node -> grad -> graph -> node), so a step's
-                activations are freed as soon as the loss is dropped instead of waiting for
-                the garbage collector. The values are identical either way.
+            create_graph: False (the default, as in torch): the gradients are constants, which
+                is fast and leaves no reference cycles, so a step's activations are freed by
+                reference counting as soon as the loss is dropped. Such a gradient can still be
+                differentiated (`x.grad.backward()`) while the tensor `backward()` was called
+                on is alive: it is rebuilt from the graph on demand. True: every `.grad` is
+                built as a graph node at once, so gradients of gradients can be taken freely
+                (`(x.grad ** 2).sum().backward()`, a gradient penalty, needs this).
+
+        `.grad` is overwritten on plain Tensors and accumulated on `nn.Parameter`s (until
+        the optimizer's `reset_grad()` or `Module.zero_grad()`).
         """
         if out_grad is None:
             data = self.realize_cached_data()
@@ -365,11 +408,42 @@ class Tensor(Value):
         elif tuple(out_grad.shape) != tuple(self.shape):
             raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the tensor "
                              f"shape {self.shape}")
+        root = _differentiable(self)  # self, or the graph form of a plain backward's gradient
+        caller_mode = _MODE.enabled
         if create_graph:
-            compute_gradient_of_variables(self, out_grad)
+            with _enable_grad():
+                _run_backward(root, out_grad, _store_grad, caller_mode)
         else:
+            out_data = out_grad.realize_cached_data()
+            source = _GradSource(self, out_data)  # anchored at the tensor the caller holds
             with no_grad():
-                compute_gradient_of_variables(self, out_grad.detach())
+                _run_backward(root, Tensor.make_const(out_data), source.store, caller_mode)
+        if root is not self:
+            self.grad = root.grad
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(tensor)` each time `backward()` has stored this leaf's `.grad`.
+
+        As torch's: the hook runs after the gradient is accumulated (or set), so it sees the
+        final `.grad` of that backward call (data-parallel training all-reduces it there).
+
+        Returns:
+            a handle whose `remove()` unregisters the hook.
+        """
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        if self.op is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have their "
+                               f".grad accumulated; this tensor is the output of "
+                               f"{_op_name(self.op)}")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: the tensor does not require "
+                               "grad, so backward() never stores its gradient")
+        hooks = self.__dict__.get("_post_accumulate_hooks")
+        if hooks is None:
+            hooks = self._post_accumulate_hooks = {}
+        return _HookHandle(hooks, hook)
 
     def __repr__(self):
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
@@ -484,62 +558,11 @@ class TensorTuple(Value):
         return data[0].device
 
 
-# ---------------------------------------------------------------------------------------- graph
-def find_topo_sort(node_list):
-    """Post-order DFS from each node of `node_list` in order, inputs left to right.
-
-    Returns every reachable node once, inputs before the nodes that use them. Iterative, so deep
-    graphs (long RNN unrolls) do not hit Python's recursion limit.
-    """
-    visited = set()
-    topo_order = []
-    for root in node_list:
-        if root in visited:
-            continue
-        visited.add(root)
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, children = stack[-1]
-            for child in children:
-                if child not in visited:
-                    visited.add(child)
-                    stack.append((child, iter(child.inputs)))
-                    break
-            else:
-                stack.pop()
-                topo_order.append(node)
-    return topo_order
-
-
-def _sum_grads(grads):
-    if len(grads) > 1 and isinstance(grads[0], TensorTuple):
-        total = _ot.sum_tuple_grads(grads)
-        if total is not None:
-            return total
-    total = grads[0]
-    for g in grads[1:]:
-        total = total + g
-    return total
-
-
-def compute_gradient_of_variables(output_tensor, out_grad):
-    """Store on every node of output_tensor's graph its gradient (`node.grad`, overwritten).
-
-    Each node's gradient is the sum (tensor `+`) of its contributions, in the order the users
-    appear in reverse topological order.
-    """
-    node_to_output_grads = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
-        grads = node_to_output_grads.pop(node, None)
-        if grads is None:
-            continue
-        grad = _sum_grads(grads)
-        node.grad = grad
-        if node.op is None:
-            continue
-        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            node_to_output_grads.setdefault(inp, []).append(g)
-
+# The graph algorithms (topological sort, the reverse pass, gradient storage) live in
+# autograd_graph; imported after the classes they use, before the ops that use these names.
+from .autograd_graph import (  # noqa: E402
+    _DERIVED, _differentiable, _GradSource, _HookHandle, _run_backward, _store_grad,
+    compute_gradient_of_variables, find_topo_sort, queue_backward_end_callback)
 
 # Imported last: the op modules subclass TensorOp / TensorTupleOp defined above.
 from .ops import ops_mathematic as _om  # noqa: E402

@@ -106,6 +106,8 @@ def gradient_check(f, *args, tol=None, backward=True, eps=None, out_grad=None, s
 
     # Autograd side.
     if backward:
+        for t in tensors:
+            t.grad = None  # a Parameter's .grad would otherwise add to an earlier one
         out.backward(cot_tensor)
         computed = [t.grad for t in tensors]
     else:

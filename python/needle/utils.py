@@ -4,6 +4,7 @@
   activation memory, from one forward pass on zeros.
 * `save_checkpoint(path, obj)` / `load_checkpoint(path)`: a checksummed pickle of numpy arrays and
   plain Python values (e.g. `model.state_dict()`, `opt.state_dict()`), written atomically.
+* `load_torch_state_dict(model, sd)`: load a torch `state_dict` of the same architecture.
 """
 import hashlib
 import io
@@ -14,12 +15,13 @@ import numpy as np
 
 from .autograd import Tensor, no_grad
 from .data.data_download import atomic_open
-from .nn import Conv2d, ConvTranspose2d, Linear
+from .nn import Conv2d, ConvTranspose2d, Linear, Parameter
 
 __all__ = [
     "Summary",
     "atomic_write",
     "load_checkpoint",
+    "load_torch_state_dict",
     "save_checkpoint",
     "summary",
 ]
@@ -88,6 +90,95 @@ def load_checkpoint(path):
         return _Unpickler(io.BytesIO(payload)).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise ValueError(f"load_checkpoint: {path} cannot be read ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# torch checkpoints
+
+
+def _own_tensors(module) -> list[str]:
+    """Attribute names of the Parameters and buffers `module` holds directly, in order."""
+    buffers = module.__dict__.get("_buffer_names", ())
+    return [k for k, v in module.__dict__.items()
+            if isinstance(v, Parameter) or (k in buffers and isinstance(v, Tensor))]
+
+
+def _torch_to_needle(module, attr, value: np.ndarray) -> np.ndarray:
+    """A torch tensor of `module`'s parameter `attr`, in needle's layout."""
+    if attr == "weight":
+        if isinstance(module, Linear):
+            return value.T  # torch (out, in) -> (in, out)
+        if isinstance(module, ConvTranspose2d):
+            return value.transpose(2, 3, 0, 1)  # (in, out/g, KH, KW) -> (KH, KW, in, out/g)
+        if isinstance(module, Conv2d):
+            return value.transpose(2, 3, 1, 0)  # OIHW -> (KH, KW, in/g, out)
+    return value
+
+
+def load_torch_state_dict(model, state_dict, strict: bool = True):
+    """Copy a torch `state_dict` into the needle `model` of the same architecture.
+
+    Modules are paired in order: the needle modules that hold parameters or buffers (in
+    `named_modules()` order) with the torch modules named by the key prefixes (in the
+    state_dict's order), so names need not match (needle's `Sequential` says "modules.0",
+    torch's "0"). Within a module, entries are matched by attribute name. Layouts are
+    converted: Linear weight (out, in) -> (in, out); Conv2d OIHW -> (K, K, Cin, Cout);
+    ConvTranspose2d (Cin, Cout, K, K) -> (K, K, Cin, Cout); a bias goes to the needle bias's
+    shape (Linear: (1, out)); BatchNorm running statistics are copied; torch's
+    `num_batches_tracked` is ignored.
+
+    Args:
+        model: a needle `nn.Module`.
+        state_dict: a mapping of name -> torch tensor (or numpy array), e.g.
+            `torch_model.state_dict()`.
+        strict: passed to `model.load_state_dict` after conversion.
+    Returns: what `model.load_state_dict` returns (missing / unexpected keys).
+    Raises:
+        TypeError for a non-Module model or a non-mapping state_dict; ValueError naming both
+        keys when the module counts, the entry names or the shapes disagree.
+
+    Example:
+        >>> load_torch_state_dict(needle_lenet, torch_lenet.state_dict())
+        >>> needle_lenet.eval()
+    """
+    from .nn import Module  # the nn package is imported already (above)
+
+    if not isinstance(model, Module):
+        raise TypeError(f"load_torch_state_dict: model must be a needle nn.Module, got "
+                        f"{type(model).__name__}")
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"load_torch_state_dict: state_dict must be a mapping, got "
+                        f"{type(state_dict).__name__}")
+    groups = {}  # torch module prefix -> {attr: array}, in state_dict order
+    for key, value in state_dict.items():
+        prefix, _, attr = key.rpartition(".")
+        if attr == "num_batches_tracked":
+            continue
+        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        groups.setdefault(prefix, {})[attr] = array
+    ours = [(name, m) for name, m in model.named_modules() if _own_tensors(m)]
+    if len(ours) != len(groups):
+        raise ValueError(
+            f"load_torch_state_dict: the needle model has {len(ours)} modules with parameters, "
+            f"the state_dict {len(groups)} ({list(groups)[:6]}...)")
+    converted = {}
+    for (name, module), (prefix, entries) in zip(ours, groups.items()):
+        attrs = _own_tensors(module)
+        if set(attrs) != set(entries):
+            raise ValueError(
+                f"load_torch_state_dict: needle module {name or '(root)'} "
+                f"({type(module).__name__}) holds {attrs}, torch module {prefix!r} holds "
+                f"{list(entries)}")
+        for attr in attrs:
+            target = getattr(module, attr)
+            value = _torch_to_needle(module, attr, entries[attr])
+            if value.size != int(np.prod(target.shape)) or (
+                    value.ndim == len(target.shape) and value.shape != tuple(target.shape)):
+                raise ValueError(
+                    f"load_torch_state_dict: {prefix}.{attr} has shape {entries[attr].shape}, "
+                    f"which does not fit needle's {name}.{attr} of shape {tuple(target.shape)}")
+            converted[f"{name}.{attr}" if name else attr] = value.reshape(target.shape)
+    return model.load_state_dict(converted, strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import ndarray_backend_numpy
 
-__all__ = ["BackendDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices"]
+__all__ = ["BackendDevice", "DeviceNotEnabledError", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices"]
 
 
 def _check_dtype(dtype, op):
@@ -19,6 +19,10 @@ def _check_dtype(dtype, op):
         ok = False
     if not ok:
         raise TypeError(f"{op}: NDArray supports only float32, got dtype {dtype!r}")
+
+
+class DeviceNotEnabledError(AttributeError):
+    """A backend function was looked up on a device whose backend is not available."""
 
 
 class BackendDevice:
@@ -47,7 +51,11 @@ class BackendDevice:
         # Only reached for names not found normally: forward to the backend module.
         mod = self.__dict__.get("mod")
         if mod is None:
-            raise RuntimeError(f"device {self.name}() is not enabled (backend not built or no device)")
+            # an AttributeError, so getattr(dev, name, None) and hasattr work (pytest's
+            # parametrize ids probe attributes that way)
+            raise DeviceNotEnabledError(
+                f"device {self.name}() is not enabled (backend not built or no device); "
+                f"cannot use {name!r}")
         return getattr(mod, name)
 
     def enabled(self):
@@ -63,9 +71,14 @@ class BackendDevice:
 
     def one_hot(self, n, i, dtype="float32"):
         _check_dtype(dtype, "one_hot")
+        n = checks.as_size(n, "one_hot", "n")
         if isinstance(i, ndarray.NDArray):
             i = i.numpy()
-        idx = np.asarray(i).astype(np.int64)
+        idx = np.asarray(i)
+        if idx.size and not np.array_equal(idx, np.round(idx)):  # 1.5 is not a class index
+            raise TypeError(f"one_hot: indices must be whole numbers, got {idx.ravel()[:5]} "
+                            f"(dtype {idx.dtype})")
+        idx = idx.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"one_hot: indices must lie in [0, {n}), got range "
                              f"[{idx.min()}, {idx.max()}] for shape {idx.shape}")
@@ -75,10 +88,11 @@ class BackendDevice:
 
     def empty(self, shape, dtype="float32"):
         _check_dtype(dtype, "empty")
-        return ndarray.NDArray.make(tuple(shape), device=self)
+        return ndarray.NDArray.make(checks.as_shape(shape, "empty"), device=self)
 
     def full(self, shape, fill_value, dtype="float32"):
-        arr = self.empty(shape, dtype)
+        _check_dtype(dtype, "full")
+        arr = ndarray.NDArray.make(checks.as_shape(shape, "full"), device=self)
         arr.fill(fill_value)
         return arr
 
@@ -152,4 +166,4 @@ def all_devices():
 
 # The constructors above build NDArrays; ndarray.py imports this module, hence the import at the
 # end (a module reference, resolved when they run).
-from . import ndarray  # noqa: E402
+from . import checks, ndarray  # noqa: E402

@@ -51,7 +51,11 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     `transpose_a` / `transpose_b` swap the last two axes of an operand first, without a copy.
     """
     if not isinstance(a, NDArray) or not isinstance(b, NDArray):
-        raise TypeError("matmul: both operands must be NDArrays")
+        raise TypeError(f"matmul: both operands must be NDArrays, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
+    if type(transpose_a) is not bool or type(transpose_b) is not bool:  # "yes" is not True
+        raise TypeError(f"matmul: transpose_a and transpose_b must be True or False, got "
+                        f"{transpose_a!r} and {transpose_b!r}")
     a._check_device(b, "matmul")
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"matmul: operands must be at least 2-D, got shapes {a.shape} and {b.shape}")
@@ -74,7 +78,11 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     (m, n), (n2, p) = a.shape[-2:], b.shape[-2:]
     if n != n2:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned ({n} != {n2})")
-    batch_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    try:
+        batch_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} do not "
+                         f"broadcast") from None
     batch = prod(batch_shape)
     out = NDArray.make(batch_shape + (m, p), device=a.device)
     if out.size == 0:

@@ -11,6 +11,9 @@ from functools import reduce
 
 import numpy as np
 
+from .checks import as_scalar as _as_scalar
+from .checks import as_shape, as_size, broadcast_shapes, overlaps
+from .checks import normalize_axes as _normalize_axes
 from .device import _check_dtype, default_device
 
 __all__ = [
@@ -36,49 +39,6 @@ def _compact_strides(shape):
         out.append(stride)
         stride *= n
     return tuple(reversed(out))
-
-
-_AXES = {}  # (axes, ndim) -> normalized axes: permute / sum are on every op's hot path
-
-
-def _normalize_axes(axes, ndim, op):
-    # only plain ints are cached: (1.0,) == (1,) as a key, but a float axis is an error
-    plain = type(axes) is int or (type(axes) is tuple and all(type(a) is int for a in axes))
-    if plain:
-        out = _AXES.get((axes, ndim))
-        if out is not None:
-            return out
-    out = _check_axes(axes, ndim, op)
-    if plain and len(_AXES) < 4096:
-        _AXES[axes, ndim] = out
-    return out
-
-
-def _check_axes(axes, ndim, op):
-    if isinstance(axes, (int, np.integer)):
-        axes = (axes,)
-    out = []
-    for ax in axes:
-        if not isinstance(ax, (int, np.integer)):
-            raise TypeError(f"{op}: axes must be ints, got {axes!r}")
-        if not -ndim <= ax < builtins.max(ndim, 1):
-            raise ValueError(f"{op}: axis {ax} out of range for an array of rank {ndim}")
-        out.append(int(ax) % builtins.max(ndim, 1))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {tuple(axes)}")
-    return tuple(out)
-
-
-def broadcast_shapes(*shapes):
-    """numpy broadcasting of shapes; ValueError naming the shapes when incompatible."""
-    ndim = builtins.max(len(s) for s in shapes)
-    out = []
-    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
-        sizes = {d for d in dims if d != 1}
-        if len(sizes) > 1:
-            raise ValueError(f"broadcast: shapes {' and '.join(map(str, shapes))} are incompatible")
-        out.append(sizes.pop() if sizes else 1)
-    return tuple(out)
 
 
 def _dense_and_view(x, y):
@@ -113,6 +73,8 @@ class NDArray:
             device.from_numpy(np.ascontiguousarray(other, dtype=np.float32), arr._handle)
             self._init(arr)
         else:
+            if other is None:  # np.array(None, float32) is a silent NaN
+                raise TypeError("NDArray: cannot build an array from None")
             try:
                 data = np.array(other, dtype=np.float32)
             except (TypeError, ValueError) as e:
@@ -224,8 +186,10 @@ class NDArray:
 
     def as_strided(self, shape, strides, offset=None):
         """A view of the same buffer with the given layout (validated against the buffer)."""
-        shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
-        offset = self._offset if offset is None else int(offset)
+        shape = as_shape(shape, "as_strided")
+        strides = tuple(as_size(s, "as_strided", f"every stride in {tuple(strides)}")
+                        for s in strides)
+        offset = self._offset if offset is None else as_size(offset, "as_strided", "offset")
         if len(shape) != len(strides):
             raise ValueError(f"as_strided: shape {shape} and strides {strides} differ in length")
         if any(n < 0 for n in shape):
@@ -246,9 +210,7 @@ class NDArray:
 
     def reshape(self, new_shape):
         """Row-major reshape: a view when the layout allows (-1 infers one size), else a copy."""
-        if isinstance(new_shape, (int, np.integer)):
-            new_shape = (new_shape,)
-        new_shape = tuple(int(s) for s in new_shape)
+        new_shape = as_shape(new_shape, "reshape", allow_minus_one=True)
         if new_shape.count(-1) > 1:
             raise ValueError(f"reshape: only one -1 allowed, got {new_shape}")
         if -1 in new_shape:
@@ -277,7 +239,7 @@ class NDArray:
 
     def broadcast_to(self, new_shape):
         """Broadcast (a view with stride 0 on grown dims); leading dims may be added."""
-        new_shape = tuple(int(s) for s in new_shape)
+        new_shape = as_shape(new_shape, "broadcast_to")
         if len(new_shape) < self.ndim:
             raise ValueError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}")
         pad = len(new_shape) - self.ndim
@@ -294,34 +256,37 @@ class NDArray:
                             handle=self._handle, offset=self._offset)
 
     # ------------------------------------------------------------ indexing
-    def process_slice(self, sl, dim):
+    def process_slice(self, sl, dim, op="getitem"):
         """Explicit (start, stop, step) for a slice along `dim`."""
         start, stop, step = sl.start, sl.stop, sl.step
         n = self._shape[dim]
         step = 1 if step is None else step
         if step <= 0:
-            raise ValueError(f"getitem: only positive slice steps are supported, got {step} "
+            raise ValueError(f"{op}: only positive slice steps are supported, got {step} "
                              f"(use flip for reversal)")
         start, stop, step = slice(start, stop, step).indices(n)
         return slice(start, builtins.max(stop, start), step)
 
-    def _view_of(self, idxs):
+    def _view_of(self, idxs, op="getitem"):
         if not isinstance(idxs, tuple):
             idxs = (idxs,)
         if len(idxs) > self.ndim:
-            raise IndexError(f"getitem: {len(idxs)} indices for an array of shape {self._shape}")
+            raise IndexError(f"{op}: {len(idxs)} indices for an array of shape {self._shape}")
         idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
         shape, strides, offset = [], [], self._offset
         for dim, idx in enumerate(idxs):
+            if isinstance(idx, (bool, np.bool_)):  # an int subclass, but numpy reads it as a mask
+                raise TypeError(f"{op}: boolean index {idx!r} is not supported (shape "
+                                f"{self._shape}); use ints and slices")
             if isinstance(idx, (int, np.integer)):
                 n = self._shape[dim]
                 if not -n <= idx < n:
-                    raise IndexError(f"getitem: index {idx} out of range for axis {dim} of shape "
+                    raise IndexError(f"{op}: index {idx} out of range for axis {dim} of shape "
                                      f"{self._shape}")
                 idx = slice(int(idx) % n, int(idx) % n + 1, 1)
             if not isinstance(idx, slice):
-                raise TypeError(f"getitem: indices must be ints or slices, got {type(idx).__name__}")
-            sl = self.process_slice(idx, dim)
+                raise TypeError(f"{op}: indices must be ints or slices, got {type(idx).__name__}")
+            sl = self.process_slice(idx, dim, op)
             shape.append(builtins.max(0, -(-(sl.stop - sl.start) // sl.step)))
             strides.append(self._strides[dim] * sl.step)
             offset += sl.start * self._strides[dim] if shape[-1] else 0
@@ -334,7 +299,7 @@ class NDArray:
 
     def __setitem__(self, idxs, other):
         """In-place write of an NDArray (same element count, or broadcastable) or a scalar."""
-        view = self._view_of(idxs)
+        view = self._view_of(idxs, "setitem")
         if isinstance(other, NDArray):
             self._check_device(other, "setitem")
             if other.size != view.size:
@@ -346,10 +311,13 @@ class NDArray:
                     raise ValueError(f"setitem: value of shape {other.shape} does not fit the "
                                      f"selected region of shape {view.shape}")
                 other = other.broadcast_to(view.shape)
-            self.device.ewise_setitem(other.compact()._handle, self._handle, view.shape,
-                                      view.strides, view._offset)
+            src = other.compact()
+            if overlaps(src, view):  # e.g. xt[:, :] = x with xt = x.T: read from a copy
+                src = src._copy()
+            self.device.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
+                                      view._offset)
         else:
-            self.device.scalar_setitem(view.size, float(other), self._handle, view.shape,
+            self.device.scalar_setitem(view.size, _as_scalar(other, "setitem"), self._handle, view.shape,
                                        view.strides, view._offset)
 
     def scatter_add_(self, values):
@@ -360,8 +328,11 @@ class NDArray:
         if values.size != self.size:
             raise ValueError(f"scatter_add_: values of shape {values.shape} into a view of shape "
                              f"{self._shape}")
-        self.device.scatter_add(values.compact()._handle, self._handle, self._shape,
-                                self._strides, self._offset)
+        src = values.compact()
+        if overlaps(src, self):
+            src = src._copy()
+        self.device.scatter_add(src._handle, self._handle, self._shape, self._strides,
+                                self._offset)
 
     # ------------------------------------------------------------ element-wise
     def _check_device(self, other, op):
@@ -427,17 +398,23 @@ class NDArray:
     def __ge__(self, other):
         return self._ewise_or_scalar(other, self.device.ewise_ge, self.device.scalar_ge, "ge")
 
+    # Only eq and ge are kernels. The others are built so that NaN compares false, as IEEE
+    # and numpy say (not 1 - (a >= b), which is true for NaN); a != NaN is true.
     def __ne__(self, other):
         return 1 - (self == other)
 
     def __gt__(self, other):
         return (self >= other) - (self == other)
 
-    def __lt__(self, other):
-        return 1 - (self >= other)
-
     def __le__(self, other):
-        return 1 - (self > other)
+        if isinstance(other, NDArray):
+            return other >= self
+        return (-self) >= (-_as_scalar(other, "le"))  # negation is exact: a <= s iff -a >= -s
+
+    def __lt__(self, other):
+        if not isinstance(other, NDArray):
+            other = _as_scalar(other, "lt")
+        return (self <= other) - (self == other)
 
     __hash__ = None
 
@@ -632,14 +609,6 @@ class NDArray:
         out = full(tuple(n + l + r for n, (l, r) in zip(self._shape, axes)), 0.0, device=self.device)
         out[tuple(slice(l, l + n) for n, (l, _) in zip(self._shape, axes))] = self
         return out
-
-
-def _as_scalar(value, op):
-    if isinstance(value, (int, float, np.integer, np.floating, bool)):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return float(value.reshape(-1)[0])
-    raise TypeError(f"{op}: expected an NDArray or a scalar, got {type(value).__name__}")
 
 
 # ---------------------------------------------------------------- module-level helpers

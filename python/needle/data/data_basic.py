@@ -1,18 +1,8 @@
-"""Dataset, NDArrayDataset, DataLoader and the data-directory lookup.
-
-The DataLoader's only random draw is one `np.random.permutation(len(dataset))` per `__iter__`
-call when shuffling (taken when `iter()` is called, not at the first batch).
-"""
+"""Dataset, NDArrayDataset and the data-directory lookup (the DataLoader is in data_loader)."""
 import os
-from collections.abc import Iterator
 from typing import Optional
 
-import numpy as np
-
-from ..autograd import Tensor
-from ..backend_selection import cpu
-
-__all__ = ["DataLoader", "Dataset", "NDArrayDataset", "find_data_dir"]
+__all__ = ["Dataset", "NDArrayDataset", "find_data_dir"]
 
 
 def find_data_dir(data_dir: Optional[str] = None, must_exist: bool = False) -> str:
@@ -86,75 +76,3 @@ class NDArrayDataset(Dataset):
 
     def __getitem__(self, i) -> tuple:
         return tuple(a[i] for a in self.arrays)
-
-
-class DataLoader:
-    """Iterate over a dataset in batches of Tensors.
-
-    Args:
-        dataset: indexable with an integer index array (returning a tuple of batched fields),
-            or else with single ints (items are then stacked).
-        batch_size: batch length; the last batch may be shorter.
-        shuffle: draw one `np.random.permutation(len(dataset))` per epoch (per `iter()`).
-        device: device of the batch Tensors (default `ndl.cpu()`).
-        dtype: dtype of the batch Tensors (default None: float32 in NDArray mode, the array's
-            own dtype in numpy mode).
-    Yields:
-        tuple of Tensors, one per dataset field; e.g. MNIST -> (X (B, 784), y (B,)).
-
-    Example:
-        >>> loader = DataLoader(NDArrayDataset(X, y), batch_size=32, shuffle=True)
-        >>> for xb, yb in loader: ...
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False,
-                 device=None, dtype=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.device = device if device is not None else cpu()
-        self.dtype = dtype
-        self.ordering = self._split(np.arange(len(dataset)))
-
-    def _split(self, order: np.ndarray) -> list[np.ndarray]:
-        n = len(order)
-        if n == 0:
-            return []
-        return np.array_split(order, range(self.batch_size, n, self.batch_size))
-
-    def __len__(self) -> int:
-        """Number of batches per epoch."""
-        return len(self.ordering)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        if self.shuffle:
-            self.ordering = self._split(np.random.permutation(len(self.dataset)))
-        # The permutation is drawn above, eagerly; the generator only walks the batches.
-        return self._batches(list(self.ordering))
-
-    def _batches(self, ordering):
-        for indices in ordering:
-            # from_host: the loss reads the labels back without a device round trip
-            yield tuple(
-                Tensor.from_host(field, device=self.device, dtype=self.dtype)
-                for field in self._fetch(indices)
-            )
-
-    def _fetch(self, indices: np.ndarray) -> tuple:
-        try:
-            batch = self.dataset[indices]
-        except TypeError:
-            batch = None  # dataset only takes single ints: stack the items instead
-        if batch is None:
-            items = [self.dataset[int(i)] for i in indices]
-            if not isinstance(items[0], tuple):
-                return (np.stack([np.asarray(x) for x in items]),)
-            return tuple(np.stack([np.asarray(item[k]) for item in items])
-                         for k in range(len(items[0])))
-        if not isinstance(batch, tuple):
-            batch = (batch,)
-        return tuple(np.asarray(field) if not isinstance(field, Tensor) else field
-                     for field in batch)

@@ -1,9 +1,11 @@
 """CIFAR-10 (python-pickle batches) and the per-channel Normalize transform."""
+import hashlib
 import os
 import pickle
 
 import numpy as np
 
+from . import data_download
 from .data_basic import Dataset
 from .data_transforms import Transform
 
@@ -50,13 +52,51 @@ def transform_chw(dataset, X):
     return np.stack([dataset.apply_transforms(x.transpose(1, 2, 0)).transpose(2, 0, 1) for x in X])
 
 
-def _read_batch(path):
-    """Read one CIFAR python-pickle batch -> (uint8 N x 3 x 32 x 32, int64 N); ValueError if bad."""
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, bytes, str, numbers and numpy
+    arrays. Any other global a pickle names (os.system, builtins.eval, ...) is refused before
+    it is looked up, so a crafted batch cannot run code."""
+
+    _ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol 2 spells bytes
+    })
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _file_md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_batch(path, md5):
+    """Read one CIFAR python-pickle batch -> (uint8 N x 3 x 32 x 32, int64 N).
+
+    The file must have the md5 `md5` (checked before parsing); it is parsed with a restricted
+    unpickler. ValueError naming the file if anything is wrong.
+    """
+    digest = _file_md5(path)
+    if digest != md5:
+        raise ValueError(f"CIFAR10Dataset: {path} has md5 {digest}, expected {md5}: it is not the "
+                         f"published CIFAR-10 batch (delete it and download again)")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d[b"labels"], dtype=np.int64)
+            d = _BatchUnpickler(f, encoding="bytes").load()
+        data = np.asarray(d[b"data"])
+        labels = np.asarray(d[b"labels"])
+        if data.dtype != np.uint8 or labels.dtype.kind not in "iu":
+            raise TypeError(f"data of dtype {data.dtype} and labels of dtype {labels.dtype}, "
+                            f"expected uint8 and ints")
+        labels = labels.astype(np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
             IndexError) as e:
         raise ValueError(f"CIFAR10Dataset: {path} is not a complete CIFAR-10 python batch "
@@ -76,19 +116,25 @@ class CIFAR10Dataset(Dataset):
         train: read the five training batches (50,000 images) or the test batch (10,000).
         p: unused; kept for compatibility with the reference signature.
         transforms: list of transforms applied per image, in order, on H x W x C views.
+        checksums: {file name: hex md5} each batch must match before it is parsed (None: the
+            published checksums, `needle.data.data_download.CIFAR10_FILES`).
 
     Items: `ds[i]` -> (X float32 3 x 32 x 32 in [0, 1] before transforms, y int64 label);
     `ds[index_array or slice]` -> (X B x 3 x 32 x 32, y (B,)).
     Pixels are kept as uint8 (150 MB rather than 600 MB for the training set) and scaled on access.
     """
 
-    def __init__(self, base_folder, train, p=0.5, transforms=None):
+    def __init__(self, base_folder, train, p=0.5, transforms=None, checksums=None):
         super().__init__(transforms)
         names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
         missing = [n for n in names if not os.path.isfile(os.path.join(base_folder, n))]
         if missing:
             raise FileNotFoundError(f"CIFAR10Dataset: {missing} not found in {base_folder}")
-        batches = [_read_batch(os.path.join(base_folder, n)) for n in names]
+        checksums = data_download.CIFAR10_FILES if checksums is None else checksums
+        unknown = [n for n in names if n not in checksums]
+        if unknown:
+            raise ValueError(f"CIFAR10Dataset: no md5 given for {unknown}")
+        batches = [_read_batch(os.path.join(base_folder, n), checksums[n]) for n in names]
         self.images = np.concatenate([b[0] for b in batches])
         self.labels = np.concatenate([b[1] for b in batches])
         self.p = p

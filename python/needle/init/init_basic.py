@@ -3,6 +3,7 @@ import numpy
 
 from ..autograd import Tensor, _is_float32
 from ..backend_selection import BACKEND, cpu
+from ..random import resolve_generator
 
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
            "ones_like"]
@@ -21,17 +22,33 @@ def _wrap(array, device, dtype, requires_grad):
     return Tensor.make_const(array, requires_grad=requires_grad)
 
 
-def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
-    """U(low, high) of `shape`: one `np.random.rand(*shape)` draw v, then v * (high - low) + low."""
+def _draw(device, method, shape, generator, where):
+    """One draw of `shape` from the global stream (via the device, as the contract says) or
+    from `generator`, as a raw array on `device`."""
+    if generator is None:
+        return getattr(device, method)(*shape)
+    values = getattr(resolve_generator(generator, where), method)(*shape)
+    return Tensor._array_from_numpy(numpy.asarray(values, dtype=numpy.float32)
+                                    if not _NUMPY_MODE else values, device=device, dtype=None)
+
+
+def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False,
+         generator=None):
+    """U(low, high) of `shape`: one `rand(*shape)` draw v, then v * (high - low) + low.
+
+    The draw comes from numpy's global stream, or from `generator` (an `ndl.Generator`).
+    """
     device = cpu() if device is None else device
-    array = device.rand(*shape) * (high - low) + low
+    array = _draw(device, "rand", shape, generator, "init.rand") * (high - low) + low
     return _wrap(array, device, dtype, requires_grad)
 
 
-def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
-    """Normal N(mean, std^2) of `shape`: one `np.random.randn(*shape)` draw, v * std + mean."""
+def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False,
+          generator=None):
+    """Normal N(mean, std^2) of `shape`: one `randn(*shape)` draw, v * std + mean (global
+    stream, or `generator`)."""
     device = cpu() if device is None else device
-    array = device.randn(*shape) * std + mean
+    array = _draw(device, "randn", shape, generator, "init.randn") * std + mean
     return _wrap(array, device, dtype, requires_grad)
 
 
@@ -52,13 +69,14 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
     return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
-    """Bernoulli(p) mask of `shape`: one `np.random.rand(*shape)` draw, v <= p.
+def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False, generator=None):
+    """Bernoulli(p) mask of `shape`: one `rand(*shape)` draw (global stream, or `generator`),
+    v <= p.
 
     NDArray mode holds only float32, so callers pass dtype="float32" (values 1.0 / 0.0).
     """
     device = cpu() if device is None else device
-    array = device.rand(*shape) <= p
+    array = _draw(device, "rand", shape, generator, "init.randb") <= p
     if not _NUMPY_MODE and dtype in ("bool", bool):
         dtype = "float32"  # NDArray holds only float32: the mask is 1.0 / 0.0
     return _wrap(array, device, dtype, requires_grad)
@@ -68,6 +86,8 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     """Rows of the n x n identity picked by the index tensor `i`: shape i.shape + (n,) (no draw)."""
     device = cpu() if device is None else device
     idx = i.numpy() if isinstance(i, Tensor) else numpy.asarray(i)
+    if idx.size and not numpy.array_equal(idx, numpy.round(idx)):  # 1.5 is not a class index
+        raise TypeError(f"one_hot: indices must be whole numbers, got {idx.ravel()[:5]}")
     array = device.one_hot(n, idx.astype("int32"), dtype=dtype)
     return _wrap(array, device, dtype, requires_grad)
 

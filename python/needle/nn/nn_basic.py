@@ -11,27 +11,39 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
+from ..random import resolve_generator
+from .nn_hooks import IncompatibleKeys, RemovableHandle, StateDictKeyError, _Hooks, list_index
 
 __all__ = [
     "BatchNorm1d",
     "Dropout",
     "Flatten",
     "Identity",
+    "IncompatibleKeys",
     "LayerNorm1d",
     "Linear",
     "Module",
     "Parameter",
     "ReLU",
+    "RemovableHandle",
     "Residual",
     "Sequential",
     "Sigmoid",
     "SoftmaxLoss",
+    "StateDictKeyError",
     "Tanh",
 ]
 
 
 class Parameter(Tensor):
-    """A Tensor that `Module.parameters()` collects (a marker subclass)."""
+    """A Tensor that `Module.parameters()` collects.
+
+    Unlike a plain Tensor, its `.grad` accumulates across `backward()` calls (as in torch,
+    for gradient accumulation) until the optimizer's `reset_grad()` / `zero_grad()` or
+    `Module.zero_grad()` sets it to None.
+    """
+
+    _accumulate_grad = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,6 +67,8 @@ def _walk(value, prefix, ancestors):
         inner = ancestors + (value,)
         for key, item in value.__dict__.items():
             name = f"{prefix}.{key}" if prefix else key
+            if key == _CONTAINER_ATTR:  # ModuleList / ModuleDict: children named "0", "fc"
+                name = prefix
             if key in buffers and isinstance(item, Tensor) and not isinstance(item, Parameter):
                 yield name, "buffer", item
             else:
@@ -67,6 +81,14 @@ def _walk(value, prefix, ancestors):
             yield from _walk(item, f"{prefix}.{i}" if prefix else str(i), ancestors)
 
 
+# The attribute of ModuleList / ModuleDict holding their children; it adds no name part.
+_CONTAINER_ATTR = "_modules"
+
+
+def _join(name, key):
+    return f"{name}.{key}" if name else str(key)
+
+
 def _direct_children(module) -> list[tuple[str, "Module"]]:
     """(name, module) for the modules one level below `module` (through containers)."""
     out = []
@@ -76,14 +98,14 @@ def _direct_children(module) -> list[tuple[str, "Module"]]:
             out.append((name, value))
         elif isinstance(value, dict):
             for key, item in value.items():
-                visit(item, f"{name}.{key}")
+                visit(item, _join(name, key))
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
-                visit(item, f"{name}.{i}")
+                visit(item, _join(name, i))
 
     for key, item in module.__dict__.items():
         if item is not module:
-            visit(item, key)
+            visit(item, "" if key == _CONTAINER_ATTR else key)
     return out
 
 
@@ -115,14 +137,26 @@ class Module:
         setattr(self, name, tensor)
 
     def parameters(self) -> list[Parameter]:
-        """All Parameters reachable from this module, in attribute insertion order."""
-        return [obj for _, kind, obj in _walk(self, "", ()) if kind == "param"]
+        """All Parameters reachable from this module, in attribute insertion order, each once.
+
+        A Parameter reached twice (tied weights: `dec.weight = enc.weight`) is listed at its
+        first place only, so an optimizer updates it once per step, as in torch.
+        """
+        return [obj for _, obj in self.named_parameters()]
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter), e.g. ("modules.0.weight", W), in parameters() order."""
+        seen = set()
         for name, kind, obj in _walk(self, "", ()):
-            if kind == "param":
+            if kind == "param" and id(obj) not in seen:
+                seen.add(id(obj))
                 yield name, obj
+
+    def zero_grad(self) -> None:
+        """Set every parameter's `.grad` to None (gradients accumulate on Parameters until
+        then, as in torch, whose default also sets them to None)."""
+        for p in self.parameters():
+            p.grad = None
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield (dotted name, Tensor) for registered buffers (e.g. BatchNorm running stats)."""
@@ -136,22 +170,69 @@ class Module:
             if kind == "module":
                 yield name, obj
 
+    def modules(self) -> Iterator["Module"]:
+        """Yield self and every nested module (on `Sequential`, `.modules` is the contract's
+        list attribute instead: use `named_modules()` there)."""
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """Yield (name, module) for the modules one level below self (through lists/dicts)."""
+        yield from _direct_children(self)
+
+    def children(self) -> Iterator["Module"]:
+        """Yield the modules one level below self."""
+        for _, m in _direct_children(self):
+            yield m
+
+    def apply(self, fn):
+        """Call `fn(module)` on every child (recursively, children first) and then on self, as
+        torch does; returns self. E.g. `model.apply(init_weights)`."""
+        if not callable(fn):
+            raise TypeError(f"Module.apply: fn must be callable, got {type(fn).__name__}")
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
     def _children(self) -> list["Module"]:
         return [m for name, m in self.named_modules() if m is not self]
 
     def eval(self):
         """Put self and every nested module in evaluation mode; returns self."""
-        self.training = False
+        return self.train(False)
+
+    def train(self, mode: bool = True):
+        """Set training mode (`mode=True`) or evaluation mode on self and every nested module;
+        returns self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"Module.train: mode must be a bool, got {type(mode).__name__}")
+        self.training = mode
         for m in self._children():
-            m.training = False
+            m.training = mode
         return self
 
-    def train(self):
-        """Put self and every nested module in training mode; returns self."""
-        self.training = True
-        for m in self._children():
-            m.training = True
-        return self
+    # -- hooks ----------------------------------------------------------------------------
+    def _add_hook(self, table_name: str, hook, where: str) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"Module.{where}: hook must be callable, got {type(hook).__name__}")
+        if table_name not in self.__dict__:
+            self.__dict__[table_name] = _Hooks()
+        table = self.__dict__[table_name]
+        handle = RemovableHandle(table)
+        table.by_id[handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args)` before each forward. If it returns something other than
+        None, that becomes the positional input (a non-tuple is wrapped in a 1-tuple).
+        Returns a handle whose `.remove()` detaches the hook."""
+        return self._add_hook("_forward_pre_hooks", hook, "register_forward_pre_hook")
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args, output)` after each forward. If it returns something other
+        than None, that replaces the output. Returns a handle with `.remove()`."""
+        return self._add_hook("_forward_hooks", hook, "register_forward_hook")
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
@@ -162,20 +243,27 @@ class Module:
                 sd[name] = obj.numpy()
         return sd
 
-    def load_state_dict(self, state_dict, strict: bool = True) -> None:
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values from `state_dict` (name -> numpy array / Tensor) into this module.
 
+        Returns:
+            IncompatibleKeys with `.missing_keys` and `.unexpected_keys` (both empty after a
+            strict load); with strict=False the matching entries are loaded, the rest ignored.
         Raises:
-            KeyError: with strict=True, if names are missing or unexpected (all are listed).
+            StateDictKeyError (a RuntimeError and a KeyError): with strict=True, if names are
+                missing or unexpected (all are listed).
             ValueError: if an entry's shape differs from the current tensor's shape.
         """
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError("Module.load_state_dict: expected a mapping of name -> array, got "
+                            f"{type(state_dict).__name__}")
         targets = OrderedDict(
             (name, obj) for name, kind, obj in _walk(self, "", ()) if kind in ("param", "buffer")
         )
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
         if strict and (missing or unexpected):
-            raise KeyError(
+            raise StateDictKeyError(
                 f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
@@ -198,13 +286,27 @@ class Module:
             target.data = Tensor(
                 arr, device=target.device, dtype=target.dtype, requires_grad=False
             )
+        return IncompatibleKeys(missing, unexpected)
 
     # -- calling and printing -------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        pre = self.__dict__.get("_forward_pre_hooks")
+        if pre is not None:
+            for hook in list(pre.by_id.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        out = self.forward(*args, **kwargs)
+        post = self.__dict__.get("_forward_hooks")
+        if post is not None:
+            for hook in list(post.by_id.values()):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
 
     def extra_repr(self) -> str:
         """Hyper-parameters shown inside the parentheses of `repr(module)`."""
@@ -265,6 +367,8 @@ class Residual(Module):
 
     def __init__(self, fn: Module):
         super().__init__()
+        if not isinstance(fn, Module):
+            raise TypeError(f"Residual: fn must be a Module, got {type(fn).__name__}")
         self.fn = fn
 
     def forward(self, x: Tensor) -> Tensor:
@@ -272,11 +376,29 @@ class Residual(Module):
 
 
 class Sequential(Module):
-    """Apply `modules` in order; they are kept in the list attribute `.modules`."""
+    """Apply `modules` in order; they are kept in the list attribute `.modules`.
+
+    Like torch: `len(seq)`, `seq[i]` (negative too), `seq[a:b]` (a new Sequential sharing the
+    layers) and `for layer in seq`.
+    """
 
     def __init__(self, *modules):
         super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
         self.modules = list(modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __iter__(self):
+        return iter(self.modules)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return Sequential(*self.modules[idx])
+        return self.modules[list_index("Sequential", idx, len(self.modules))]
 
     def forward(self, x):
         for module in self.modules:
@@ -306,6 +428,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"Linear: {what} must be a positive int, got {n!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(
@@ -368,6 +493,14 @@ class SoftmaxLoss(Module):
         return ops.softmax_cross_entropy(logits, labels)
 
 
+def _real(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _positive(x):
+    return _real(x) and x > 0
+
+
 class BatchNorm1d(Module):
     """Batch normalisation over axis 0 of an N x dim input.
 
@@ -381,6 +514,9 @@ class BatchNorm1d(Module):
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
         super().__init__()
+        if not _positive(eps) or not _real(momentum) or not 0 <= momentum <= 1:  # NaN fails too
+            raise ValueError(f"{type(self).__name__}: need eps > 0 and 0 <= momentum <= 1, got "
+                             f"eps={eps!r}, momentum={momentum!r}")
         self.dim = dim
         self.eps = eps
         self.momentum = momentum
@@ -412,6 +548,9 @@ class BatchNorm1d(Module):
     def _normalize(self, x: Tensor) -> Tensor:
         """Normalise x (N x dim x ...) per channel (axis 1)."""
         if self.training:
+            if x.shape[0] * int(np.prod(x.shape[2:])) <= 1:  # a variance of one value is 0
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                                 f"when training, got input of shape {tuple(x.shape)}")
             # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
             y, stats = ops.batch_norm(x, self.weight, self.bias, self.eps)
             self._update_running("running_mean", stats.batch_mean)
@@ -438,6 +577,8 @@ class LayerNorm1d(Module):
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
         self.dim = dim
+        if not _positive(eps):
+            raise ValueError(f"LayerNorm1d: need eps > 0, got eps={eps!r}")
         self.eps = eps
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
@@ -467,15 +608,18 @@ class LayerNorm1d(Module):
 class Dropout(Module):
     """Zero each element with probability p in training, scaling survivors by 1/(1-p).
 
-    One `np.random.rand(*x.shape)` draw per training forward; an element is kept where the
-    draw <= 1 - p. Identity (and no draw) in eval mode. Shapes: any -> same.
+    One `np.random.rand(*x.shape)` draw per training forward (from `generator` instead when
+    one is given); an element is kept where the draw <= 1 - p. Identity (and no draw) in eval mode. Shapes: any -> same.
     """
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, generator=None):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         self.p = p
+        # None: numpy's global stream (the contract); else an ndl.Generator of its own.
+        self.generator = (resolve_generator(generator, "Dropout")
+                          if generator is not None else None)
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -483,7 +627,8 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype,
+                          generator=self.generator)
         if self.p == 1.0:
             return x * mask
         return x * mask / (1 - self.p)

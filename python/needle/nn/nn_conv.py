@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
-from ..ops.ops_conv import permute
+from ..ops.ops_conv import _pair as _checked_pair, permute
 from .nn_basic import BatchNorm1d, Module, Parameter
 
 __all__ = ["Conv", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
@@ -18,6 +18,16 @@ __all__ = ["Conv", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Adapt
 
 def _pair(v):
     return (int(v), int(v)) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
+
+
+def _check_conv_args(name, in_channels, out_channels, kernel_size, stride, padding, dilation):
+    """ValueError / TypeError naming the module for sizes a convolution cannot have."""
+    for what, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name}: {what} must be a positive int, got {n!r}")
+    for what, v, least in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                           ("padding", padding, 0), ("dilation", dilation, 1)):
+        _checked_pair(v, what, name, least)
 
 
 def _to_nhwc(x):
@@ -70,6 +80,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, device=None, dtype="float32"):
         super().__init__()
+        _check_conv_args(type(self).__name__, in_channels, out_channels, kernel_size, stride,
+                         padding, dilation)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"{type(self).__name__}: in_channels {in_channels} and out_channels "
                              f"{out_channels} must be divisible by groups {groups}")
@@ -129,6 +141,8 @@ class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, device=None, dtype="float32"):
         super().__init__()
+        _check_conv_args(type(self).__name__, in_channels, out_channels, kernel_size, stride,
+                         padding, dilation)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"ConvTranspose2d: in_channels {in_channels} and out_channels "
                              f"{out_channels} must be divisible by groups {groups}")

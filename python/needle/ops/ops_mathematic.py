@@ -8,6 +8,7 @@ calls numpy (which broadcasts implicitly and keeps dtypes).
 import numpy
 
 from ..autograd import Tensor, TensorOp
+from ..backend_ndarray.checks import as_shape, as_size
 from ..backend_selection import BACKEND, array_api
 
 __all__ = [
@@ -40,13 +41,15 @@ def _normalize_axes(axes, ndim, op):
     return tuple(out)
 
 
-def _as_axes_arg(axes):
+def _as_axes_arg(axes, op):
     """Hyper-parameter normalisation at construction: int / list -> tuple, None stays."""
     if axes is None:
         return None
     if isinstance(axes, (int, numpy.integer)):
-        return (int(axes),)
-    return tuple(int(a) for a in axes)
+        axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"{op}: axes must be None, an int or a tuple of ints, got {axes!r}")
+    return tuple(as_size(a, op, f"every axis in {axes!r}") for a in axes)
 
 
 def _keepdims_shape(shape, axes):
@@ -352,7 +355,7 @@ def matmul(a, b):
 # ---------------------------------------------------------------------------------- reductions
 class Summation(TensorOp):
     def __init__(self, axes=None):
-        self.axes = _as_axes_arg(axes)
+        self.axes = _as_axes_arg(axes, "Summation")
 
     def compute(self, a):
         if _NUMPY_MODE:
@@ -378,7 +381,7 @@ class LogSumExp(TensorOp):
     """Numerically stable log(sum(exp(a))) over `axes`; reduced axes are removed."""
 
     def __init__(self, axes=None):
-        self.axes = _as_axes_arg(axes)
+        self.axes = _as_axes_arg(axes, "LogSumExp")
 
     def compute(self, Z):
         if _NUMPY_MODE:
@@ -387,7 +390,11 @@ class LogSumExp(TensorOp):
             m = numpy.where(numpy.isfinite(m), m, 0)  # rows of all -inf stay -inf, not NaN
             out = numpy.log(numpy.sum(numpy.exp(Z - m), axis=axes, keepdims=True)) + m
             return numpy.asarray(out.reshape(()) if axes is None else numpy.squeeze(out, axis=axes))
-        m = Z.max(axis=self.axes, keepdims=True)
+        # Clamp the shift to finite values: a row holding +inf or only -inf would give
+        # inf - inf = NaN; with the clamp it gives +inf / -inf, as torch does.
+        big = float(numpy.finfo(numpy.float32).max)
+        m = Z.max(axis=self.axes, keepdims=True).maximum(-big)
+        m = -((-m).maximum(-big))
         s = (Z - m.broadcast_to(Z.shape)).exp().sum(axis=self.axes)
         return s.log() + m.reshape(s.shape)
 
@@ -437,7 +444,7 @@ def logsoftmax(a, axis=-1):
 # ---------------------------------------------------------------------------------- shape ops
 class BroadcastTo(TensorOp):
     def __init__(self, shape):
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = as_shape(shape, "BroadcastTo")
 
     def compute(self, a):
         if _NUMPY_MODE:
@@ -455,8 +462,7 @@ def broadcast_to(a, shape):
 
 class Reshape(TensorOp):
     def __init__(self, shape):
-        self.shape = (int(shape),) if isinstance(shape, (int, numpy.integer)) else \
-            tuple(int(s) for s in shape)
+        self.shape = as_shape(shape, "Reshape", allow_minus_one=True)
 
     def compute(self, a):
         if _NUMPY_MODE:
@@ -510,7 +516,7 @@ def transpose(a, axes=None):
 
 class Flip(TensorOp):
     def __init__(self, axes=None):
-        self.axes = _as_axes_arg(axes)
+        self.axes = _as_axes_arg(axes, "Flip")
 
     def compute(self, a):
         if _NUMPY_MODE:
@@ -535,8 +541,8 @@ class Dilate(TensorOp):
     """Insert `dilation` zeros after every element along `axes` (trailing zeros included)."""
 
     def __init__(self, axes, dilation):
-        self.axes = _as_axes_arg(axes)
-        self.dilation = int(dilation)
+        self.axes = _as_axes_arg(axes, "Dilate")
+        self.dilation = as_size(dilation, "Dilate", "dilation")
         if self.dilation < 0:
             raise ValueError(f"Dilate: dilation must be >= 0, got {dilation}")
 
@@ -568,8 +574,8 @@ class Undilate(TensorOp):
     """Keep every (dilation + 1)-th entry along `axes`, starting at 0 (inverse of Dilate)."""
 
     def __init__(self, axes, dilation):
-        self.axes = _as_axes_arg(axes)
-        self.dilation = int(dilation)
+        self.axes = _as_axes_arg(axes, "Undilate")
+        self.dilation = as_size(dilation, "Undilate", "dilation")
         if self.dilation < 0:
             raise ValueError(f"Undilate: dilation must be >= 0, got {dilation}")
 
