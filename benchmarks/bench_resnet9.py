@@ -93,11 +93,40 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def gpu_used_mb():
+    """Device memory in use (cuMemGetInfo of the current context), or None without a GPU driver."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    if lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return (total.value - free.value) / 2 ** 20
+
+
+def start_gpu(framework):
+    """Creates the framework's CUDA context; returns the device memory in use then."""
+    if framework == "needle":
+        import needle as ndl
+        ndl.Tensor(np.zeros(1, np.float32), device=ndl.cuda()).numpy()
+    else:
+        import torch
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
+    return gpu_used_mb()
+
+
 def child(framework, batch, steps, device_name):
     fn = needle_step_times if framework == "needle" else torch_step_times
+    # On a GPU: the device memory the steps added to a fresh context. Both caching allocators
+    # (needle's memory pool, torch's) keep what they took, so this is the step's peak.
+    base = start_gpu(framework) if device_name == "cuda" else None
     times = fn(batch, steps, device_name)
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"median_s": statistics.median(times), "peak_mb": peak_mb}))
+    used = gpu_used_mb() if base is not None else None
+    print(json.dumps({"median_s": statistics.median(times), "peak_mb": peak_rss_mb(),
+                      "gpu_mb": None if used is None else used - base}))
 
 
 def measure(framework, batch, steps, device_name):
@@ -114,17 +143,21 @@ def measure(framework, batch, steps, device_name):
 
 
 def run(batch=128, steps=5, device_name="cpu"):
-    """Rows (name, images/s, ms/step, peak MB) for needle and torch (when installed)."""
+    """Rows (name, images/s, ms/step, peak MB) for needle and torch (when installed); the peak
+    is host RSS on cpu, device memory on cuda (None on the emulator)."""
     rows = []
     for framework in ("needle", "torch"):
         if framework == "torch":
             try:
-                import torch  # noqa: F401
+                import torch
             except ImportError:
+                continue
+            if device_name == "cuda" and not torch.cuda.is_available():  # e.g. on the emulator
                 continue
         res = measure(framework, batch, steps, device_name)
         if res is not None:
-            rows.append((framework, batch / res["median_s"], res["median_s"] * 1e3, res["peak_mb"]))
+            rows.append((framework, batch / res["median_s"], res["median_s"] * 1e3,
+                         res["gpu_mb"] if device_name == "cuda" else res["peak_mb"]))
     return rows
 
 

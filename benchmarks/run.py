@@ -1,20 +1,24 @@
 """Every benchmark in one run, as one markdown table: needle vs numpy vs PyTorch.
 
-    python benchmarks/run.py [--quick] [--out docs/performance.md]
+    python benchmarks/run.py [--quick] [--out docs/performance.md] [--device all|cpu|cuda]
 
 Rows: sgemm at n = 512/1024/2048, conv forward+backward over the ResNet9 layer shapes at batch
 32, max pooling, softmax, a ResNet9 training step at batch 128 (images/s, peak memory), training
 steps eager and replayed by ndl.jit (ResNet9 batch 32 and 128, LeNet batch 64, and ResNet9 with
-one core busy; benchmarks/bench_jit.py), and the per-op overhead of a small Tensor add; CUDA
-rows when a GPU is enabled. Each row validates
-needle's result against the reference first, then reports the median of repeated runs.
+one core busy; benchmarks/bench_jit.py), and the per-op overhead of a small Tensor add; CUDA rows
+when a GPU is enabled (`--device cuda`: those alone, the report of benchmarks/gpu_check.sh). Each
+row validates needle's result against the reference first, then reports the median of repeated
+runs.
 """
 import argparse
 import datetime
 import gc
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -85,31 +89,48 @@ def row(name, unit, ours, numpy_val=None, torch_val=None, higher_is_better=True)
     return [name, unit, fmt(ours), fmt(numpy_val), fmt(torch_val), ratio(numpy_val), ratio(torch_val)]
 
 
-def bench_sgemm(device, sizes, repeats):
+def torch_device(device):
+    """The torch device matching a needle device, or None (no torch, or no GPU for torch)."""
+    if torch is None:
+        return None
+    if device.name == "cuda":
+        return "cuda" if torch.cuda.is_available() else None
+    return "cpu"
+
+
+def torch_sync(dev):
+    return torch.cuda.synchronize if dev == "cuda" else None
+
+
+def bench_sgemm(device, sizes, repeats, tf32=False):
+    """GFLOP/s of an n x n x n product; on cuda, tf32 says which mode both frameworks run (needle's
+    is NEEDLE_CUDA_TF32, read once per process)."""
     rows = []
+    mode = " TF32" if tf32 else ""
     for n in sizes:
         x = np.random.randn(n, n).astype(np.float32)
         y = np.random.randn(n, n).astype(np.float32)
         a, b = nd.array(x, device=device), nd.array(y, device=device)
-        check(f"sgemm {n}", (a @ b).numpy(), x @ y, 1e-2 * np.sqrt(n))
+        check(f"sgemm {n}", (a @ b).numpy(), x @ y, (3e-2 if tf32 else 1e-2) * np.sqrt(n))
         flops = 2 * n ** 3 / 1e9
         ours = flops / median_s(lambda: a @ b, repeats, device.synchronize)
         np_val = flops / median_s(lambda: x @ y, repeats) if device.name == "cpu" else None
         t_val = None
-        if torch is not None:
-            dev = "cuda" if device.name == "cuda" else "cpu"
+        dev = torch_device(device)
+        if dev is not None:
             if dev == "cuda":
-                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = tf32
             tx, ty = torch.tensor(x, device=dev), torch.tensor(y, device=dev)
-            sync = torch.cuda.synchronize if dev == "cuda" else None
-            t_val = flops / median_s(lambda: tx @ ty, repeats, sync)
-        rows.append(row(f"sgemm {n}x{n}x{n} ({device.name})", "GFLOP/s", ours, np_val, t_val))
+            t_val = flops / median_s(lambda: tx @ ty, repeats, torch_sync(dev))
+        rows.append(row(f"sgemm {n}x{n}x{n}{mode} ({device.name})", "GFLOP/s", ours, np_val, t_val))
     return rows
 
 
 def bench_conv_layers(device, batch, repeats):
-    """Forward+backward of every ResNet9 convolution, summed (ms)."""
+    """Forward+backward of every ResNet9 convolution, summed (ms); torch on the same device
+    (cuDNN on cuda)."""
     ours_total, torch_total = 0.0, 0.0
+    dev = torch_device(device)
     for h, cin, cout, k, s in RESNET9_CONVS:
         x = np.random.randn(batch, h, h, cin).astype(np.float32)
         w = (np.random.randn(k, k, cin, cout) / np.sqrt(k * k * cin)).astype(np.float32)
@@ -118,38 +139,43 @@ def bench_conv_layers(device, batch, repeats):
         def step():
             ndl.conv(X, W, stride=s, padding=k // 2).sum().backward()
         step()
-        if torch is not None:
-            xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous().requires_grad_()
-            wt = torch.tensor(w).permute(3, 2, 0, 1).contiguous().requires_grad_()
+        if dev is not None:
+            xt = torch.tensor(x, device=dev).permute(0, 3, 1, 2).contiguous().requires_grad_()
+            wt = torch.tensor(w, device=dev).permute(3, 2, 0, 1).contiguous().requires_grad_()
             F.conv2d(xt, wt, stride=s, padding=k // 2).sum().backward()
-            check("conv dx", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-2)
-            check("conv dw", W.grad.numpy(), wt.grad.permute(2, 3, 1, 0).numpy(), 1e-1)
+            check("conv dx", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).cpu().numpy(), 1e-2)
+            check("conv dw", W.grad.numpy(), wt.grad.permute(2, 3, 1, 0).cpu().numpy(), 1e-1)
             torch_total += median_s(
-                lambda: F.conv2d(xt, wt, stride=s, padding=k // 2).sum().backward(), repeats)
-        ours_total += median_s(step, repeats)
-    return [row(f"conv fwd+bwd, ResNet9 layers, batch {batch}", "ms", ours_total * 1e3, None,
-                torch_total * 1e3 if torch is not None else None, higher_is_better=False)]
+                lambda: F.conv2d(xt, wt, stride=s, padding=k // 2).sum().backward(), repeats,
+                torch_sync(dev))
+        ours_total += median_s(step, repeats, device.synchronize)
+    return [row(f"conv fwd+bwd, ResNet9 layers, batch {batch} ({device.name})", "ms",
+                ours_total * 1e3, None, torch_total * 1e3 if dev is not None else None,
+                higher_is_better=False)]
 
 
-def bench_pool_softmax(device, repeats):
+def bench_pool_softmax(device, repeats, batch=32, rows_=1024):
     rows = []
-    x = np.random.randn(32, 16, 16, 64).astype(np.float32)
+    dev = torch_device(device)
+    x = np.random.randn(batch, 16, 16, 64).astype(np.float32)
     X = ndl.Tensor(x, device=device)
 
     def pool():
         ndl.ops.max_pool2d(X, 3, 2, 1).sum().backward()
     pool()
     t_val = None
-    if torch is not None:
-        xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous().requires_grad_()
+    if dev is not None:
+        xt = torch.tensor(x, device=dev).permute(0, 3, 1, 2).contiguous().requires_grad_()
         F.max_pool2d(xt, 3, 2, 1).sum().backward()
-        check("max_pool2d grad", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).numpy(), 1e-5)
-        t_val = median_s(lambda: F.max_pool2d(xt, 3, 2, 1).sum().backward(), repeats) * 1e3
-    rows.append(row("max_pool2d 3x3/2 fwd+bwd, 32x16x16x64", "ms", median_s(pool, repeats) * 1e3,
-                    None, t_val, higher_is_better=False))
+        check("max_pool2d grad", X.grad.numpy(), xt.grad.permute(0, 2, 3, 1).cpu().numpy(), 1e-5)
+        t_val = median_s(lambda: F.max_pool2d(xt, 3, 2, 1).sum().backward(), repeats,
+                         torch_sync(dev)) * 1e3
+    rows.append(row(f"max_pool2d 3x3/2 fwd+bwd, {batch}x16x16x64 ({device.name})", "ms",
+                    median_s(pool, repeats, device.synchronize) * 1e3, None, t_val,
+                    higher_is_better=False))
 
-    z = np.random.randn(1024, 1000).astype(np.float32)
-    g = np.random.randn(1024, 1000).astype(np.float32)
+    z = np.random.randn(rows_, 1000).astype(np.float32)
+    g = np.random.randn(rows_, 1000).astype(np.float32)
     Z = ndl.Tensor(z, device=device)
     G = ndl.Tensor(g, device=device, requires_grad=False)
 
@@ -160,12 +186,13 @@ def bench_pool_softmax(device, repeats):
     sm = e / e.sum(1, keepdims=True)
     check("softmax grad", Z.grad.numpy(), sm * (g - (g * sm).sum(1, keepdims=True)), 1e-4)
     t_val = None
-    if torch is not None:
-        zt = torch.tensor(z, requires_grad=True)
-        gt = torch.tensor(g)
-        t_val = median_s(lambda: torch.softmax(zt, 1).backward(gt), repeats) * 1e3
-    rows.append(row("softmax 1024x1000 fwd+bwd", "ms", median_s(softmax, repeats) * 1e3,
-                    None, t_val, higher_is_better=False))
+    if dev is not None:
+        zt = torch.tensor(z, device=dev, requires_grad=True)
+        gt = torch.tensor(g, device=dev)
+        t_val = median_s(lambda: torch.softmax(zt, 1).backward(gt), repeats, torch_sync(dev)) * 1e3
+    rows.append(row(f"softmax {rows_}x1000 fwd+bwd ({device.name})", "ms",
+                    median_s(softmax, repeats, device.synchronize) * 1e3, None, t_val,
+                    higher_is_better=False))
     return rows
 
 
@@ -174,8 +201,9 @@ def bench_step(device, batch, steps):
     ours, theirs = res.get("needle"), res.get("torch")
     rows = [row(f"ResNet9 train step, batch {batch} ({device.name})", "images/s",
                 ours[0] if ours else None, None, theirs[0] if theirs else None)]
-    if device.name == "cpu":
-        rows.append(row(f"ResNet9 train step peak RSS, batch {batch}", "MB",
+    peak = "peak RSS" if device.name == "cpu" else "device memory"
+    if device.name == "cpu" or (ours and ours[1] is not None):
+        rows.append(row(f"ResNet9 train step {peak}, batch {batch} ({device.name})", "MB",
                         ours[1] if ours else None, None, theirs[1] if theirs else None,
                         higher_is_better=False))
     return rows
@@ -211,25 +239,58 @@ def bench_op_overhead(repeats):
                 higher_is_better=False)]
 
 
+def tf32_sgemm_rows(sizes, repeats):
+    """The TF32 sgemm rows, from a child process: NEEDLE_CUDA_TF32 is read once per process."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--tf32-sgemm-child",
+                           json.dumps([sizes, repeats])], capture_output=True, text=True,
+                          env=dict(os.environ, NEEDLE_CUDA_TF32="1"), check=False)
+    if proc.returncode != 0:
+        raise RuntimeError("TF32 sgemm benchmark failed:\n" + proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cuda_rows(quick, repeats):
+    """The GPU report: sgemm FP32 and TF32 vs torch.matmul, the ResNet9 convolutions vs cuDNN,
+    pooling, softmax, a ResNet9 step at batch 256 vs torch + cuDNN. --quick: sizes small
+    enough for the CPU emulator (NEEDLE_CUDA_EMULATOR=1), which checks the code path only."""
+    device = ndl.cuda()
+    sizes = [64, 128] if quick else [1024, 2048, 4096, 8192]
+    rows = bench_sgemm(device, sizes, repeats)
+    rows += tf32_sgemm_rows(sizes, repeats)
+    rows += bench_conv_layers(device, 1 if quick else 32, repeats)
+    rows += bench_pool_softmax(device, repeats, 2 if quick else 32, 8 if quick else 1024)
+    rows += bench_step(device, 2 if quick else 256, 1 if quick else 10)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes")
     parser.add_argument("--out", help="also write the markdown to this file")
+    parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
+                        help="all (default): cpu, then cuda when enabled; cuda: the GPU report")
+    parser.add_argument("--tf32-sgemm-child", help=argparse.SUPPRESS)  # [sizes, repeats]
     args = parser.parse_args()
     np.random.seed(0)
+    if args.tf32_sgemm_child:
+        sizes, repeats = json.loads(args.tf32_sgemm_child)
+        print(json.dumps(bench_sgemm(ndl.cuda(), sizes, repeats, tf32=True)))
+        return
     repeats = 3 if args.quick else 9
     rows = []
-    rows += bench_sgemm(ndl.cpu(), [256, 512] if args.quick else [512, 1024, 2048], repeats)
-    rows += bench_conv_layers(ndl.cpu(), 32, repeats)
-    rows += bench_pool_softmax(ndl.cpu(), repeats)
-    rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 10)
-    rows += bench_jit_steps(args.quick)
-    gc.collect()  # the graphs of the benchmarks above would slow every allocation below
-    rows += bench_op_overhead(repeats)
-    if ndl.cuda().enabled():
-        rows += bench_sgemm(ndl.cuda(), [1024, 4096], repeats)
-        rows += bench_conv_layers(ndl.cuda(), 32, repeats)
-        rows += bench_step(ndl.cuda(), 256, 5)
+    if args.device in ("all", "cpu"):
+        rows += bench_sgemm(ndl.cpu(), [256, 512] if args.quick else [512, 1024, 2048], repeats)
+        rows += bench_conv_layers(ndl.cpu(), 32, repeats)
+        rows += bench_pool_softmax(ndl.cpu(), repeats)
+        rows += bench_step(ndl.cpu(), 32 if args.quick else 128, 2 if args.quick else 10)
+        rows += bench_jit_steps(args.quick)
+        gc.collect()  # the graphs of the benchmarks above would slow every allocation below
+        rows += bench_op_overhead(repeats)
+    if args.device == "cuda" and not ndl.cuda().enabled():
+        parser.error("--device cuda: needle.cuda() is not enabled (no GPU, module not built)")
+    if args.device == "cuda" or (args.device == "all" and ndl.cuda().enabled()):
+        gc.collect()
+        rows += cuda_rows(args.quick, repeats)
     header = ["benchmark", "unit", "needle", "numpy", "torch", "vs numpy", "vs torch"]
     lines = [f"Measured {datetime.date.today().isoformat()} on: {machine()}", "",
              "Median of repeated runs. Ratios > 1 mean needle is faster (or leaner).", "",

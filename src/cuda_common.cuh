@@ -36,6 +36,47 @@ namespace cuda {
 // next synchronising call (to_numpy, synchronize).
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
+// ------------------------------------------------------------------------------------ launches
+
+// "needle::cuda::SgemmKernel<...>", from the signature of this function's instantiation.
+template <auto Kernel>
+const char* KernelName() {
+  static const std::string name = [] {
+    const std::string sig = __PRETTY_FUNCTION__;
+    const size_t at = sig.find("Kernel = ");
+    if (at == std::string::npos) return sig;
+    const size_t from = at + 9;
+    return sig.substr(from, sig.find_last_of(";]") - from);
+  }();
+  return name.c_str();
+}
+
+// Every kernel launch of this backend is written
+//     Launch<Kernel>(grid, block, args...);     e.g.  Launch<SgemmKernel<T, LA, LB>>(grid, 256, g);
+// and never Kernel<<<grid, block>>>(args...). Under nvcc it is exactly that launch; under g++
+// with NEEDLE_CUDA_EMULATOR (tests/cuda_emu) it runs the kernel on the CPU emulator, so one
+// source serves both compilers. The launch is checked at once: a bad configuration, or a
+// fault the emulator detects, raises RuntimeError naming the kernel.
+template <auto Kernel, typename... Args>
+void Launch(dim3 grid, dim3 block, Args... args) {
+#ifdef NEEDLE_CUDA_EMULATOR
+  try {
+    cuda_emu::Launch(KernelName<Kernel>(), grid, block, Kernel, args...);
+  } catch (const cuda_emu::KernelError& e) {
+    throw std::runtime_error(std::string("cuda emulator: ") + e.what());
+  }
+#else
+  Kernel<<<grid, block>>>(args...);
+#endif
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("cuda: launch of ") + KernelName<Kernel>() + " with grid (" +
+                             std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " +
+                             std::to_string(grid.z) + "), block (" + std::to_string(block.x) + ", " +
+                             std::to_string(block.y) + ", " + std::to_string(block.z) +
+                             ") failed: " + cudaGetErrorString(err));
+}
+
 // Python-style tuple text, so that messages read exactly like the numpy backend's.
 inline std::string Tup(const std::vector<int64_t>& v) {
   std::string s = "(";
@@ -164,6 +205,22 @@ __device__ __forceinline__ int64_t ViewOffset(const ViewMeta& v, IdxT i) {
     }
   }
   return off;
+}
+
+// Whether view element i is the last, in row-major order, of the elements that a stride-0 dim
+// maps to its buffer offset: a setitem into a broadcast view then keeps numpy's "last write
+// wins" instead of whichever thread happens to write last.
+template <typename IdxT>
+__device__ __forceinline__ bool LastAlongZeroStrides(const ViewMeta& v, IdxT i) {
+  const int64_t* shape = v.ext != nullptr ? v.ext : v.shape;
+  const int64_t* strides = v.ext != nullptr ? v.ext + v.ndim : v.strides;
+  for (int d = v.ndim - 1; d >= 0; --d) {
+    const IdxT n = static_cast<IdxT>(shape[d]);
+    const IdxT q = i / n;
+    if (strides[d] == 0 && i - q * n != n - 1) return false;
+    i = q;
+  }
+  return true;
 }
 
 // numpy semantics: max propagates NaN (fmaxf would drop it).

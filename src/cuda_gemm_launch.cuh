@@ -37,8 +37,7 @@ dim3 GemmGrid(GemmArgs* g) {
 template <class T, Layout LA, Layout LB>
 void LaunchSgemmT(GemmArgs g) {
   const dim3 grid = GemmGrid<T>(&g);
-  SgemmKernel<T, LA, LB><<<grid, T::kThreads>>>(g);
-  CUDA_CHECK_LAUNCH();
+  Launch<SgemmKernel<T, LA, LB>>(grid, T::kThreads, g);
 }
 
 // Big 128 x 128 tiles when they alone fill the GPU, else 64 x 64 tiles for more parallelism.
@@ -82,8 +81,7 @@ template <Layout LA, Layout LB>
 void LaunchGemm(GemmArgs g) {
   if (Tf32Enabled() && Tf32KernelUsable<LA, LB>()) {
     const dim3 grid = GemmGrid<Tf32Tile>(&g);
-    Tf32GemmKernel<LA, LB><<<grid, Tf32Tile::kThreads>>>(g);
-    CUDA_CHECK_LAUNCH();
+    Launch<Tf32GemmKernel<LA, LB>>(grid, Tf32Tile::kThreads, g);
   } else {
     LaunchSgemm<LA, LB>(g);
   }

@@ -106,11 +106,13 @@ __global__ void CompactKernel(const float* a, float* out, ViewMeta v, IdxT n) {
     out[i] = a[ViewOffset(v, i)];
 }
 
+// `broadcast`: the view has a stride-0 dim, so several elements share an offset and only the
+// last of them (row-major) writes.
 template <typename IdxT>
-__global__ void SetitemKernel(const float* a, float* out, ViewMeta v, IdxT n) {
+__global__ void SetitemKernel(const float* a, float* out, ViewMeta v, IdxT n, bool broadcast) {
   const IdxT stride = static_cast<IdxT>(blockDim.x) * gridDim.x;
   for (IdxT i = static_cast<IdxT>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[ViewOffset(v, i)] = a[i];
+    if (!broadcast || LastAlongZeroStrides(v, i)) out[ViewOffset(v, i)] = a[i];
 }
 
 template <typename IdxT>

@@ -36,23 +36,20 @@ template <typename Op>
 inline void LaunchBinary(const float* a, const float* b, float* out, int64_t n, Op op) {
   if (n == 0) return;
   const bool vec = Aligned16(a) && Aligned16(b) && Aligned16(out);
-  EwiseBinaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, b, out, n, vec, op);
-  CUDA_CHECK_LAUNCH();
+  Launch<EwiseBinaryKernel<Op>>(GridFor(vec ? n / 4 + 1 : n), kThreads, a, b, out, n, vec, op);
 }
 
 template <typename Op>
 inline void LaunchUnary(const float* a, float* out, int64_t n, Op op) {
   if (n == 0) return;
   const bool vec = Aligned16(a) && Aligned16(out);
-  EwiseUnaryKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(a, out, n, vec, op);
-  CUDA_CHECK_LAUNCH();
+  Launch<EwiseUnaryKernel<Op>>(GridFor(vec ? n / 4 + 1 : n), kThreads, a, out, n, vec, op);
 }
 
 inline void LaunchFill(float* out, int64_t n, float val) {
   if (n == 0) return;
   const bool vec = Aligned16(out);
-  FillKernel<<<GridFor(vec ? n / 4 + 1 : n), kThreads>>>(out, n, vec, val);
-  CUDA_CHECK_LAUNCH();
+  Launch<FillKernel>(GridFor(vec ? n / 4 + 1 : n), kThreads, out, n, vec, val);
 }
 
 // ------------------------------------------------------------------------------------ strided views
@@ -62,6 +59,7 @@ struct DeviceView {
   ViewMeta meta{};
   int64_t numel = 0;
   DeviceBuffer ext;  // shape and strides, when they do not fit in ViewMeta
+  bool broadcast = false;  // some (coalesced) dim has stride 0: elements share offsets
 
   // The view is one contiguous run of numel elements starting at meta.offset.
   bool contiguous() const { return meta.ndim == 0 || (meta.ndim == 1 && meta.strides[0] == 1); }
@@ -74,6 +72,7 @@ inline DeviceView MakeView(const std::vector<int64_t>& shape, const std::vector<
   v.meta.offset = offset;
   std::vector<int64_t> sh, st;
   Coalesce(shape, strides, &sh, &st);
+  v.broadcast = std::find(st.begin(), st.end(), 0) != st.end();
   v.meta.ndim = static_cast<int32_t>(sh.size());
   if (sh.size() <= static_cast<size_t>(kInlineDims)) {
     std::copy(sh.begin(), sh.end(), v.meta.shape);
@@ -97,12 +96,11 @@ inline void LaunchViewT(ViewOp op, const float* a, float val, float* out, const 
   const IdxT n = static_cast<IdxT>(v.numel);
   const unsigned grid = GridFor(v.numel);
   switch (op) {
-    case ViewOp::kCompact: CompactKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
-    case ViewOp::kSetitem: SetitemKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
-    case ViewOp::kScalarSetitem: ScalarSetitemKernel<IdxT><<<grid, kThreads>>>(val, out, v.meta, n); break;
-    case ViewOp::kScatterAdd: ScatterAddKernel<IdxT><<<grid, kThreads>>>(a, out, v.meta, n); break;
+    case ViewOp::kCompact: Launch<CompactKernel<IdxT>>(grid, kThreads, a, out, v.meta, n); break;
+    case ViewOp::kSetitem: Launch<SetitemKernel<IdxT>>(grid, kThreads, a, out, v.meta, n, v.broadcast); break;
+    case ViewOp::kScalarSetitem: Launch<ScalarSetitemKernel<IdxT>>(grid, kThreads, val, out, v.meta, n); break;
+    case ViewOp::kScatterAdd: Launch<ScatterAddKernel<IdxT>>(grid, kThreads, a, out, v.meta, n); break;
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 // 32-bit index arithmetic whenever the element count allows it (i + grid stride < 2^32).
@@ -133,12 +131,11 @@ inline void LaunchTransposeCompact(const float* src, float* dst, const DeviceVie
                   static_cast<unsigned>(std::min<int64_t>(nbatch, 65535)));
   const dim3 block(32, 8);
   if (nbatch < (int64_t{1} << 31))
-    TransposeCompactKernel<uint32_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+    Launch<TransposeCompactKernel<uint32_t>>(grid, block, src, dst, batch, nbatch, rows, cols,
                                                       v.meta.strides[nd - 1], tiles_c, tiles);
   else
-    TransposeCompactKernel<uint64_t><<<grid, block>>>(src, dst, batch, nbatch, rows, cols,
+    Launch<TransposeCompactKernel<uint64_t>>(grid, block, src, dst, batch, nbatch, rows, cols,
                                                       v.meta.strides[nd - 1], tiles_c, tiles);
-  CUDA_CHECK_LAUNCH();
 }
 
 // Gathers view `v` of `src` into compact `dst` (numel elements).
@@ -167,10 +164,11 @@ inline const float* Unaliased(const CudaArray& a, const CudaArray& out, int64_t 
 template <typename Op>
 void LaunchEwiseView(const float* a, const float* b, float* out, const DeviceView& v) {
   if (v.numel < (int64_t{1} << 31))
-    EwiseViewKernel<uint32_t><<<GridFor(v.numel), kThreads>>>(a, b, out, v.meta, static_cast<uint32_t>(v.numel), Op());
+    Launch<EwiseViewKernel<uint32_t, Op>>(GridFor(v.numel), kThreads, a, b, out, v.meta,
+                                          static_cast<uint32_t>(v.numel), Op());
   else
-    EwiseViewKernel<uint64_t><<<GridFor(v.numel), kThreads>>>(a, b, out, v.meta, static_cast<uint64_t>(v.numel), Op());
-  CUDA_CHECK_LAUNCH();
+    Launch<EwiseViewKernel<uint64_t, Op>>(GridFor(v.numel), kThreads, a, b, out, v.meta,
+                                          static_cast<uint64_t>(v.numel), Op());
 }
 
 // ------------------------------------------------------------------------------------ rows
@@ -182,14 +180,12 @@ void LaunchReduce(const float* a, float* out, int64_t rows, int64_t row_len) {
   if (rows == 0) return;
   const int64_t sms = NumSMs();
   if (row_len <= 1024) {  // a warp per row
-    ReduceWarpKernel<Op><<<GridFor(rows, kThreads / kWarp), kThreads>>>(a, out, rows, row_len);
-    CUDA_CHECK_LAUNCH();
+    Launch<ReduceWarpKernel<Op>>(GridFor(rows, kThreads / kWarp), kThreads, a, out, rows, row_len);
     return;
   }
   if (rows >= 2 * sms || row_len < 65536) {  // a block per row
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, sms * 16));
-    ReduceBlockKernel<Op><<<grid, kThreads>>>(a, out, rows, row_len, row_len, 1);
-    CUDA_CHECK_LAUNCH();
+    Launch<ReduceBlockKernel<Op>>(grid, kThreads, a, out, rows, row_len, row_len, 1);
     return;
   }
   // Few very long rows: split each into chunks (pass 1), then reduce the partials (pass 2).
@@ -197,8 +193,7 @@ void LaunchReduce(const float* a, float* out, int64_t rows, int64_t row_len) {
   const int64_t chunk_len = (row_len + chunks - 1) / chunks;
   DeviceBuffer partial(rows * chunks * sizeof(float));
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows * chunks, sms * 16));
-  ReduceBlockKernel<Op><<<grid, kThreads>>>(a, partial.as<float>(), rows, row_len, chunk_len, chunks);
-  CUDA_CHECK_LAUNCH();
+  Launch<ReduceBlockKernel<Op>>(grid, kThreads, a, partial.as<float>(), rows, row_len, chunk_len, chunks);
   LaunchReduce<Op>(partial.as<float>(), out, rows, chunks);
 }
 
@@ -210,22 +205,21 @@ void LaunchSoftmax(const float* a, float* out, int64_t rows, int64_t row_len) {
     const unsigned grid = GridFor(rows, kThreads / kWarp);
     const int len = static_cast<int>(row_len);
     if (row_len <= 32)
-      SoftmaxWarpKernel<1, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<1, kLog>>(grid, kThreads, a, out, rows, len);
     else if (row_len <= 64)
-      SoftmaxWarpKernel<2, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<2, kLog>>(grid, kThreads, a, out, rows, len);
     else if (row_len <= 128)
-      SoftmaxWarpKernel<4, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<4, kLog>>(grid, kThreads, a, out, rows, len);
     else if (row_len <= 256)
-      SoftmaxWarpKernel<8, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<8, kLog>>(grid, kThreads, a, out, rows, len);
     else if (row_len <= 512)
-      SoftmaxWarpKernel<16, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<16, kLog>>(grid, kThreads, a, out, rows, len);
     else
-      SoftmaxWarpKernel<32, kLog><<<grid, kThreads>>>(a, out, rows, len);
+      Launch<SoftmaxWarpKernel<32, kLog>>(grid, kThreads, a, out, rows, len);
   } else {  // a block per row
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{NumSMs()} * 16));
-    SoftmaxBlockKernel<kLog><<<grid, 512>>>(a, out, rows, row_len);
+    Launch<SoftmaxBlockKernel<kLog>>(grid, 512, a, out, rows, row_len);
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 // ------------------------------------------------------------------------------------ training
@@ -233,10 +227,9 @@ void LaunchSoftmax(const float* a, float* out, int64_t rows, int64_t row_len) {
 inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, float* w_out, float* u_out, int64_t n,
                             double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
   if (n == 0) return;
-  SgdUpdateKernel<<<GridFor(n), kThreads>>>(w, g, u, w_out, u_out, n, static_cast<float>(momentum),
+  Launch<SgdUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, static_cast<float>(momentum),
                                             static_cast<float>(dampening), static_cast<float>(neg_lr),
                                             static_cast<float>(weight_decay), weight_decay != 0.0, has_u);
-  CUDA_CHECK_LAUNCH();
 }
 
 // x viewed rows x C x inner (C <= INT_MAX): a block per channel for the statistics, then the
@@ -244,12 +237,10 @@ inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, floa
 inline void LaunchBatchNormForward(const float* x, const float* w, const float* b, float* out, float* mean,
                                    float* var, int64_t rows, int64_t C, int64_t inner, double eps) {
   DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
-  BatchNormStatsKernel<<<static_cast<unsigned>(C), kThreads>>>(x, w, mean, var, scale.as<float>(), rows, C, inner,
+  Launch<BatchNormStatsKernel>(static_cast<unsigned>(C), kThreads, x, w, mean, var, scale.as<float>(), rows, C, inner,
                                                                eps);
-  CUDA_CHECK_LAUNCH();
-  BatchNormApplyKernel<<<GridFor(rows * C * inner), kThreads>>>(x, mean, scale.as<float>(), b, out,
+  Launch<BatchNormApplyKernel>(GridFor(rows * C * inner), kThreads, x, mean, scale.as<float>(), b, out,
                                                                 rows * C * inner, C, inner);
-  CUDA_CHECK_LAUNCH();
 }
 
 // The per-channel sums (db, dw and the three coefficients of dx), then dx element-wise.
@@ -257,12 +248,10 @@ inline void LaunchBatchNormBackward(const float* x, const float* g, const float*
                                     const float* var, float* dx, float* dw, float* db, int64_t rows, int64_t C,
                                     int64_t inner, double eps) {
   DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
-  BatchNormGradSumsKernel<<<static_cast<unsigned>(C), kThreads>>>(x, g, w, mean, var, dw, db, k.as<float>(), rows,
+  Launch<BatchNormGradSumsKernel>(static_cast<unsigned>(C), kThreads, x, g, w, mean, var, dw, db, k.as<float>(), rows,
                                                                   C, inner, eps);
-  CUDA_CHECK_LAUNCH();
-  BatchNormGradApplyKernel<<<GridFor(rows * C * inner), kThreads>>>(x, g, mean, k.as<float>(), dx,
+  Launch<BatchNormGradApplyKernel>(GridFor(rows * C * inner), kThreads, x, g, mean, k.as<float>(), dx,
                                                                     rows * C * inner, C, inner);
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace cuda

@@ -12,8 +12,8 @@
 // cuda_gemm_launch.cuh, the small pooling / training ones below) -> this file: the entry points
 // (validation, then a launcher) and the pybind11 bindings.
 // Every argument is validated on the host before anything is launched (ValueError / IndexError
-// with the numpy backend's messages); every launch is followed by CUDA_CHECK_LAUNCH(); CUDA
-// errors become RuntimeError with file:line. All work is queued on the legacy default stream:
+// with the numpy backend's messages); every launch goes through Launch<Kernel>() (cuda_common.cuh),
+// which checks it; CUDA errors become RuntimeError with file:line. All work is queued on the legacy default stream:
 // nothing here waits for the GPU except to_numpy and synchronize. Design: docs/cuda.md.
 
 #include <pybind11/numpy.h>
@@ -328,8 +328,8 @@ void SoftmaxBackward(const CudaArray& y, const CudaArray& g, CudaArray& out, int
   CheckSize(fn, "out", out.size, y.size);
   const int64_t rows = y.size / row_size;
   if (rows == 0) return;
-  SoftmaxBackwardWarpKernel<<<GridFor(rows, kThreads / kWarp), kThreads>>>(y.data, g.data, out.data, rows, row_size);
-  CUDA_CHECK_LAUNCH();
+  Launch<SoftmaxBackwardWarpKernel>(GridFor(rows, kThreads / kWarp), kThreads, y.data, g.data, out.data, rows,
+                                    row_size);
 }
 
 // ------------------------------------------------------------------------------------ pooling
@@ -362,8 +362,7 @@ void MaxPool2d(const CudaArray& a, CudaArray& out, int64_t N, int64_t H, int64_t
   CheckSize("max_pool2d", "out", out.size, OutCount(d));
   CheckSize("max_pool2d", "a", a.size, InCount(d));
   if (OutCount(d) == 0) return;
-  MaxPoolKernel<<<GridFor(OutCount(d)), kThreads>>>(a.data, out.data, d, OutCount(d));
-  CUDA_CHECK_LAUNCH();
+  Launch<MaxPoolKernel>(GridFor(OutCount(d)), kThreads, a.data, out.data, d, OutCount(d));
 }
 
 void MaxPool2dBackward(const CudaArray& a, const CudaArray& dout, CudaArray& dinp, int64_t N, int64_t H,
@@ -376,8 +375,7 @@ void MaxPool2dBackward(const CudaArray& a, const CudaArray& dout, CudaArray& din
   CheckSize(fn, "a", a.size, InCount(d));
   if (InCount(d) == 0) return;
   CUDA_CHECK(cudaMemsetAsync(dinp.data, 0, InCount(d) * sizeof(float), 0));
-  MaxPoolBackwardKernel<<<GridFor(OutCount(d)), kThreads>>>(a.data, dout.data, dinp.data, d, OutCount(d));
-  CUDA_CHECK_LAUNCH();
+  Launch<MaxPoolBackwardKernel>(GridFor(OutCount(d)), kThreads, a.data, dout.data, dinp.data, d, OutCount(d));
 }
 
 void AvgPool2d(const CudaArray& a, CudaArray& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
@@ -386,8 +384,7 @@ void AvgPool2d(const CudaArray& a, CudaArray& out, int64_t N, int64_t H, int64_t
   CheckSize("avg_pool2d", "out", out.size, OutCount(d));
   CheckSize("avg_pool2d", "a", a.size, InCount(d));
   if (OutCount(d) == 0) return;
-  AvgPoolKernel<<<GridFor(OutCount(d)), kThreads>>>(a.data, out.data, d, OutCount(d));
-  CUDA_CHECK_LAUNCH();
+  Launch<AvgPoolKernel>(GridFor(OutCount(d)), kThreads, a.data, out.data, d, OutCount(d));
 }
 
 void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_t H, int64_t W, int64_t C,
@@ -397,8 +394,7 @@ void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_
   CheckSize(fn, "dout", dout.size, OutCount(d));
   CheckSize(fn, "dinp", dinp.size, InCount(d));
   if (InCount(d) == 0) return;
-  AvgPoolBackwardKernel<<<GridFor(InCount(d)), kThreads>>>(dout.data, dinp.data, d, InCount(d));
-  CUDA_CHECK_LAUNCH();
+  Launch<AvgPoolBackwardKernel>(GridFor(InCount(d)), kThreads, dout.data, dinp.data, d, InCount(d));
 }
 
 // ------------------------------------------------------------------------------------ depthwise conv
@@ -591,14 +587,19 @@ void Synchronize() {
 
 // ------------------------------------------------------------------------------------ bindings
 
-PYBIND11_MODULE(ndarray_backend_cuda, m) {
+// The emulator build (tests/cuda_emu) compiles this file again under another module name.
+#ifndef NEEDLE_CUDA_MODULE
+#define NEEDLE_CUDA_MODULE ndarray_backend_cuda
+#endif
+PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   namespace py = pybind11;
   using namespace needle::cuda;
   using py::arg;
   m.doc() = "needle CUDA backend: the flat float32 function table of docs/backends.md";
   m.attr("__tile_size__") = kTileSize;
 
-  py::class_<CudaArray>(m, "Array", "A flat float32 buffer of `size` elements in GPU memory.")
+  // module_local: the emulated build of this file registers the same C++ type in its own module.
+  py::class_<CudaArray>(m, "Array", py::module_local(), "A flat float32 buffer of `size` elements in GPU memory.")
       .def(py::init<int64_t>(), arg("size"))
       .def_readonly("size", &CudaArray::size)
       .def("ptr", &CudaArray::ptr, "Device address (an int), the same for every view of the buffer.");

@@ -1,4 +1,4 @@
-"""One device fixture for the whole suite: cpu_numpy, cpu, and cuda when a GPU answers."""
+"""One device fixture for the whole suite: cpu_numpy, cpu, and cuda when a GPU (or the emulator) answers."""
 import os
 import pathlib
 import subprocess
@@ -11,11 +11,13 @@ import needle.backend_ndarray as nd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# cuda is the real GPU backend, or with NEEDLE_CUDA_EMULATOR=1 the same kernels on the CPU emulator
+# (docs/cuda.md); without either it is skipped.
+NO_CUDA = "no CUDA device (NEEDLE_CUDA_EMULATOR=1 runs these on the CPU emulator)"
 _DEVICES = [
     pytest.param(nd.cpu_numpy, id="cpu_numpy"),
     pytest.param(nd.cpu, id="cpu"),
-    pytest.param(nd.cuda, id="cuda",
-                 marks=pytest.mark.skipif(not nd.cuda().enabled(), reason="no CUDA device")),
+    pytest.param(nd.cuda, id="cuda", marks=pytest.mark.skipif(not nd.cuda().enabled(), reason=NO_CUDA)),
 ]
 
 

@@ -10,18 +10,16 @@ import threading
 import numpy as np
 import pytest
 
+import needle.backend_ndarray as nd
 from needle.backend_ndarray import ndarray_backend_numpy as REF
 
 
 def _native_modules():
     params = [pytest.param("ndarray_backend_cpu", id="cpu")]
-    try:
-        cuda = importlib.import_module("needle.backend_ndarray.ndarray_backend_cuda")
-        ok = bool(cuda.is_available())
-    except ImportError:
-        ok = False
-    params.append(pytest.param("ndarray_backend_cuda", id="cuda",
-                               marks=pytest.mark.skipif(not ok, reason="no CUDA device")))
+    cuda = nd.cuda()  # the GPU module, or the emulated one under NEEDLE_CUDA_EMULATOR
+    name = cuda.mod.__name__.rsplit(".", 1)[-1] if cuda.enabled() else "ndarray_backend_cuda"
+    reason = "no CUDA device (NEEDLE_CUDA_EMULATOR=1 runs these on the CPU emulator)"
+    params.append(pytest.param(name, id="cuda", marks=pytest.mark.skipif(not cuda.enabled(), reason=reason)))
     return params
 
 

@@ -33,6 +33,14 @@ def test_cuda_table_matches_numpy_spec_when_built():
     assert table(cuda) == table(ndarray_backend_numpy)
 
 
+def test_emulated_cuda_table_matches_numpy_spec_when_built():
+    from needle.backend_ndarray import ndarray_backend_numpy
+    emu = _native("ndarray_backend_cuda_emu")  # (its ASan twin loads only with libasan preloaded)
+    if emu is None:
+        pytest.skip("ndarray_backend_cuda_emu not built (NEEDLE_CUDA_EMULATOR=ON at install)")
+    assert table(emu) == table(ndarray_backend_numpy)
+
+
 def test_spec_table_is_documented():
     """Every function of the numpy spec is named in docs/backends.md."""
     import pathlib

@@ -1,5 +1,6 @@
 """Devices: a name plus the backend module that implements the function table of
 docs/backends.md (cpu_numpy: the numpy spec; cpu: C++; cuda)."""
+import importlib
 import os
 
 import numpy as np
@@ -26,6 +27,8 @@ class DeviceNotEnabledError(AttributeError):
 
 class BackendDevice:
     """A device: a name plus the backend module implementing the function table."""
+
+    emulated = False  # True only for cuda() run by the CPU emulator (NEEDLE_CUDA_EMULATOR)
 
     def __init__(self, name, mod):
         self.name = name
@@ -120,16 +123,40 @@ def cpu():
     return _DEVICES["cpu"]
 
 
+def _cuda_emulator_module():
+    """The CPU-emulated CUDA module NEEDLE_CUDA_EMULATOR asks for (1/on, or asan), else None."""
+    choice = os.environ.get("NEEDLE_CUDA_EMULATOR", "").strip().lower()
+    if choice in ("", "0", "off"):
+        return None
+    name = {"1": "ndarray_backend_cuda_emu", "on": "ndarray_backend_cuda_emu",
+            "asan": "ndarray_backend_cuda_emu_asan"}.get(choice)
+    if name is None:
+        raise ValueError(f"NEEDLE_CUDA_EMULATOR={choice!r}: expected 1, on, asan, 0 or off")
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ImportError as err:
+        raise ImportError(f"NEEDLE_CUDA_EMULATOR={choice}: the module {name} was not built; "
+                          f"install with NEEDLE_CUDA_EMULATOR=ON (or ASAN), see docs/cuda.md") from err
+
+
 def cuda():
-    """The CUDA backend; `enabled()` is False when it was not built or no GPU answers."""
+    """The CUDA backend; `enabled()` is False when it was not built or no GPU answers.
+
+    With NEEDLE_CUDA_EMULATOR=1 it is the same backend run by a CPU emulator (tests only;
+    `cuda().emulated` is True), never chosen without that variable.
+    """
     if "cuda" not in _DEVICES:
-        try:
-            from . import ndarray_backend_cuda as mod
-            if not mod.is_available():
+        mod = _cuda_emulator_module()
+        emulated = mod is not None
+        if not emulated:
+            try:
+                from . import ndarray_backend_cuda as mod
+                if not mod.is_available():
+                    mod = None
+            except ImportError:
                 mod = None
-        except ImportError:
-            mod = None
         _DEVICES["cuda"] = BackendDevice("cuda", mod)
+        _DEVICES["cuda"].emulated = emulated
     return _DEVICES["cuda"]
 
 
