@@ -224,6 +224,8 @@ __device__ __forceinline__ bool LastAlongZeroStrides(const ViewMeta& v, IdxT i) 
 }
 
 // numpy semantics: max propagates NaN (fmaxf would drop it).
+__device__ __forceinline__ int64_t MaxI64(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t MinI64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ float NanMax(float a, float b) { return (a > b || a != a) ? a : b; }
 
 struct SumOp {

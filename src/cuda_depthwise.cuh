@@ -3,7 +3,7 @@
 // One thread per output (forward) or input (input gradient) element, channel fastest so that a
 // warp reads consecutive floats; the weight gradient is one block per (tap, channel), whose
 // threads stride over the N*Ho*Wo output pixels and reduce in shared memory (no atomics, a
-// deterministic sum). Launches are plain <<<grid, block>>> followed by CUDA_CHECK_LAUNCH().
+// deterministic sum). Launches go through Launch<Kernel> (cuda_common.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -104,24 +104,21 @@ __global__ void DepthwiseWeightGradKernel(const float* x, const float* dout, flo
 inline void LaunchDepthwiseForward(const float* x, const float* w, float* out, const DepthwiseDims& d) {
   const int64_t count = d.N * d.Ho * d.Wo * d.C;
   if (count == 0) return;
-  DepthwiseForwardKernel<<<GridFor(count), kThreads>>>(x, w, out, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<DepthwiseForwardKernel>(GridFor(count), kThreads, x, w, out, d, count);
 }
 
 inline void LaunchDepthwiseInputGrad(const float* dout, const float* w, float* dinp,
                                      const DepthwiseDims& d) {
   const int64_t count = d.N * d.H * d.W * d.C;
   if (count == 0) return;
-  DepthwiseInputGradKernel<<<GridFor(count), kThreads>>>(dout, w, dinp, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<DepthwiseInputGradKernel>(GridFor(count), kThreads, dout, w, dinp, d, count);
 }
 
 inline void LaunchDepthwiseWeightGrad(const float* x, const float* dout, float* dweight,
                                       const DepthwiseDims& d) {
   const int64_t blocks = d.kh * d.kw * d.C;
   if (blocks == 0) return;
-  DepthwiseWeightGradKernel<<<static_cast<unsigned>(blocks), kThreads>>>(x, dout, dweight, d);
-  CUDA_CHECK_LAUNCH();
+  Launch<DepthwiseWeightGradKernel>(static_cast<unsigned>(blocks), kThreads, x, dout, dweight, d);
 }
 
 }  // namespace cuda

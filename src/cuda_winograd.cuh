@@ -4,7 +4,7 @@
 // matrices (alpha <= 8 here) are kernel arguments copied into a struct.
 // One thread per (tile, channel) for the tile-wise maps; the input adjoint gathers, one thread
 // per input element, from the (at most ceil(alpha/m)^2) tiles whose patch covers it, so no two
-// threads write the same float. Launches are plain <<<grid, block>>> + CUDA_CHECK_LAUNCH().
+// threads write the same float. Launches go through Launch<Kernel> (cuda_common.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -61,8 +61,8 @@ __global__ void WinogradInputAdjointKernel(const float* dv, WinogradMatrix bt, f
     const int64_t c = e % d.C, w = (e / d.C) % d.W, h = (e / (d.C * d.W)) % d.H;
     const int64_t n = e / (d.C * d.W * d.H);
     float s = 0.0f;
-    const int64_t y0 = max(int64_t(0), (h + d.ph - A + d.m) / d.m), y1 = min(d.th - 1, (h + d.ph) / d.m);
-    const int64_t x0 = max(int64_t(0), (w + d.pw - A + d.m) / d.m), x1 = min(d.tw - 1, (w + d.pw) / d.m);
+    const int64_t y0 = MaxI64(0, (h + d.ph - A + d.m) / d.m), y1 = MinI64(d.th - 1, (h + d.ph) / d.m);
+    const int64_t x0 = MaxI64(0, (w + d.pw - A + d.m) / d.m), x1 = MinI64(d.tw - 1, (w + d.pw) / d.m);
     for (int64_t ty = y0; ty <= y1; ++ty)
       for (int64_t tx = x0; tx <= x1; ++tx) {
         const int64_t k = h + d.ph - ty * d.m, l = w + d.pw - tx * d.m;  // place in the patch
@@ -132,32 +132,28 @@ inline void LaunchWinogradInputTransform(const float* a, const WinogradMatrix& b
                                          const WinogradDims& d) {
   const int64_t count = d.N * d.th * d.tw * d.C;
   if (count == 0) return;
-  WinogradInputTransformKernel<<<GridFor(count), kThreads>>>(a, bt, v, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<WinogradInputTransformKernel>(GridFor(count), kThreads, a, bt, v, d, count);
 }
 
 inline void LaunchWinogradInputAdjoint(const float* dv, const WinogradMatrix& bt, float* dinp,
                                        const WinogradDims& d) {
   const int64_t count = d.N * d.H * d.W * d.C;
   if (count == 0) return;
-  WinogradInputAdjointKernel<<<GridFor(count), kThreads>>>(dv, bt, dinp, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<WinogradInputAdjointKernel>(GridFor(count), kThreads, dv, bt, dinp, d, count);
 }
 
 inline void LaunchWinogradOutputTransform(const float* mm, const WinogradMatrix& at, float* out,
                                           const WinogradDims& d) {
   const int64_t count = d.N * d.th * d.tw * d.C;
   if (count == 0) return;
-  WinogradOutputTransformKernel<<<GridFor(count), kThreads>>>(mm, at, out, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<WinogradOutputTransformKernel>(GridFor(count), kThreads, mm, at, out, d, count);
 }
 
 inline void LaunchWinogradOutputAdjoint(const float* dout, const WinogradMatrix& at, float* dm,
                                         const WinogradDims& d) {
   const int64_t count = d.N * d.th * d.tw * d.C;
   if (count == 0) return;
-  WinogradOutputAdjointKernel<<<GridFor(count), kThreads>>>(dout, at, dm, d, count);
-  CUDA_CHECK_LAUNCH();
+  Launch<WinogradOutputAdjointKernel>(GridFor(count), kThreads, dout, at, dm, d, count);
 }
 
 }  // namespace cuda
