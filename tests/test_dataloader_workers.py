@@ -410,7 +410,7 @@ IMPORT_ALL = textwrap.dedent("""
     np.random.seed(123)
     import apps.mlp_resnet
     assert np.array_equal(np.random.get_state()[1], zero), "apps.mlp_resnet must seed 0"
-    # the other apps reseed only through their first import of apps.models (done above)
+    # the other course modules reseed only through their first import of apps.models (above)
     np.random.seed(123)
     import apps.simple_ml, apps.train
     assert np.array_equal(np.random.get_state()[1], before), "apps.simple_ml/train reseeded"

@@ -44,13 +44,13 @@ def test_course_layout_modules_are_the_packaged_ones():
     assert apps.train is needle.apps.train
 
 
-def test_importing_apps_models_seeds_numpy_even_when_already_imported():
+def test_importing_apps_models_seeds_numpy_and_needle_apps_does_not():
     import importlib
     import sys
 
     import numpy as np
 
-    import needle.apps.models  # noqa: F401  (already imported: no seeding from it)
+    import needle.apps.models  # noqa: F401  (the packaged module never seeds)
     sys.modules.pop("apps.models", None)  # the course name, imported afresh
     np.random.rand(5)
     importlib.import_module("apps.models")

@@ -368,20 +368,24 @@ class Tensor(Value):
 
     @property
     def shape(self):
+        """The tensor's shape, a tuple (e.g. (N, C, H, W))."""
         return self.realize_cached_data().shape
 
     @property
     def dtype(self):
+        """numpy dtype in numpy mode; the string "float32" in NDArray mode."""
         return self.realize_cached_data().dtype
 
     @property
     def device(self):
+        """The device holding the data (`cpu()`, `cuda()`, ...)."""
         if _NUMPY_MODE:
             return cpu()
         return self.realize_cached_data().device
 
     @property
     def ndim(self):
+        """Number of dimensions, len(shape)."""
         return len(self.shape)
 
     def backward(self, out_grad=None, create_graph=False):
@@ -497,12 +501,15 @@ class Tensor(Value):
         return _om.MatMul()(self, other)
 
     def matmul(self, other):
+        """self @ other: (m, k) @ (k, n) -> (m, n), batched over leading dims."""
         return _om.MatMul()(self, other)
 
     def sum(self, axes=None):
+        """Sum over `axes` (None: all), dropping them."""
         return _om.Summation(axes)(self)
 
     def broadcast_to(self, shape):
+        """Broadcast to `shape` by numpy's rules."""
         return _om.BroadcastTo(shape)(self)
 
     def reshape(self, shape):
@@ -512,6 +519,7 @@ class Tensor(Value):
         return _om.Negate()(self)
 
     def transpose(self, axes=None):
+        """Swap two axes (default: the last two), as the contract's transpose op."""
         return _om.Transpose(axes)(self)
 
     __radd__ = __add__

@@ -75,7 +75,8 @@ def gradient_check(f, *args, tol=None, backward=True, eps=None, out_grad=None, s
         list of the autograd gradients as numpy arrays, one per argument.
 
     Raises:
-        AssertionError naming the op, the argument index and the worst element with both values.
+        AssertionError: naming the op, the argument index and the worst element with both
+            values.
     """
     name = op_name or getattr(f, "__name__", type(f).__name__)
     tensors = list(args)

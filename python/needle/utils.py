@@ -75,9 +75,9 @@ def load_checkpoint(path):
     """Load an object saved by `save_checkpoint`.
 
     Raises:
-        FileNotFoundError if `path` does not exist; ValueError naming the file when it is not a
-        needle checkpoint, is truncated or corrupted (checksum mismatch), or holds disallowed
-        objects.
+        FileNotFoundError: if `path` does not exist.
+        ValueError: naming the file when it is not a needle checkpoint, is truncated or
+            corrupted (checksum mismatch), or holds disallowed objects.
     """
     with open(path, "rb") as f:
         data = f.read()

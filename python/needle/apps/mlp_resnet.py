@@ -17,8 +17,6 @@ from needle import nn
 from needle.data import DataLoader, MNISTDataset, find_data_dir
 from needle.data.data_mnist import mnist_files
 
-np.random.seed(0)
-
 
 def ResidualBlock(dim, hidden_dim, norm=nn.BatchNorm1d, drop_prob=0.1, device=None,
                   dtype="float32"):

@@ -12,9 +12,6 @@ from needle import nn
 __all__ = ["VGG", "VGG_CONFIGS", "BasicBlock", "LeNet", "ResNet9", "ResNet18", "AlexNet",
            "Inception", "GoogLeNet"]
 
-# Part of the RNG contract: importing apps.models reseeds the global RNG.
-np.random.seed(0)
-
 
 def ConvBN(a, b, k, s, device=None, dtype="float32"):
     """Conv(a, b, k, stride=s) -> BatchNorm2d(b) -> ReLU, NCHW."""

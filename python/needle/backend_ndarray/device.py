@@ -164,10 +164,12 @@ _DEVICES = {}
 
 
 def default_device():
+    """The device NDArrays use when none is given: `cpu()`."""
     return cpu()
 
 
 def all_devices():
+    """Every NDArray device: [cpu(), cuda(), cpu_numpy()] (cuda may be disabled)."""
     return [cpu(), cuda(), cpu_numpy()]
 
 

@@ -623,72 +623,89 @@ def array(a, dtype="float32", device=None):
 
 
 def empty(shape, dtype="float32", device=None):
+    """An uninitialised float32 NDArray of `shape` on `device` (default cpu())."""
     device = device if device is not None else default_device()
     return device.empty(shape, dtype)
 
 
 def full(shape, fill_value, dtype="float32", device=None):
+    """A float32 NDArray of `shape` filled with `fill_value`."""
     device = device if device is not None else default_device()
     return device.full(shape, fill_value, dtype)
 
 
 def zeros(shape, dtype="float32", device=None):
+    """A float32 NDArray of `shape` filled with 0."""
     return full(shape, 0.0, dtype, device)
 
 
 def ones(shape, dtype="float32", device=None):
+    """A float32 NDArray of `shape` filled with 1."""
     return full(shape, 1.0, dtype, device)
 
 
 def broadcast_to(a, shape):
+    """A view of `a` broadcast to `shape` (stride 0 along new or size-1 dims)."""
     return a.broadcast_to(shape)
 
 
 def reshape(a, shape):
+    """`a` as `shape`: a view when `a` is compact, else a compact copy."""
     return a.reshape(shape)
 
 
 def transpose(a, axes=None):
+    """A view of `a` with its axes permuted (default: reversed), as numpy.transpose."""
     return a.permute(tuple(reversed(range(a.ndim))) if axes is None else axes)
 
 
 def maximum(a, b):
+    """max(a, b), element-wise; `b` an NDArray of a's shape or a scalar."""
     return a.maximum(b)
 
 
 def power(a, b):
+    """a ** b, element-wise; `b` an NDArray of a's shape or a scalar."""
     return a ** b
 
 
 def negative(a):
+    """-a, element-wise."""
     return -a
 
 
 def log(a):
+    """Natural logarithm of `a`, element-wise."""
     return a.log()
 
 
 def exp(a):
+    """e ** a, element-wise."""
     return a.exp()
 
 
 def tanh(a):
+    """tanh(a), element-wise."""
     return a.tanh()
 
 
 def sum(a, axis=None, keepdims=False):  # noqa: A001  (numpy-compatible name)
+    """Sum of `a` over `axis` (int, tuple or None: all), as numpy.sum."""
     return a.sum(axis=axis, keepdims=keepdims)
 
 
 def max(a, axis=None, keepdims=False):  # noqa: A001
+    """Maximum of `a` over `axis` (int, tuple or None: all), as numpy.max."""
     return a.max(axis=axis, keepdims=keepdims)
 
 
 def flip(a, axes):
+    """A copy of `a` reversed along `axes`."""
     return a.flip(axes)
 
 
 def pad(a, axes):
+    """`a` zero-padded: `axes` holds one (before, after) pair per dimension."""
     return a.pad(axes)
 
 

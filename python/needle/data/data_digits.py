@@ -56,7 +56,8 @@ class DigitsDataset(Dataset):
 
     Example:
         >>> ds = DigitsDataset(train=True, image_size=28)
-        >>> ds[0][0].shape
+        >>> image, label = ds[0]
+        >>> image.shape
         (1, 28, 28)
     """
 

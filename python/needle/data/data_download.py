@@ -124,8 +124,8 @@ def download_file(url, dest, md5=None, timeout=30):
         dest.
 
     Raises:
-        OSError (urllib.error.URLError included) when the download fails; ValueError when the
-        checksum does not match. `dest` is never left half-written.
+        OSError: when the download fails (urllib.error.URLError included).
+        ValueError: when the checksum does not match. `dest` is never left half-written.
     """
     with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
         bar = _progress(int(resp.headers.get("Content-Length") or 0), os.path.basename(dest))
@@ -163,7 +163,7 @@ def ensure_mnist(data_dir=None, splits=("train", "t10k"), download=True):
         {split: (images_path, labels_path)}.
 
     Raises:
-        DataUnavailableError when files are missing and cannot be downloaded.
+        DataUnavailableError: when files are missing and cannot be downloaded.
     """
     root = find_data_dir(data_dir)
     target = os.path.join(root, "mnist")
@@ -217,8 +217,8 @@ def ensure_cifar10(data_dir=None, download=True):
         the path of `<data_dir>/cifar-10-batches-py`, holding data_batch_1..5 and test_batch.
 
     Raises:
-        DataUnavailableError when batches are missing and cannot be downloaded; ValueError when
-        the archive fails its checksum.
+        DataUnavailableError: when batches are missing and cannot be downloaded.
+        ValueError: when the archive fails its checksum.
     """
     root = find_data_dir(data_dir)
     folder = os.path.join(root, CIFAR10_FOLDER)

@@ -52,7 +52,7 @@ class Corpus:
         train, test: lists of int ids; each line contributes its words then "<eos>".
 
     Raises:
-        FileNotFoundError naming the missing file.
+        FileNotFoundError: naming the missing file.
     """
 
     def __init__(self, base_dir, max_lines=None):

@@ -90,6 +90,7 @@ def _zeros(shape, like):
 
 # ---------------------------------------------------------------------------------- element-wise
 class EWiseAdd(TensorOp):
+    """a + b, element-wise; a and b have one shape (broadcast first)."""
     def compute(self, a, b):
         return a + b
 
@@ -103,6 +104,7 @@ def add(a, b):
 
 
 class AddScalar(TensorOp):
+    """a + scalar, element-wise; any shape."""
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -119,6 +121,7 @@ def add_scalar(a, scalar):
 
 
 class EWiseMul(TensorOp):
+    """a * b, element-wise; a and b have one shape (broadcast first)."""
     def compute(self, a, b):
         return a * b
 
@@ -133,6 +136,7 @@ def multiply(a, b):
 
 
 class MulScalar(TensorOp):
+    """a * scalar, element-wise; any shape."""
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -188,6 +192,7 @@ def power_scalar(a, scalar):
 
 
 class EWiseDiv(TensorOp):
+    """a / b, element-wise; a and b have one shape (broadcast first)."""
     def compute(self, a, b):
         return a / b
 
@@ -222,6 +227,7 @@ def divide_scalar(a, scalar):
 
 
 class Negate(TensorOp):
+    """-a, element-wise; any shape."""
     def compute(self, a):
         return -a
 
@@ -235,6 +241,7 @@ def negate(a):
 
 
 class Log(TensorOp):
+    """Natural logarithm, element-wise; any shape."""
     def compute(self, a):
         return array_api.log(a)
 
@@ -248,6 +255,7 @@ def log(a):
 
 
 class Exp(TensorOp):
+    """e ** a, element-wise; any shape."""
     def compute(self, a):
         return array_api.exp(a)
 
@@ -261,6 +269,7 @@ def exp(a):
 
 
 class ReLU(TensorOp):
+    """max(a, 0), element-wise; any shape (gradient 0 at 0)."""
     def compute(self, a):
         return array_api.maximum(a, 0)
 
@@ -279,6 +288,7 @@ def relu(a):
 
 
 class Tanh(TensorOp):
+    """tanh(a), element-wise; any shape."""
     def compute(self, a):
         return array_api.tanh(a)
 
@@ -292,6 +302,7 @@ def tanh(a):
 
 
 class Sigmoid(TensorOp):
+    """1 / (1 + e ** -a), element-wise; any shape."""
     def compute(self, a):
         # 1/(1+e^-a) = (1 + tanh(a/2)) / 2: no overflow for large |a|.
         return (array_api.tanh(a * 0.5) + 1) * 0.5
@@ -354,6 +365,7 @@ def matmul(a, b):
 
 # ---------------------------------------------------------------------------------- reductions
 class Summation(TensorOp):
+    """Sum over `axes` (None: all), dropping them: shape (2, 3, 4), axes (1,) -> (2, 4)."""
     def __init__(self, axes=None):
         self.axes = _as_axes_arg(axes, "Summation")
 
@@ -443,6 +455,7 @@ def logsoftmax(a, axis=-1):
 
 # ---------------------------------------------------------------------------------- shape ops
 class BroadcastTo(TensorOp):
+    """Broadcast to `shape` by numpy's rules: (3, 1) -> (2, 3, 4); the gradient sums back."""
     def __init__(self, shape):
         self.shape = as_shape(shape, "BroadcastTo")
 
@@ -461,6 +474,7 @@ def broadcast_to(a, shape):
 
 
 class Reshape(TensorOp):
+    """The same elements in `shape` (one entry may be -1); the gradient reshapes back."""
     def __init__(self, shape):
         self.shape = as_shape(shape, "Reshape", allow_minus_one=True)
 
@@ -515,6 +529,7 @@ def transpose(a, axes=None):
 
 
 class Flip(TensorOp):
+    """Reverse the order of elements along `axes`; shape unchanged."""
     def __init__(self, axes=None):
         self.axes = _as_axes_arg(axes, "Flip")
 

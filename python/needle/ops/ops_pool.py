@@ -96,8 +96,10 @@ def max_pool2d(a, kernel_size, stride=None, padding=0):
     """2-D max pooling of an NHWC tensor.
 
     Args:
-        a: N x H x W x C. kernel_size, stride (default = kernel_size), padding: int or (h, w)
-        pair; padding <= kernel_size // 2 and acts as -inf.
+        a: N x H x W x C.
+        kernel_size: int or (h, w) pair.
+        stride: int or (h, w) pair (default = kernel_size).
+        padding: int or (h, w) pair; padding <= kernel_size // 2 and acts as -inf.
     Returns:
         N x Ho x Wo x C with Ho = (H + 2*ph - kh) // sh + 1.
     Gradient: each output gradient goes to the first maximum of its window (row-major order).

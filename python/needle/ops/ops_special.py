@@ -21,6 +21,7 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
 class Erf(TensorOp):
+    """The error function erf(a), element-wise; any shape (float32 error < 5e-7)."""
     def compute(self, a):
         absolute = array_api.maximum(a, -a)
         t = (absolute * _P + 1.0) ** -1.0

@@ -11,6 +11,7 @@ _NUMPY_MODE = BACKEND == "np"
 
 
 class MakeTensorTuple(TensorTupleOp):
+    """Pack Tensors (any shapes) into one TensorTuple node; the gradient unpacks."""
     def compute(self, *args):
         return tuple(args)
 
@@ -24,6 +25,7 @@ def make_tuple(*args):
 
 
 class TupleGetItem(TensorOp):
+    """Item `index` of a TensorTuple, as a Tensor; the gradient is zero elsewhere."""
     def __init__(self, index):
         self.index = index
 

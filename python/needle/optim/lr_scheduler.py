@@ -281,9 +281,9 @@ class OneCycleLR(LRScheduler):
     `momentum` or Adam's beta1) moves the opposite way when cycle_momentum. Step it once per
     batch, `total_steps` times (or epochs * steps_per_epoch).
 
-    Args: as torch.optim.lr_scheduler.OneCycleLR (max_lr, total_steps, epochs, steps_per_epoch,
-        pct_start, anneal_strategy "cos" / "linear", cycle_momentum, base_momentum,
-        max_momentum, div_factor, final_div_factor, three_phase, last_epoch).
+    Arguments are torch.optim.lr_scheduler.OneCycleLR's: max_lr, total_steps, epochs,
+    steps_per_epoch, pct_start, anneal_strategy ("cos" or "linear"), cycle_momentum,
+    base_momentum, max_momentum, div_factor, final_div_factor, three_phase, last_epoch.
     """
 
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
