@@ -207,3 +207,27 @@ def test_cuda_without_gpu(monkeypatch, capsys):
         monkeypatch.setattr(ndl, "cuda", lambda: type("Off", (), {"enabled": lambda s: False})())
     code, _, err = run_app(capsys, "--device", "cuda")
     assert_one_error_line(code, err, "--device cuda: not available")
+
+
+def _png_dpi(path):
+    """Horizontal dots per inch from a PNG's pHYs chunk (None without one)."""
+    import struct
+    data = pathlib.Path(path).read_bytes()
+    at = data.find(b"pHYs")
+    if at < 0:
+        return None
+    per_metre, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    return per_metre * 0.0254 if unit == 1 else None
+
+
+def test_curves_show_step_losses_lr_and_a_summary(tmp_path, capsys):
+    code, out, _ = run_app(capsys, "--model", "lenet", "--dataset", "digits", "--epochs", "2",
+                           "--schedule", "cosine", "--out", tmp_path / "run")
+    assert code == 0
+    assert re.search(r"^  best epoch +\d \(test_acc 0\.\d{4}\)$", out, re.MULTILINE), out
+    assert re.search(r"^  images/s +\d+$", out, re.MULTILINE), out
+    epochs = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
+    lrs = [lr for e in epochs for lr in e["step_lrs"]]
+    assert len(lrs) == sum(len(e["step_losses"]) for e in epochs)
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0] / 10  # cosine down to ~0
+    assert _png_dpi(tmp_path / "run" / "curves.png") >= 150

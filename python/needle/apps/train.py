@@ -79,7 +79,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    p = _Parser(prog="needle-train", description=__doc__.splitlines()[0])
+    p = _Parser(prog="needle-train", description=__doc__.splitlines()[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="lenet", choices=MODELS)
     p.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits: scikit-learn's 8x8 digits (offline); mnist: train/t10k; "
@@ -223,6 +224,15 @@ def setup(args, device):
     return model, opt, train_ds, test_ds
 
 
+def _smooth(values, weight=0.9):
+    """Exponential moving average with bias correction (TensorBoard's smoothing)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** (i + 1)))
+    return out
+
+
 def write_outputs(args, history):
     """metrics.json (strict JSON) and curves.png in --out, each written atomically."""
     write_json(os.path.join(args.out, "metrics.json"),
@@ -237,16 +247,35 @@ def write_outputs(args, history):
         print("warning: matplotlib is not installed; curves.png skipped", file=sys.stderr)
         return
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-    for split in ("train", "test"):
-        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", label=split)
-        ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], "o-", label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    lrs = [lr for h in history for lr in h.get("step_lrs", [])]
+    fig, axes = plt.subplots(1, 3 if lrs else 2, figsize=(12 if lrs else 9, 3.6), dpi=150)
+    ax_loss, ax_acc = axes[0], axes[1]
+    # step losses on an epoch axis: step i of epoch e (n steps) sits at e - 1 + (i + 1) / n
+    xs, ys = [], []
+    for h in history:
+        n = len(h["step_losses"])
+        xs += [h["epoch"] - 1 + (i + 1) / n for i in range(n)]
+        ys += h["step_losses"]
+    if ys:
+        ax_loss.plot(xs, ys, color="0.8", lw=0.6, label="train step")
+        ax_loss.plot(xs, _smooth(ys), color="C0", lw=1.2, label="train step (smoothed)")
+    for split, color in (("train", "C0"), ("test", "C1")):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", color=color,
+                     mfc="white" if split == "train" else color, label=f"{split} (epoch)")
+        ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], "o-", color=color,
+                    label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log" if ys else "linear")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    if lrs:
+        ax_lr = axes[2]
+        ax_lr.plot([x for x in xs[-len(lrs):]], lrs, color="C2")
+        ax_lr.set(xlabel="epoch", ylabel="learning rate", title=f"lr ({args.schedule})")
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0 if ys else None, max(epochs) + 0.05 if epochs else None)
         ax.grid(alpha=0.3)
-        ax.legend()
+    ax_loss.legend(fontsize=7)
+    ax_acc.legend(fontsize=7)
     fig.suptitle(f"{args.model} on {args.dataset}")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -323,6 +352,7 @@ def train_epoch(model, loader, opt, loss_fn, state, desc, steps_left, interrupt,
         loss, logits = step(X, y, finite)
         value = finite(loss)
         if sched is not None:
+            state.setdefault("lrs", []).append(float(opt.lr))  # the lr this step used
             sched.step()
         taken += 1
         state["done"] += 1
@@ -353,12 +383,27 @@ def evaluate(model, dataset, batch_size, device, loss_fn):
     return total_loss / seen, correct / seen
 
 
+def _summary_table(history, rate, train_seconds, wall):
+    """The run at a glance: best epoch by test accuracy, the last epoch, time and speed."""
+    best = max(history, key=lambda h: h["test_acc"])
+    last = history[-1]
+    rows = [("best epoch", f"{best['epoch']} (test_acc {best['test_acc']:.4f})"),
+            ("last epoch", f"{last['epoch']} (test_acc {last['test_acc']:.4f}, "
+                           f"train_loss {last['train_loss']:.4f})"),
+            ("training time", f"{train_seconds:.1f} s of {wall:.1f} s wall"),
+            ("images/s", f"{rate:.0f}")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
 def _epoch_record(epoch, step, state, test_loss, test_acc, complete):
     seen, seconds = state["seen"], state["seconds"]
     record = {"epoch": epoch, "steps": step, "train_loss": state["total"] / seen,
               "train_acc": state["correct"] / seen, "test_loss": test_loss, "test_acc": test_acc,
               "images_per_s": seen / seconds if seconds else 0.0, "train_seconds": seconds,
               "step_losses": list(state["losses"])}
+    if state.get("lrs"):
+        record["step_lrs"] = list(state["lrs"])  # with --schedule: the lr of each step
     if not complete:
         record["partial"] = True  # stopped by --max-steps; --resume finishes this epoch
     return record
@@ -435,8 +480,10 @@ def run(args):
     rate = images / train_seconds if train_seconds else 0.0
     if not main_rank:
         return 0 if args.target_acc is None or last["test_acc"] >= args.target_acc else 1
+    wall = time.perf_counter() - t0
+    print(_summary_table(history or [last], rate, train_seconds, wall), flush=True)
     print(f"final: test_acc={last['test_acc']:.4f} train_loss={last['train_loss']:.4f} "
-          f"images/s={rate:.0f} wall={time.perf_counter() - t0:.1f}s", flush=True)
+          f"images/s={rate:.0f} wall={wall:.1f}s", flush=True)
     if args.target_acc is not None and last["test_acc"] < args.target_acc:
         print(f"target not reached: test_acc {last['test_acc']:.4f} < {args.target_acc}",
               file=sys.stderr)
