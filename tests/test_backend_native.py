@@ -712,6 +712,9 @@ def _rss_bytes():
 
 
 def test_arrays_are_freed(mod):
+    if os.environ.get("NEEDLE_CUDA_EMULATOR", "").lower() == "asan":
+        pytest.skip("AddressSanitizer keeps freed blocks in its quarantine (256 MB), so RSS "
+                    "cannot show a leak here; the emulated pass without ASan checks it")
     mod.fill(mod.Array(1 << 20), 1.0)  # warm-up allocations
     before = _rss_bytes()
     for _ in range(200):
