@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bench_resnet9 import peak_rss_mb
+from bench_resnet9 import peak_rss_mb, torch_resnet9, torch_train_times
 
 SHAPES = {"resnet9": (3, 32), "lenet": (1, 28)}  # (channels, height = width)
 FRAMEWORKS = ("eager", "jit", "torch")
@@ -61,44 +61,18 @@ def torch_step_times(model_name, batch, steps):
     import torch
     import torch.nn as tnn
 
-    def conv_bn(a, b, k, s):
-        return tnn.Sequential(tnn.Conv2d(a, b, k, s, k // 2), tnn.BatchNorm2d(b), tnn.ReLU())
-
-    class Residual(tnn.Module):
-        def __init__(self, fn):
-            super().__init__()
-            self.fn = fn
-
-        def forward(self, x):
-            return self.fn(x) + x
-
-    torch.manual_seed(0)
     if model_name == "resnet9":
-        model = tnn.Sequential(
-            conv_bn(3, 16, 7, 4), conv_bn(16, 32, 3, 2),
-            Residual(tnn.Sequential(conv_bn(32, 32, 3, 1), conv_bn(32, 32, 3, 1))),
-            conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2),
-            Residual(tnn.Sequential(conv_bn(128, 128, 3, 1), conv_bn(128, 128, 3, 1))),
-            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+        model = torch_resnet9()
     else:
+        torch.manual_seed(0)
         model = tnn.Sequential(
             tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
             tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
             tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     c, h = SHAPES[model_name]
     x = torch.randn(batch, c, h, h)
     y = torch.randint(0, 10, (batch,))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        opt.zero_grad()
-        loss = tnn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        loss.item()
-        times.append(time.perf_counter() - start)
-    return times[1:]
+    return torch_train_times(model, x, y, steps)
 
 
 def child(framework, model_name, batch, steps):

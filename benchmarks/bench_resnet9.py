@@ -43,7 +43,8 @@ def needle_step_times(batch, steps, device_name):
     return times[1:]
 
 
-def torch_step_times(batch, steps, device_name):
+def torch_resnet9():
+    """ResNet9 in PyTorch, layer for layer as apps.models.ResNet9 (seeded with 0)."""
     import torch
     import torch.nn as tnn
 
@@ -58,17 +59,21 @@ def torch_step_times(batch, steps, device_name):
         def forward(self, x):
             return self.fn(x) + x
 
-    dev = "cuda" if device_name == "cuda" else "cpu"
     torch.manual_seed(0)
-    model = tnn.Sequential(
+    return tnn.Sequential(
         conv_bn(3, 16, 7, 4), conv_bn(16, 32, 3, 2),
         Residual(tnn.Sequential(conv_bn(32, 32, 3, 1), conv_bn(32, 32, 3, 1))),
         conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2),
         Residual(tnn.Sequential(conv_bn(128, 128, 3, 1), conv_bn(128, 128, 3, 1))),
-        tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10)).to(dev)
+        tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+
+
+def torch_train_times(model, x, y, steps):
+    """Seconds of each of `steps` SGD-momentum steps of `model` on (x, y), after one warm-up."""
+    import torch
+    import torch.nn as tnn
+
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, 32, 32, device=dev)
-    y = torch.randint(0, 10, (batch,), device=dev)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -79,6 +84,16 @@ def torch_step_times(batch, steps, device_name):
         loss.item()
         times.append(time.perf_counter() - start)
     return times[1:]
+
+
+def torch_step_times(batch, steps, device_name):
+    import torch
+
+    dev = "cuda" if device_name == "cuda" else "cpu"
+    model = torch_resnet9().to(dev)
+    x = torch.randn(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    return torch_train_times(model, x, y, steps)
 
 
 def peak_rss_mb():
