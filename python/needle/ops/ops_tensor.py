@@ -4,6 +4,8 @@
 `ge`) return constant 0/1 float tensors, as masks to multiply with (torch returns bool tensors;
 NDArray is float32 only).
 """
+import operator
+
 import numpy
 
 from ..autograd import Tensor, TensorOp
@@ -139,54 +141,44 @@ def _operands(owner, a, b):
     return grow(x), grow(y)
 
 
-def _compare(owner, a, b, numpy_op):
+# The NDArray operators already give IEEE results for NaN (a < NaN is false), as numpy's do.
+_COMPARISONS = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+                "gt": operator.gt, "ge": operator.ge}
+
+
+def _compare(owner, a, b):
     x, y = _operands(owner, a, b)
+    out = _COMPARISONS[owner](x, y)
     if _NUMPY_MODE:
-        out = numpy.asarray(numpy_op(x, y), dtype=numpy.float32)
-    else:
-        # Only == and >= are kernels; the rest derive from them so that NaN compares false,
-        # as IEEE (and numpy, torch) say: a < b is b >= a without a == b.
-        eq = x == y
-        if owner == "eq":
-            out = eq
-        elif owner == "ne":
-            out = 1.0 - eq
-        elif owner == "ge":
-            out = x >= y
-        elif owner == "gt":
-            out = (x >= y) - eq
-        elif owner == "le":
-            out = y >= x
-        else:
-            out = (y >= x) - eq
+        out = numpy.asarray(out, dtype=numpy.float32)
     return Tensor.make_const(out)
 
 
 def eq(a, b):
     """1.0 where a == b, else 0.0 (a Tensor; b a Tensor or number; broadcast); no gradient."""
-    return _compare("eq", a, b, numpy.equal)
+    return _compare("eq", a, b)
 
 
 def ne(a, b):
     """1.0 where a != b (NaN != anything), else 0.0; no gradient."""
-    return _compare("ne", a, b, numpy.not_equal)
+    return _compare("ne", a, b)
 
 
 def lt(a, b):
     """1.0 where a < b, else 0.0; no gradient."""
-    return _compare("lt", a, b, numpy.less)
+    return _compare("lt", a, b)
 
 
 def le(a, b):
     """1.0 where a <= b, else 0.0; no gradient."""
-    return _compare("le", a, b, numpy.less_equal)
+    return _compare("le", a, b)
 
 
 def gt(a, b):
     """1.0 where a > b, else 0.0; no gradient."""
-    return _compare("gt", a, b, numpy.greater)
+    return _compare("gt", a, b)
 
 
 def ge(a, b):
     """1.0 where a >= b, else 0.0; no gradient."""
-    return _compare("ge", a, b, numpy.greater_equal)
+    return _compare("ge", a, b)
