@@ -168,12 +168,14 @@ def load_data(args, size, channels):
                                transforms=[RandomCrop(4), RandomFlipHorizontal(), norm])
         return train, CIFAR10Dataset(folder, train=False, transforms=[norm])
     if args.dataset == "digits":
-        parts = [DigitsDataset(train=t, image_size=size) for t in (True, False)]
-        train, test = (_grayscale(d.images, d.labels, size, channels) for d in parts)
-        if args.augment:  # shifts by up to 2 pixels: the test writers are not in training
-            train = DigitsDataset(train=True, image_size=size, transforms=[RandomCrop(2)]) \
-                if channels == 1 else train
-        return train, test
+        # shifts by up to 2 pixels (grayscale models): the test writers are not in training
+        augment = args.augment and channels == 1
+        train = DigitsDataset(train=True, image_size=size,
+                              transforms=[RandomCrop(2)] if augment else None)
+        test = DigitsDataset(train=False, image_size=size)
+        if not augment:
+            train = _grayscale(train.images, train.labels, size, channels)
+        return train, _grayscale(test.images, test.labels, size, channels)
     if args.dataset == "mnist":
         files = ensure_mnist(args.data_dir, ("train", "t10k"))
         parts = [MNISTDataset(*files[s]) for s in ("train", "t10k")]
