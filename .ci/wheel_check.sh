@@ -12,7 +12,9 @@ raw="$(ls "$work"/raw/*.whl)"
 python -m auditwheel repair --plat "$(python .ci/manylinux_tag.py "$raw")" -w "$work/fixed" "$raw" > "$work/repair.log" 2>&1 || { cat "$work/repair.log"; exit 1; }
 fixed="$(ls "$work"/fixed/*.whl)"
 echo "wheel: $(basename "$raw") $(du -k "$raw" | cut -f1) KiB -> $(basename "$fixed") $(du -k "$fixed" | cut -f1) KiB"
-unzip -l "$fixed" | grep -q 'libgomp' || { echo "error: repaired wheel does not vendor libgomp"; exit 1; }
+# the listing first: `unzip | grep -q` under pipefail fails when grep exits before unzip ends
+listing="$(unzip -l "$fixed")"
+grep -q 'libgomp' <<< "$listing" || { echo "error: repaired wheel does not vendor libgomp"; exit 1; }
 python -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$fixed"
 cd "$work"  # outside the repository: nothing can be imported from the source tree
