@@ -23,7 +23,7 @@ import numpy as np
 import needle as ndl
 
 try:
-    from apps.models import ResNet9
+    from apps.models import LeNet, ResNet9
 except ImportError as err:  # run from elsewhere than the repository root
     raise SystemExit(f"{err}: run from the repository root with PYTHONPATH=.") from err
 
@@ -54,15 +54,17 @@ def main():
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cpu_numpy", "cuda"])
     parser.add_argument("--jit", action="store_true", help="profile the ndl.jit replay")
+    parser.add_argument("--model", default="resnet9", choices=["resnet9", "lenet"])
     args = parser.parse_args()
     dev = getattr(ndl, args.device)()
     if not dev.enabled():
         raise SystemExit(f"device {args.device} is not enabled")
     np.random.seed(0)
-    model = ResNet9(device=dev)
+    model = ResNet9(device=dev) if args.model == "resnet9" else LeNet(device=dev)
+    c, h = (3, 32) if args.model == "resnet9" else (1, 28)
     opt = ndl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = ndl.nn.SoftmaxLoss()
-    x = ndl.Tensor(np.random.randn(args.batch, 3, 32, 32).astype(np.float32), device=dev,
+    x = ndl.Tensor(np.random.randn(args.batch, c, h, h).astype(np.float32), device=dev,
                    requires_grad=False)
     y = ndl.Tensor.from_host(np.random.randint(0, 10, args.batch).astype(np.float32), device=dev)
 
@@ -98,7 +100,7 @@ def main():
     total, seconds, calls, flops = best
     inside = sum(seconds.values())
     mode = "ndl.jit replay" if args.jit else "eager"
-    print(f"ResNet9 step ({mode}), batch {args.batch}, device {dev}: best of {args.steps}")
+    print(f"{args.model} step ({mode}), batch {args.batch}, device {dev}: best of {args.steps}")
     print(f"  total {total * 1e3:.2f} ms = backend {inside * 1e3:.2f} ms "
           f"({sum(calls.values())} calls) + Python {(total - inside) * 1e3:.2f} ms")
     gemm_s = sum(seconds.get(k, 0.0) for k in flops)
