@@ -298,7 +298,8 @@ def test_find_data_dir(tmp_path, monkeypatch):
     assert data.find_data_dir(str(tmp_path)) == str(tmp_path)
     assert data.find_data_dir() == str(tmp_path / "env")
     monkeypatch.delenv("NEEDLE_DATA")
-    assert data.find_data_dir() == os.path.join(str(tmp_path / "home"), ".needle", "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data.find_data_dir() == str(tmp_path / "cache" / "needle")  # test_data_download.py
     with pytest.raises(FileNotFoundError, match=r"from the default\) is not a directory"):
         data.find_data_dir(must_exist=True)
     assert data.find_data_dir(str(tmp_path), must_exist=True) == str(tmp_path)

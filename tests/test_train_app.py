@@ -12,10 +12,10 @@ import needle as ndl
 import numpy as np
 import pytest
 from needle.data import data_download
-from needle.utils import load_checkpoint
 from test_cifar import cifar_md5s, write_cifar_batches
 
 from apps import train
+from apps.train_checkpoint import read_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FINAL = re.compile(r"^final: test_acc=(\d\.\d{4}) train_loss=\S+ images/s=\d+ wall=\S+s$",
@@ -56,9 +56,10 @@ def test_readme_command_digits(tmp_path):
     assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, epochs + 1))
     assert metrics["epochs"][-1]["test_acc"] == pytest.approx(float(final.group(1)), abs=1e-4)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pkl")
+    ckpt = read_checkpoint(tmp_path / "checkpoint.safetensors")
     assert (ckpt["model"], ckpt["dataset"], ckpt["epoch"]) == ("lenet", "digits", epochs)
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pkl", "curves.png", "metrics.json"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.safetensors", "curves.png",
+                                            "metrics.json"]
 
 
 def test_lenet_mnist_t10k_split_reaches_97(mnist_dir, tmp_path, capsys):
@@ -85,7 +86,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, capsys):
     for a, b in zip(full, part):
         assert a["step_losses"] == b["step_losses"]  # bit for bit, not approximately
         assert (a["test_loss"], a["test_acc"]) == (b["test_loss"], b["test_acc"])
-    ckpt = load_checkpoint(tmp_path / "part" / "checkpoint.pkl")
+    ckpt = read_checkpoint(tmp_path / "part" / "checkpoint.safetensors")
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 12  # 1,438 images / 128 per batch
 
 
@@ -153,6 +154,7 @@ def test_bad_argument_in_a_real_process():
 
 def test_missing_data_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data_download, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr(data_download, "DOWNLOAD_RETRIES", 0)
     code, _, err = run_app(capsys, "--dataset", "mnist-t10k-split", "--data-dir", tmp_path,
                            "--out", tmp_path / "out")
     assert_one_error_line(code, err, "no network access.*put the files in " +
@@ -179,7 +181,7 @@ def test_truncated_data(tmp_path, mnist_dir, capsys):
 def lenet_checkpoint(tmp_path, capsys):
     code, _, _ = run_app(capsys, "--dataset", "digits", "--max-steps", "1", "--out", tmp_path)
     assert code == 0
-    return tmp_path / "checkpoint.pkl"
+    return tmp_path / "checkpoint.safetensors"
 
 
 def test_checkpoint_from_another_model(lenet_checkpoint, capsys):
@@ -191,10 +193,14 @@ def test_checkpoint_from_another_model(lenet_checkpoint, capsys):
 def test_corrupted_checkpoint(lenet_checkpoint, capsys):
     raw = bytearray(lenet_checkpoint.read_bytes())
     raw[len(raw) // 2] ^= 0x01
-    bad = lenet_checkpoint.parent / "bad.pkl"
+    bad = lenet_checkpoint.parent / "bad.safetensors"
     bad.write_bytes(bytes(raw))
     code, _, err = run_app(capsys, "--dataset", "digits", "--resume", bad)
-    assert_one_error_line(code, err, "bad.pkl is corrupted or truncated")
+    assert_one_error_line(code, err, "bad.safetensors is corrupted or truncated")
+    short = bad.parent / "short.safetensors"
+    short.write_bytes(lenet_checkpoint.read_bytes()[:-100])
+    code, _, err = run_app(capsys, "--dataset", "digits", "--resume", short)
+    assert_one_error_line(code, err, "short.safetensors is corrupted or truncated")
     code, _, err = run_app(capsys, "--dataset", "digits", "--resume", bad.parent / "none.pkl")
     assert_one_error_line(code, err, "cannot resume.*none.pkl")
     np.save(bad.parent / "arr.npy", np.zeros(3))

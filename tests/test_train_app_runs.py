@@ -13,7 +13,7 @@ from needle.utils import load_checkpoint, save_checkpoint
 from test_train_app import REPO, assert_one_error_line, run_app
 
 from apps import train
-from apps.train_checkpoint import write_json
+from apps.train_checkpoint import read_checkpoint, write_checkpoint, write_json
 
 COMMON = ["--model", "lenet", "--dataset", "digits", "--batch-size", "128", "--seed", "3"]
 
@@ -25,7 +25,7 @@ def _strict_json(path):
 
 
 def _assert_same_weights(ckpt_a, ckpt_b):
-    a, b = load_checkpoint(ckpt_a)["model_state"], load_checkpoint(ckpt_b)["model_state"]
+    a, b = read_checkpoint(ckpt_a)["model_state"], read_checkpoint(ckpt_b)["model_state"]
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bit for bit
@@ -49,12 +49,12 @@ def test_max_steps_then_resume_is_bit_exact(full_run, tmp_path, capsys):
     part = tmp_path / "part"
     code, _, _ = run_app(capsys, *COMMON, "--epochs", "2", "--max-steps", "5", "--out", part)
     assert code == 0
-    ckpt = load_checkpoint(part / "checkpoint.pkl")
+    ckpt = read_checkpoint(part / "checkpoint.safetensors")
     assert (ckpt["epoch"], ckpt["step"], ckpt["in_epoch"]["done"]) == (0, 5, 5)
     assert _strict_json(part / "metrics.json")["epochs"][0]["partial"] is True
     code, out, _ = run_app(capsys, *COMMON, "--epochs", "2", "--out", part, "--resume")
     assert code == 0 and "epoch 1/2" in out and "epoch 2/2" in out, out
-    _assert_same_weights(full_run / "checkpoint.pkl", part / "checkpoint.pkl")
+    _assert_same_weights(full_run / "checkpoint.safetensors", part / "checkpoint.safetensors")
     assert _same_curves(full_run, part)
 
 
@@ -65,12 +65,12 @@ def test_resume_with_a_new_lr_uses_it(tmp_path, capsys):
     assert code == 0
     assert [ln for ln in out.splitlines() if "--lr" in ln] == [
         "resuming with --lr 0.5 (the checkpoint had 0.001)"]
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pkl")
+    ckpt = read_checkpoint(tmp_path / "checkpoint.safetensors")
     assert ckpt["optimizer"]["hyper"]["lr"] == 0.5 and ckpt["args"]["lr"] == 0.5
     # without --lr, the checkpoint's lr is kept, silently
     code, out, _ = run_app(capsys, *COMMON, "--max-steps", "4", "--out", tmp_path, "--resume")
     assert code == 0 and "--lr" not in out
-    assert load_checkpoint(tmp_path / "checkpoint.pkl")["optimizer"]["hyper"]["lr"] == 0.5
+    assert read_checkpoint(tmp_path / "checkpoint.safetensors")["optimizer"]["hyper"]["lr"] == 0.5
 
 
 def test_ctrl_c_saves_the_current_step_and_resumes_bit_exact(full_run, tmp_path, capsys):
@@ -86,14 +86,14 @@ def test_ctrl_c_saves_the_current_step_and_resumes_bit_exact(full_run, tmp_path,
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out + err
     assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted: saved step"), err
-    ckpt = load_checkpoint(part / "checkpoint.pkl")
+    ckpt = read_checkpoint(part / "checkpoint.safetensors")
     assert ckpt["epoch"] == 1 and 90 < ckpt["step"] < 180 and ckpt["in_epoch"]["done"] > 0
     code, out, err = run_app(capsys, *COMMON, "--batch-size", "16", "--epochs", "2", "--out",
                              part, "--resume")
     assert code == 0, err
     ref = tmp_path / "ref"
     assert run_app(capsys, *COMMON, "--batch-size", "16", "--epochs", "2", "--out", ref)[0] == 0
-    _assert_same_weights(ref / "checkpoint.pkl", part / "checkpoint.pkl")
+    _assert_same_weights(ref / "checkpoint.safetensors", part / "checkpoint.safetensors")
     assert _same_curves(ref, part)
 
 
@@ -137,7 +137,7 @@ def test_unwritable_out(tmp_path, capsys):
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
     assert train.main(["--dataset", "digits", "--max-steps", "1", "--out", str(out)]) == 0
-    return load_checkpoint(out / "checkpoint.pkl")
+    return read_checkpoint(out / "checkpoint.safetensors")
 
 
 def _without(d, key):
@@ -151,17 +151,19 @@ def _without(d, key):
     (lambda c: dict(c, step=-4), r"step -4"),
     (lambda c: dict(c, metrics={"a": 1}), r"'metrics' is a dict"),
     (lambda c: dict(c, metrics=[1, 2]), r"'metrics' is not a list of dicts"),
-    (lambda c: dict(c, model_state={"bogus": np.zeros(3)}), r"cannot resume from .*ckpt.pkl"),
-    (lambda c: dict(c, rng_state=("MT19937", np.zeros(3))), r"cannot resume from .*ckpt.pkl"),
+    (lambda c: dict(c, model_state={"bogus": np.zeros(3)}), r"cannot resume from .*ckpt\."),
+    (lambda c: dict(c, rng_state=("MT19937", np.zeros(3))), r"cannot resume from .*ckpt\."),
     (lambda c: dict(c, optimizer=dict(c["optimizer"], hyper={"lr": "fast"})), r"lr 'fast'"),
     (lambda c: dict(c, in_epoch={"order": "abc"}), r"'in_epoch' has no valid 'order'"),
     (lambda c: dict(c, in_epoch=[1]), r"'in_epoch' is a list"),
     (lambda c: "a string", r"not an apps.train checkpoint"),
 ])
-def test_checkpoint_with_valid_checksum_but_bad_contents(checkpoint, edit, pattern, tmp_path,
-                                                         capsys):
-    path = tmp_path / "ckpt.pkl"
-    save_checkpoint(path, edit(dict(checkpoint)))
+@pytest.mark.parametrize("suffix, write", [(".safetensors", write_checkpoint),
+                                           (".pkl", save_checkpoint)])  # the old format
+def test_checkpoint_with_valid_checksum_but_bad_contents(checkpoint, edit, pattern, suffix, write,
+                                                         tmp_path, capsys):
+    path = tmp_path / f"ckpt{suffix}"
+    write(path, edit(dict(checkpoint)))
     code, _, err = run_app(capsys, "--dataset", "digits", "--max-steps", "2", "--resume", path,
                            "--out", tmp_path / "out")
     assert_one_error_line(code, err, pattern)
@@ -169,20 +171,20 @@ def test_checkpoint_with_valid_checksum_but_bad_contents(checkpoint, edit, patte
 
 def test_leftover_part_files_are_removed(tmp_path, capsys):
     assert run_app(capsys, *COMMON, "--max-steps", "1", "--out", tmp_path)[0] == 0
-    leftovers = [".checkpoint.pkl.k3j9.part", ".metrics.json.x1.part", ".curves.png.abc.part"]
+    leftovers = [".checkpoint.safetensors.q7.part", ".checkpoint.pkl.k3j9.part", ".metrics.json.x1.part", ".curves.png.abc.part"]
     for name in leftovers + ["notes.part"]:
         (tmp_path / name).write_bytes(b"half a file")
     code, out, _ = run_app(capsys, *COMMON, "--max-steps", "2", "--out", tmp_path, "--resume")
     assert code == 0 and "removed unfinished files" in out
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pkl", "curves.png", "metrics.json",
-                                            "notes.part"]  # not ours: kept
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.safetensors", "curves.png",
+                                            "metrics.json", "notes.part"]  # not ours: kept
 
 
 def test_existing_run_folder_needs_resume_or_overwrite(tmp_path, capsys):
     assert run_app(capsys, *COMMON, "--max-steps", "1", "--out", tmp_path)[0] == 0
-    before = (tmp_path / "checkpoint.pkl").read_bytes()
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
     code, _, err = run_app(capsys, *COMMON, "--max-steps", "1", "--out", tmp_path)
     assert_one_error_line(code, err, r"already holds a run .*--resume .*--overwrite")
-    assert (tmp_path / "checkpoint.pkl").read_bytes() == before
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
     code, _, _ = run_app(capsys, *COMMON, "--max-steps", "2", "--out", tmp_path, "--overwrite")
-    assert code == 0 and load_checkpoint(tmp_path / "checkpoint.pkl")["step"] == 2
+    assert code == 0 and read_checkpoint(tmp_path / "checkpoint.safetensors")["step"] == 2

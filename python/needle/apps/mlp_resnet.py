@@ -97,7 +97,7 @@ def train_mnist(batch_size=100, epochs=10, optimizer=ndl.optim.Adam, lr=0.001,
     """Train MLPResNet(784, hidden_dim) on MNIST; evaluate on the t10k set.
 
     `data_dir` holds train-*/t10k-* IDX files (directly or in a `mnist/` subfolder); when it
-    does not exist, $NEEDLE_DATA and then ~/.needle/data are used (see `find_data_dir`).
+    does not exist, $NEEDLE_DATA and then the user cache folder are used (see `find_data_dir`).
     Returns (train_err, train_loss, test_err, test_loss) of the last epoch.
     """
     np.random.seed(4)
@@ -119,7 +119,7 @@ def train_mnist(batch_size=100, epochs=10, optimizer=ndl.optim.Adam, lr=0.001,
 def main(argv=None):
     """CLI: train on MNIST and exit non-zero if test accuracy is below --target-acc."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help="default: $NEEDLE_DATA or ~/.needle/data")
+    parser.add_argument("--data-dir", default=None, help="default: $NEEDLE_DATA or the user cache folder")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--hidden-dim", type=int, default=100)

@@ -5,7 +5,7 @@
         --epochs 4 --batch-size 32 --lr 2e-3 --target-acc 0.97
 
 Each epoch trains (tqdm bar with loss, accuracy, images/s), evaluates on the test split and
-writes `checkpoint.pkl`, `metrics.json` and `curves.png` into --out (atomically). `--resume`
+writes `checkpoint.safetensors`, `metrics.json` and `curves.png` into --out (atomically). `--resume`
 continues from the checkpoint bit for bit, also from inside an epoch (--max-steps, Ctrl-C); an
 --lr given with --resume replaces the checkpoint's. An --out that already holds a run needs
 --resume or --overwrite.
@@ -48,6 +48,7 @@ from needle.apps.mlp_resnet import MLPResNet
 from needle.apps.models import VGG, AlexNet, GoogLeNet, LeNet, ResNet9, ResNet18
 from needle.apps.train_schedule import add_arguments as add_schedule_arguments, make_scheduler
 from needle.apps.train_step import make_train_step
+from needle.apps.train_tensorboard import open_log as open_tensorboard_log
 from needle.apps.train_checkpoint import (
     AppError,
     check_run_folder,
@@ -103,14 +104,17 @@ def parse_args(argv=None):
                    help="exit with code 1 if the final test accuracy is below this")
     p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-DATASET)")
     p.add_argument("--data-dir", default=None,
-                   help="data folder (default: $NEEDLE_DATA, then ~/.needle/data)")
+                   help="data folder (default: $NEEDLE_DATA, then the user cache folder)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                   help="continue from CHECKPOINT (default: OUT/checkpoint.pkl)")
+                   help="continue from CHECKPOINT (default: OUT/checkpoint.safetensors; "
+                        "an earlier version's checkpoint.pkl is read too)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, such an --out is refused)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of mpiexec; --batch-size is the global "
                         "batch (see apps/train_distributed.py)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write TensorBoard scalars to DIR (the [tensorboard] extra)")
     add_schedule_arguments(p)  # --schedule, --warmup-epochs
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_steps"):
@@ -427,6 +431,10 @@ def run(args):
     # (apps/train_distributed.py)
     dp = train_distributed.setup(args, model, train_ds, device, AppError)
     train_model, main_rank = (dp.model, dp.is_main) if dp else (model, True)
+    try:  # rank 0 alone writes (apps/train_tensorboard.py)
+        tb = open_tensorboard_log(args.tensorboard if main_rank else None)
+    except ImportError as e:
+        raise AppError(str(e)) from None
     loader = DataLoader(train_ds, args.batch_size // (dp.size if dp else 1), shuffle=False,
                         device=device)
     if dp and state is not None:  # a resumed partial epoch: this rank's share of its order
@@ -449,11 +457,14 @@ def run(args):
             desc = f"epoch {epoch + 1}/{args.epochs}"
             seen0, seconds0 = state["seen"], state["seconds"]
             steps_left = None if args.max_steps is None else args.max_steps - step
+            step0, done0 = step, state["done"]
             step += train_epoch(train_model, loader, opt, loss_fn, state, desc, steps_left,
                                 interrupt, step_fn, sched)
+            tb.log_steps(step0, state, done0, opt.lr)
             images += (state["seen"] - seen0) * (dp.size if dp else 1)  # the whole job's
             train_seconds += state["seconds"] - seconds0
             if interrupt.requested:
+                tb.close()
                 if main_rank:
                     save_state(args, model, opt, epoch, step, history, state)
                     print(f"interrupted: saved step {step} to {checkpoint_path(args)}; continue "
@@ -476,6 +487,8 @@ def run(args):
             # the checkpoint keeps completed epochs; metrics.json also shows a partial one
             save_state(args, model, opt, epoch, step, history, state)
             write_outputs(args, history if complete else history + [last])
+            tb.log_epoch(last)
+    tb.close()
     if last is None:
         raise AppError(f"nothing to do: {checkpoint_path(args)} is already at step {step} "
                        f"(--max-steps {args.max_steps})")

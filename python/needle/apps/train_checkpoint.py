@@ -1,9 +1,13 @@
 """The training app's run folder and checkpoints (used by apps/train.py).
 
-A run folder (--out) holds `checkpoint.pkl`, `metrics.json` and `curves.png`, each written
-atomically (a temp `.NAME.*.part` file moved into place). A checkpoint records the completed
-epochs and, when training stopped inside an epoch (--max-steps, Ctrl-C), that epoch's batch
-order and how far it got, so that `--resume` continues bit for bit.
+A run folder (--out) holds `checkpoint.safetensors`, `metrics.json` and `curves.png`, each
+written atomically (a temp `.NAME.*.part` file moved into place). A checkpoint records the
+completed epochs and, when training stopped inside an epoch (--max-steps, Ctrl-C), that epoch's
+batch order and how far it got, so that `--resume` continues bit for bit.
+
+Checkpoints are safetensors files (apps/train_safetensors.py): weights, optimizer buffers, the
+RNG key and the epoch's batch order as tensors, the rest as JSON metadata. `--resume` also reads
+`checkpoint.pkl` files of earlier versions, through needle.utils' allow-list unpickler.
 """
 import json
 import math
@@ -11,14 +15,17 @@ import os
 import tempfile
 
 import numpy as np
-from needle.utils import atomic_write, load_checkpoint, save_checkpoint
+from needle.utils import atomic_write, load_checkpoint
+
+from needle.apps.train_safetensors import is_safetensors, load_safetensors, save_safetensors
 
 __all__ = ["AppError", "CHECKPOINT_FORMAT", "OUTPUTS", "checkpoint_path", "check_run_folder",
-           "prepare_run_folder", "save_state", "restore_state", "new_epoch", "epoch_batches",
-           "write_json"]
+           "prepare_run_folder", "read_checkpoint", "write_checkpoint", "save_state",
+           "restore_state", "new_epoch", "epoch_batches", "write_json"]
 
 CHECKPOINT_FORMAT = "needle-apps-train-1"
-OUTPUTS = ("checkpoint.pkl", "metrics.json", "curves.png")
+OUTPUTS = ("checkpoint.safetensors", "metrics.json", "curves.png")
+LEGACY_CHECKPOINT = "checkpoint.pkl"  # written by earlier versions; --resume still reads it
 
 
 class AppError(Exception):
@@ -29,14 +36,21 @@ class AppError(Exception):
 
 
 def checkpoint_path(args):
-    return args.resume or os.path.join(args.out, "checkpoint.pkl")
+    """The checkpoint --resume reads: its argument, else OUT/checkpoint.safetensors, else an
+    earlier version's OUT/checkpoint.pkl when only that one exists."""
+    if args.resume:
+        return args.resume
+    path = os.path.join(args.out, OUTPUTS[0])
+    legacy = os.path.join(args.out, LEGACY_CHECKPOINT)
+    return legacy if not os.path.exists(path) and os.path.exists(legacy) else path
 
 
 def check_run_folder(args):
     """Refuse to replace an earlier run in --out unless --resume or --overwrite (writes nothing)."""
     if args.resume is not None or args.overwrite:
         return
-    found = [n for n in OUTPUTS[:2] if os.path.exists(os.path.join(args.out, n))]
+    found = [n for n in (*OUTPUTS[:2], LEGACY_CHECKPOINT)
+             if os.path.exists(os.path.join(args.out, n))]
     if found:
         raise AppError(f"--out {args.out} already holds a run ({', '.join(found)}); pass --resume "
                        f"to continue it or --overwrite to replace it")
@@ -53,8 +67,9 @@ def prepare_run_folder(args):
         raise AppError(f"--out {args.out}: cannot write there ({e.strerror or e})") from None
     removed = 0
     for name in os.listdir(args.out):
-        # only the temp names atomic_open gives our own outputs: .checkpoint.pkl.XXXX.part
-        if name.endswith(".part") and any(name.startswith(f".{out}.") for out in OUTPUTS):
+        # only the temp names atomic_open gives our own outputs: .metrics.json.XXXX.part
+        if name.endswith(".part") and any(name.startswith(f".{out}.")
+                                          for out in (*OUTPUTS, LEGACY_CHECKPOINT)):
             try:
                 os.remove(os.path.join(args.out, name))
                 removed += 1
@@ -82,10 +97,28 @@ def epoch_batches(epoch_state, batch_size):
 # ------------------------------------------------------------------------------ checkpoints
 
 
+def write_checkpoint(path, ckpt):
+    """Write the checkpoint dict `ckpt` (as `save_state` builds it) as a safetensors file."""
+    save_safetensors(path, ckpt)
+
+
+def read_checkpoint(path):
+    """The checkpoint dict from a safetensors checkpoint or an earlier version's pickle one.
+
+    Raises:
+        OSError: the file cannot be read; ValueError: naming the file when it is neither
+            format, truncated or corrupted.
+    """
+    if is_safetensors(path):
+        return load_safetensors(path)
+    return load_checkpoint(path)  # the old format: magic line, sha256, allow-list unpickler
+
+
 def save_state(args, model, opt, epoch, step, history, in_epoch):
-    """Write checkpoint.pkl: `epoch` completed epochs, `step` optimizer steps in all, and
-    `in_epoch` (the started epoch's state from `new_epoch`, or None at an epoch boundary)."""
-    save_checkpoint(os.path.join(args.out, "checkpoint.pkl"), {
+    """Write OUT/checkpoint.safetensors: `epoch` completed epochs, `step` optimizer steps in
+    all, and `in_epoch` (the started epoch's state from `new_epoch`, or None at an epoch
+    boundary)."""
+    write_checkpoint(os.path.join(args.out, OUTPUTS[0]), {
         "format": CHECKPOINT_FORMAT,
         "model": args.model,
         "dataset": args.dataset,
@@ -141,7 +174,7 @@ def restore_state(args, model, opt, num_items):
     in_epoch). Any problem with the file becomes an AppError."""
     path = checkpoint_path(args)
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = read_checkpoint(path)
     except (OSError, ValueError) as e:
         raise AppError(f"cannot resume: {e}") from None
     _check_schema(ckpt, path)

@@ -2,15 +2,31 @@
 import os
 from typing import Optional
 
-__all__ = ["Dataset", "NDArrayDataset", "find_data_dir"]
+import platformdirs
+
+__all__ = ["Dataset", "NDArrayDataset", "default_data_dir", "find_data_dir"]
+
+
+def default_data_dir() -> str:
+    """The data folder used when neither an argument nor $NEEDLE_DATA names one.
+
+    `~/.needle/data` when that folder exists (where earlier versions downloaded to), else the
+    user cache folder that platformdirs gives for "needle" (Linux: `$XDG_CACHE_HOME/needle`,
+    by default `~/.cache/needle`; macOS: `~/Library/Caches/needle`).
+    """
+    legacy = os.path.expanduser(os.path.join("~", ".needle", "data"))
+    if os.path.isdir(legacy):
+        return legacy
+    return platformdirs.user_cache_dir("needle", appauthor=False)
 
 
 def find_data_dir(data_dir: Optional[str] = None, must_exist: bool = False) -> str:
     """Resolve the directory holding the datasets (MNIST files live in it or in `mnist/`).
 
     Order: the explicit `data_dir` argument, then the environment variable NEEDLE_DATA, then
-    `~/.needle/data`; the first one given wins. With `must_exist=True` a resolved directory
-    that does not exist raises FileNotFoundError naming where it came from.
+    `default_data_dir()` (the user cache folder); the first one given wins. With
+    `must_exist=True` a resolved directory that does not exist raises FileNotFoundError naming
+    where it came from.
 
     Example:
         >>> os.environ["NEEDLE_DATA"] = "/data"; find_data_dir()
@@ -19,7 +35,7 @@ def find_data_dir(data_dir: Optional[str] = None, must_exist: bool = False) -> s
     for source, path in (
         ("argument data_dir", data_dir),
         ("environment variable NEEDLE_DATA", os.environ.get("NEEDLE_DATA")),
-        ("default", os.path.join("~", ".needle", "data")),
+        ("default", default_data_dir()),
     ):
         if path:
             path = os.path.expanduser(os.fspath(path))

@@ -1,16 +1,17 @@
 """Finding, downloading and checking the data files needle reads (MNIST, CIFAR-10).
 
-The data directory is resolved by `find_data_dir` (argument, then $NEEDLE_DATA, then
-~/.needle/data). Missing files are downloaded from the canonical sources, verified against the
-published md5 checksums and moved into place atomically; without network access the error names
-the folder to put the files in.
+The data directory is resolved by `find_data_dir` (argument, then $NEEDLE_DATA, then the user
+cache folder from platformdirs). Missing files are downloaded with pooch (retries, mirrors tried
+in turn, published md5 checksums, atomic moves into place); without network access the error
+names the folder to put the files in.
 """
 import contextlib
 import hashlib
 import os
 import tarfile
 import tempfile
-import urllib.request
+
+import pooch
 
 from .data_basic import find_data_dir
 from .data_mnist import mnist_files
@@ -21,6 +22,7 @@ __all__ = [
     "CIFAR10_URL",
     "MNIST_FILES",
     "MNIST_MIRRORS",
+    "DOWNLOAD_RETRIES",
     "DataUnavailableError",
     "atomic_open",
     "download_file",
@@ -57,33 +59,22 @@ class DataUnavailableError(FileNotFoundError):
     """Data files are missing and could not be downloaded."""
 
 
-def _copy(src, out=None, bar=None):
-    """Stream file object `src` into `out` (if given; updating a tqdm `bar`); returns the md5
-    hex digest of what was read."""
-    h = hashlib.md5()
-    for chunk in iter(lambda: src.read(1 << 20), b""):
-        if out is not None:
-            out.write(chunk)
-        h.update(chunk)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return h.hexdigest()
+# A failed download is tried this many more times (pooch waits 1 s, then 2 s, ... between).
+DOWNLOAD_RETRIES = 2
 
 
 def _md5(path):
-    with open(path, "rb") as f:
-        return _copy(f)
+    """The md5 hex digest of a file (pooch.file_hash streams it in chunks)."""
+    return pooch.file_hash(os.fspath(path), alg="md5")
 
 
-def _progress(total, desc):
-    """A tqdm byte counter when tqdm is installed, else None (tqdm is an optional dependency)."""
+def _has_tqdm():
+    """pooch draws its progress bar with tqdm, which is an optional dependency."""
     try:
-        from tqdm import tqdm
+        import tqdm  # noqa: F401
     except ImportError:
-        return None
-    return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, leave=False)
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -111,11 +102,32 @@ def atomic_open(path):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def _no_new_empty_folders(folder):
+    """On an exception, remove the folders up to `folder` that this block created and left
+    empty (pooch creates the destination folder before it downloads)."""
+    new, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        new.append(path)
+        path = os.path.dirname(path)
+    try:
+        yield
+    except BaseException:
+        for path in new:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only succeeds when empty
+        raise
+
+
 def download_file(url, dest, md5=None, timeout=30):
-    """Download `url` to `dest` atomically (see `atomic_open`), with a tqdm progress bar.
+    """Download `url` to `dest` with pooch: retried, md5-checked, moved into place atomically.
+
+    pooch writes to a temp file beside `dest` and moves it there only when the checksum
+    matches; a progress bar is shown when tqdm is installed. Folders created for `dest` are
+    removed again when the download fails.
 
     Args:
-        url: source URL.
+        url: source URL (http, https or ftp).
         dest: destination path; its folder is created if needed.
         md5: expected hex md5 of the downloaded bytes, or None to skip the check.
         timeout: socket timeout in seconds.
@@ -124,27 +136,41 @@ def download_file(url, dest, md5=None, timeout=30):
         dest.
 
     Raises:
-        OSError: when the download fails (urllib.error.URLError included).
-        ValueError: when the checksum does not match. `dest` is never left half-written.
+        OSError: when the download fails (requests' errors are OSErrors).
+        ValueError: when the checksum does not match (naming the file and both hashes), or the
+            URL scheme is not supported. `dest` is never left half-written.
     """
-    with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-        bar = _progress(int(resp.headers.get("Content-Length") or 0), os.path.basename(dest))
-        digest = _copy(resp, out, bar)
-        if md5 is not None and digest != md5:
-            raise ValueError(f"download_file: {url} has md5 {digest}, expected {md5}")
+    folder, name = os.path.split(os.path.abspath(dest))
+    fetcher = pooch.create(path=folder, base_url="", registry={name: md5 and f"md5:{md5}"},
+                           urls={name: url}, retry_if_failed=DOWNLOAD_RETRIES)
+    downloader = pooch.HTTPDownloader(progressbar=_has_tqdm(), timeout=timeout) \
+        if url.startswith(("http://", "https://")) else None
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # pooch logs every attempt at INFO on stderr; tqdm shows progress
+    with _no_new_empty_folders(folder):
+        try:
+            fetcher.fetch(name, downloader=downloader)
+        except ValueError as e:
+            raise ValueError(f"download_file: {url} -> {dest}: {e}") from None
+        finally:
+            logger.setLevel(level)
     return dest
 
 
 def _download_any(name, urls, dest, md5, hint):
-    errors = []
+    """Try each mirror in turn; DataUnavailableError listing every failure when none works."""
+    errors, offline = [], True
     for url in urls:
         try:
             return download_file(url, dest, md5)
         except (OSError, ValueError) as e:
+            offline = offline and isinstance(e, OSError)
             errors.append(f"{url}: {e}")
+    why = " (no network access?)" if offline else ""
     raise DataUnavailableError(
-        f"{name} is missing and could not be downloaded (no network access?); put the files "
-        f"in {hint}. Tried: " + "; ".join(errors))
+        f"{name} is missing and could not be downloaded{why}; put the files in {hint}. "
+        f"Tried: " + "; ".join(errors))
 
 
 def ensure_mnist(data_dir=None, splits=("train", "t10k"), download=True):
@@ -155,7 +181,7 @@ def ensure_mnist(data_dir=None, splits=("train", "t10k"), download=True):
     are validated when read (`parse_mnist` raises ValueError for truncated files).
 
     Args:
-        data_dir: data folder (None: $NEEDLE_DATA, then ~/.needle/data).
+        data_dir: data folder (None: $NEEDLE_DATA, then the user cache folder: `find_data_dir`).
         splits: any of "train", "t10k".
         download: allow downloading missing files.
 
@@ -188,7 +214,10 @@ def ensure_mnist(data_dir=None, splits=("train", "t10k"), download=True):
 
 def _extract_cifar(archive, root):
     """Copy the six batches out of the archive into `<root>/cifar-10-batches-py/`, each one
-    md5-checked and written atomically (only these known member names are read)."""
+    md5-checked and written atomically (only these known member names are read).
+
+    Hand-written rather than pooch.Untar, which extracts every member into `<archive>.untar/`
+    without checking them one by one."""
     folder = os.path.join(root, CIFAR10_FOLDER)
     with tarfile.open(archive, "r:gz") as tar:
         for name, md5 in CIFAR10_FILES.items():
@@ -200,7 +229,11 @@ def _extract_cifar(archive, root):
             if src is None:
                 raise ValueError(f"{archive}: {member} is missing from the archive")
             with atomic_open(os.path.join(folder, name)) as out:
-                digest = _copy(src, out)
+                h = hashlib.md5()
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+                digest = h.hexdigest()
                 if digest != md5:
                     raise ValueError(f"{archive}: {member} has md5 {digest}, expected {md5}")
     return folder
@@ -210,7 +243,7 @@ def ensure_cifar10(data_dir=None, download=True):
     """Locate (downloading and extracting if needed) the CIFAR-10 python-pickle batches.
 
     Args:
-        data_dir: data folder (None: $NEEDLE_DATA, then ~/.needle/data).
+        data_dir: data folder (None: $NEEDLE_DATA, then the user cache folder: `find_data_dir`).
         download: allow downloading the archive when batches are missing.
 
     Returns:
