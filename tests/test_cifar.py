@@ -223,13 +223,22 @@ def test_resize_bilinear_matches_torch():
         np.testing.assert_allclose(resize_bilinear(x, size), ref[:, 0].numpy(), atol=1e-6)
 
 
-def test_digits_resize_matches_torch_on_every_image():
-    """All 1,797 sklearn digits at the sizes the models use (the switch to scipy.ndimage.zoom
-    kept the images of the earlier hand-written resize to 1.2e-7: docs/data.md)."""
+def test_digits_resize_matches_torch_scipy_and_pillow_on_every_image():
+    """All 1,797 sklearn digits at the sizes the models use: the hand-written resize gives
+    torch's, scipy.ndimage.zoom's and Pillow's bilinear images (why it stays: docs/data.md)."""
     torch = pytest.importorskip("torch")
+    from PIL import Image  # with matplotlib
+    from scipy import ndimage  # with scikit-learn
     from sklearn.datasets import load_digits
     images = load_digits().images.astype(np.float32) / np.float32(16)
     for size in (28, 32):
+        ours = resize_bilinear(images, size)
         ref = torch.nn.functional.interpolate(torch.tensor(images)[:, None], size=size,
                                               mode="bilinear", align_corners=False)
-        np.testing.assert_allclose(resize_bilinear(images, size), ref[:, 0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(ours, ref[:, 0].numpy(), atol=1e-6)
+        zoomed = ndimage.zoom(images, (1, size / 8, size / 8), order=1, grid_mode=True,
+                              mode="nearest")
+        np.testing.assert_allclose(ours, zoomed, atol=1e-6)
+        pil = [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+               for im in images[:200]]
+        np.testing.assert_allclose(ours[:200], np.stack(pil), atol=1e-6)

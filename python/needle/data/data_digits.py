@@ -13,9 +13,6 @@ __all__ = ["DigitsDataset", "resize_bilinear"]
 def resize_bilinear(images, size):
     """Bilinear resize with half-pixel centres (as PIL / torch `align_corners=False`).
 
-    Computed by `scipy.ndimage.zoom(order=1, grid_mode=True, mode="nearest")`, which matches
-    torch's `interpolate(mode="bilinear")` to 1e-6 (docs/data.md has the comparison).
-
     Args:
         images: numpy array N x H x W.
         size: output side S (int) or (S_h, S_w).
@@ -29,16 +26,18 @@ def resize_bilinear(images, size):
     out_h, out_w = (size, size) if np.isscalar(size) else size
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"resize_bilinear: output size {(out_h, out_w)} must be positive")
-    try:
-        from scipy import ndimage
-    except ImportError:
-        raise ImportError("resize_bilinear needs scipy: pip install 'needle-dl[apps]'") from None
-    n, h, w = images.shape
-    out = ndimage.zoom(images, (1, out_h / h, out_w / w), order=1, grid_mode=True,
-                       mode="nearest")
-    if out.shape != (n, out_h, out_w):  # zoom rounds the output size; it never should here
-        raise AssertionError(f"resize_bilinear: zoom gave {out.shape}, not {(n, out_h, out_w)}")
-    return out.astype(np.float32, copy=False)
+
+    def coords(n_in, n_out):
+        x = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+        x = np.clip(x, 0, n_in - 1)
+        lo = np.floor(x).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (x - lo).astype(np.float32)
+
+    h0, h1, fh = coords(images.shape[1], out_h)
+    w0, w1, fw = coords(images.shape[2], out_w)
+    rows = images[:, h0] * (1 - fh)[None, :, None] + images[:, h1] * fh[None, :, None]
+    return (rows[:, :, w0] * (1 - fw) + rows[:, :, w1] * fw).astype(np.float32)
 
 
 class DigitsDataset(Dataset):
