@@ -11,8 +11,6 @@ import os
 import tarfile
 import tempfile
 
-import pooch
-
 from .data_basic import find_data_dir
 from .data_mnist import mnist_files
 
@@ -65,6 +63,8 @@ DOWNLOAD_RETRIES = 2
 
 def _md5(path):
     """The md5 hex digest of a file (pooch.file_hash streams it in chunks)."""
+    import pooch  # here, not at the top: it costs `import needle` ~45 ms
+
     return pooch.file_hash(os.fspath(path), alg="md5")
 
 
@@ -140,6 +140,8 @@ def download_file(url, dest, md5=None, timeout=30):
         ValueError: when the checksum does not match (naming the file and both hashes), or the
             URL scheme is not supported. `dest` is never left half-written.
     """
+    import pooch
+
     folder, name = os.path.split(os.path.abspath(dest))
     fetcher = pooch.create(path=folder, base_url="", registry={name: md5 and f"md5:{md5}"},
                            urls={name: url}, retry_if_failed=DOWNLOAD_RETRIES)
