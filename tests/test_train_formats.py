@@ -159,3 +159,11 @@ def test_tensorboard_without_the_extra(tmp_path, monkeypatch, capsys):
     assert_one_error_line(code, err, r"--tensorboard needs tensorboardX: pip install "
                                      r"'needle-dl\[tensorboard\]'")
     assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_dir_that_cannot_be_written(tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_app(capsys, "--max-steps", "1", "--out", tmp_path / "run",
+                           "--tensorboard", tmp_path / "file" / "tb")
+    assert_one_error_line(code, err, r"--tensorboard .*file/tb: cannot write there")

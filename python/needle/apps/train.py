@@ -5,8 +5,8 @@
         --epochs 4 --batch-size 32 --lr 2e-3 --target-acc 0.97
 
 Each epoch trains (tqdm bar with loss, accuracy, images/s), evaluates on the test split and
-writes `checkpoint.safetensors`, `metrics.json` and `curves.png` into --out (atomically). `--resume`
-continues from the checkpoint bit for bit, also from inside an epoch (--max-steps, Ctrl-C); an
+writes `checkpoint.safetensors`, `metrics.json` and `curves.png` into --out (atomically).
+`--resume` continues from the checkpoint bit for bit, also from inside an epoch (--max-steps, Ctrl-C); an
 --lr given with --resume replaces the checkpoint's. An --out that already holds a run needs
 --resume or --overwrite.
 
@@ -433,7 +433,7 @@ def run(args):
     train_model, main_rank = (dp.model, dp.is_main) if dp else (model, True)
     try:  # rank 0 alone writes (apps/train_tensorboard.py)
         tb = open_tensorboard_log(args.tensorboard if main_rank else None)
-    except ImportError as e:
+    except (ImportError, OSError) as e:
         raise AppError(str(e)) from None
     loader = DataLoader(train_ds, args.batch_size // (dp.size if dp else 1), shuffle=False,
                         device=device)

@@ -29,6 +29,7 @@ class TensorBoardLog(NoLog):
 
     Raises:
         ImportError: with the install command, when tensorboardX is not installed.
+        OSError: naming `logdir` when it cannot be created or written.
     """
 
     def __init__(self, logdir):
@@ -37,7 +38,11 @@ class TensorBoardLog(NoLog):
         except ImportError:
             raise ImportError("--tensorboard needs tensorboardX: pip install "
                               "'needle-dl[tensorboard]'") from None
-        self.writer = SummaryWriter(logdir=logdir)
+        try:
+            self.writer = SummaryWriter(logdir=str(logdir))
+        except OSError as e:
+            raise OSError(f"--tensorboard {logdir}: cannot write there ({e.strerror or e})") \
+                from None
 
     def log_steps(self, first_step, state, first_done, lr):
         """The steps the epoch `state` (apps/train_checkpoint.new_epoch) took since it had
