@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot GPU check, for whenever an NVIDIA GPU (sm_80 or newer) is at hand: a clean build,
-# every cuda test on the real GPU, then `benchmarks/run.py --device cuda`, written as one
-# markdown report. About 5 minutes on one H100; each step has a time limit, so the whole run
-# stays under 8 minutes (a step that runs out is reported as such).
+# every cuda test on the real GPU, then `benchmarks/run.py --device cuda` and the ndl.jit rows
+# (ResNet9 batch 256: eager, jit with CUDA graphs, jit without, torch + cuDNN), written as one
+# markdown report. About 6 minutes on one H100; each step has a time limit, so the whole run
+# stays under 10 minutes (a step that runs out is reported as such).
 #
 #     bash benchmarks/gpu_check.sh [report.md]      # default: gpu_report.md
 #
@@ -59,6 +60,17 @@ else
   status=1
   echo "**The benchmarks failed or ran out of time** ($(elapsed)):" >>"$REPORT"
   log_tail "$LOGS/bench.log" 40
+fi
+
+section "4. ndl.jit: \`benchmarks/bench_jit.py --device cuda\`"
+# jit = replayed as CUDA graphs; jit_nograph = NEEDLE_JIT_GRAPHS=0, replayed call by call.
+if timeout 100 "$PY" benchmarks/bench_jit.py --device cuda --model resnet9 --batch 256 --steps 10 \
+     --rounds 1 >"$LOGS/jit.log" 2>&1; then
+  log_tail "$LOGS/jit.log" 8
+else
+  status=1
+  echo "**The jit benchmark failed or ran out of time** ($(elapsed)):" >>"$REPORT"
+  log_tail "$LOGS/jit.log" 40
 fi
 
 printf '\nTotal: %s.\n' "$(elapsed)" >>"$REPORT"

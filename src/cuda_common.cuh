@@ -36,6 +36,21 @@ namespace cuda {
 // next synchronising call (to_numpy, synchronize).
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
+// ------------------------------------------------------------------------------------ the stream
+
+// Every launch, async copy and stream-ordered allocation of this backend goes to this stream:
+// a created one, because work on the legacy default stream cannot be captured into a CUDA graph
+// (cuda_graph.cuh). It is a blocking stream, so the legacy stream (to_numpy's synchronous copy,
+// other libraries) still waits for its work, as before. Created once, never destroyed.
+inline cudaStream_t Stream() {
+  static const cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamDefault));
+    return s;
+  }();
+  return stream;
+}
+
 // ------------------------------------------------------------------------------------ launches
 
 // "needle::cuda::SgemmKernel<...>", from the signature of this function's instantiation.
@@ -53,7 +68,7 @@ const char* KernelName() {
 
 // Every kernel launch of this backend is written
 //     Launch<Kernel>(grid, block, args...);     e.g.  Launch<SgemmKernel<T, LA, LB>>(grid, 256, g);
-// and never Kernel<<<grid, block>>>(args...). Under nvcc it is exactly that launch; under g++
+// and never Kernel<<<grid, block>>>(args...). Under nvcc it is that launch on Stream(); under g++
 // with NEEDLE_CUDA_EMULATOR (tests/cuda_emu) it runs the kernel on the CPU emulator, so one
 // source serves both compilers. The launch is checked at once: a bad configuration, or a
 // fault the emulator detects, raises RuntimeError naming the kernel.
@@ -61,12 +76,12 @@ template <auto Kernel, typename... Args>
 void Launch(dim3 grid, dim3 block, Args... args) {
 #ifdef NEEDLE_CUDA_EMULATOR
   try {
-    cuda_emu::Launch(KernelName<Kernel>(), grid, block, Kernel, args...);
+    cuda_emu::LaunchOn(Stream(), KernelName<Kernel>(), grid, block, Kernel, args...);
   } catch (const cuda_emu::KernelError& e) {
     throw std::runtime_error(std::string("cuda emulator: ") + e.what());
   }
 #else
-  Kernel<<<grid, block>>>(args...);
+  Kernel<<<grid, block, 0, Stream()>>>(args...);
 #endif
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)

@@ -2,7 +2,7 @@
 // training (SGD, batch norm) kernels of cuda_kernels.cuh: grid sizes, vectorisation and path
 // choices, with every launch checked. Host side; arguments are validated by the callers in
 // ndarray_backend_cuda.cu.
-// Everything is queued on the legacy default stream: nothing here waits for the GPU.
+// Everything is queued on Stream() (cuda_common.cuh): nothing here waits for the GPU.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -143,7 +143,7 @@ inline void CompactInto(const float* src, float* dst, const DeviceView& v) {
   if (v.numel == 0) return;
   if (v.contiguous()) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src + v.meta.offset, v.numel * sizeof(float),
-                               cudaMemcpyDeviceToDevice, 0));
+                               cudaMemcpyDeviceToDevice, Stream()));
   } else if (IsBatchedTranspose(v)) {
     LaunchTransposeCompact(src, dst, v);
   } else {
@@ -156,7 +156,7 @@ inline const float* Unaliased(const CudaArray& a, const CudaArray& out, int64_t 
   if (a.data != out.data || count == 0) return a.data;
   *keep = DeviceBuffer(count * sizeof(float));
   CUDA_CHECK(cudaMemcpyAsync(keep->as<float>(), a.data, count * sizeof(float),
-                             cudaMemcpyDeviceToDevice, 0));
+                             cudaMemcpyDeviceToDevice, Stream()));
   return keep->as<float>();
 }
 

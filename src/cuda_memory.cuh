@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cuda_common.cuh"
 
@@ -78,28 +79,58 @@ inline bool UsePools() {
   return use;
 }
 
+// While Stream() is captured into a CUDA graph (cuda_graph.cuh): the scratch memory allocated
+// in the capture (graph memory nodes, freed in the same capture), and the frees of other
+// memory, which wait for the end of the capture (captured, they would run at every launch).
+struct CaptureState {
+  bool active = false;
+  std::vector<const void*> graph_allocs;
+  std::vector<void*> deferred_frees;
+};
+inline CaptureState& Capture() {
+  static CaptureState state;
+  return state;
+}
+
 inline void* DeviceAlloc(size_t bytes) {
   if (bytes == 0) return nullptr;
   void* p = nullptr;
   if (!UsePools()) {
-    CUDA_CHECK(cudaMalloc(&p, bytes));
+    CUDA_CHECK(cudaMalloc(&p, bytes));  // fails during a capture: the jit then replays plainly
     return p;
   }
-  if (cudaMallocAsync(&p, bytes, 0) == cudaSuccess) return p;
+  if (cudaMallocAsync(&p, bytes, Stream()) == cudaSuccess) {
+    if (Capture().active) Capture().graph_allocs.push_back(p);
+    return p;
+  }
   // Out of memory (or another failure): hand cached blocks back to the driver and retry once.
   (void)cudaGetLastError();
+  if (Capture().active)
+    throw std::runtime_error("cuda graph capture: cudaMallocAsync of " + std::to_string(bytes) +
+                             " bytes of scratch memory failed");
   cudaMemPool_t pool;
   CUDA_CHECK(cudaDeviceSynchronize());
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, CurrentDevice()));
   CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
-  CUDA_CHECK(cudaMallocAsync(&p, bytes, 0));
+  CUDA_CHECK(cudaMallocAsync(&p, bytes, Stream()));
   return p;
 }
 
 // Never throws (called from destructors); errors at interpreter exit are ignored.
 inline void DeviceFree(void* p) noexcept {
   if (p == nullptr) return;
-  const cudaError_t err = UsePools() ? cudaFreeAsync(p, 0) : cudaFree(p);
+  CaptureState& capture = Capture();
+  if (capture.active) {
+    const auto& mine = capture.graph_allocs;
+    if (std::find(mine.begin(), mine.end(), p) == mine.end()) {
+      try {
+        capture.deferred_frees.push_back(p);
+      } catch (...) {  // out of host memory: the block leaks rather than joining the graph
+      }
+      return;
+    }
+  }
+  const cudaError_t err = UsePools() ? cudaFreeAsync(p, Stream()) : cudaFree(p);
   if (err != cudaSuccess) (void)cudaGetLastError();
 }
 
@@ -137,6 +168,8 @@ class Uploader {
   }
 
   void Copy(void* dst, const void* src, size_t bytes) {
+    if (Capture().active)  // a captured copy would read the staging slot at every launch
+      throw std::runtime_error("cuda graph capture: a host -> device upload cannot be captured");
     if (bytes == 0) return;
     if (bytes > kMaxStaged) {
       CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
@@ -157,8 +190,8 @@ class Uploader {
       slot.capacity = capacity;
     }
     std::memcpy(slot.host, src, bytes);
-    CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, 0));
-    CUDA_CHECK(cudaEventRecord(slot.done, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, Stream()));
+    CUDA_CHECK(cudaEventRecord(slot.done, Stream()));
     slot.pending = true;
   }
 
@@ -185,6 +218,8 @@ class CudaArray {
     if (size > INT64_MAX / static_cast<int64_t>(sizeof(float)))
       throw std::invalid_argument("Array: size " + Str(size) + " is too large");
     RequireDevice();
+    if (Capture().active)  // it would be graph memory, gone with the graph
+      throw std::runtime_error("Array: cannot allocate a buffer while a CUDA graph is captured");
     data = static_cast<float*>(DeviceAlloc(static_cast<size_t>(size) * sizeof(float)));
   }
   // A view of device memory owned elsewhere (wrap_pointer: DLPack import); never freed here.

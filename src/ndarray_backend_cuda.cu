@@ -13,7 +13,7 @@
 // (validation, then a launcher) and the pybind11 bindings.
 // Every argument is validated on the host before anything is launched (ValueError / IndexError
 // with the numpy backend's messages); every launch goes through Launch<Kernel>() (cuda_common.cuh),
-// which checks it; CUDA errors become RuntimeError with file:line. All work is queued on the legacy default stream:
+// which checks it; CUDA errors become RuntimeError with file:line. All work is queued on Stream() (cuda_common.cuh):
 // nothing here waits for the GPU except to_numpy and synchronize. Design: docs/cuda.md.
 
 #include <pybind11/numpy.h>
@@ -32,6 +32,7 @@
 #include "cuda_common.cuh"
 #include "cuda_depthwise.cuh"
 #include "cuda_gemm_launch.cuh"
+#include "cuda_graph.cuh"
 #include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
@@ -94,7 +95,7 @@ void EwiseSetitem(const CudaArray& a, CudaArray& out, const std::vector<int64_t>
   const float* src = Unaliased(a, out, n, &keep);
   const DeviceView v = MakeView(shape, strides, offset, n);
   if (v.contiguous()) {
-    CUDA_CHECK(cudaMemcpyAsync(out.data + offset, src, n * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+    CUDA_CHECK(cudaMemcpyAsync(out.data + offset, src, n * sizeof(float), cudaMemcpyDeviceToDevice, Stream()));
   } else {
     LaunchView(ViewOp::kSetitem, src, 0.0f, out.data, v);
   }
@@ -374,7 +375,7 @@ void MaxPool2dBackward(const CudaArray& a, const CudaArray& dout, CudaArray& din
   CheckSize(fn, "dinp", dinp.size, InCount(d));
   CheckSize(fn, "a", a.size, InCount(d));
   if (InCount(d) == 0) return;
-  CUDA_CHECK(cudaMemsetAsync(dinp.data, 0, InCount(d) * sizeof(float), 0));
+  CUDA_CHECK(cudaMemsetAsync(dinp.data, 0, InCount(d) * sizeof(float), Stream()));
   Launch<MaxPoolBackwardKernel>(GridFor(OutCount(d)), kThreads, a.data, dout.data, dinp.data, d, OutCount(d));
 }
 
@@ -618,6 +619,7 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
       "`address` owned by `owner` (kept alive, never freed here): zero-copy DLPack import.");
   m.def("is_available", &IsAvailable, "True if a CUDA device answers.");
   m.def("synchronize", &Synchronize, "Wait for all queued GPU work.");
+  BindGraphs(m);  // the `_graphs` submodule (cuda_graph.cuh), outside the function table
 
   m.def("to_numpy", &ToNumpy, arg("a"), arg("shape"), arg("strides"), arg("offset"));
   m.def("from_numpy", &FromNumpy, arg("a"), arg("out"));

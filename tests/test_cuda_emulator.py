@@ -171,6 +171,22 @@ def test_runtime_calls_with_pools(emu, monkeypatch):
     assert r["copied"] == [1.0, 2.0, 0.0, 0.0]
 
 
+def test_stream_capture_and_graph_semantics(emu):
+    r = emu.graphs()
+    assert r["legacy_stream"] == "operation not permitted when stream is capturing"
+    assert r["status"] == 1 and r["nodes"] == 2  # active; a kernel and a copy recorded
+    assert r["while_capturing"] == [0.0] * 4  # recorded, not run
+    # the kernel's by-value argument as captured ({1, 2}, not the later {5, 6}), then the copy
+    assert r["launched"] == [1.0, 2.0, 1.0, 2.0] and r["launched_again"] == [1.0, 2.0, 1.0, 2.0]
+    unsupported = ("operation not permitted when stream is capturing",
+                   "operation failed due to a previous error during capture", True)
+    for call in ("malloc", "memcpy", "device_sync", "stream_sync"):
+        assert r[call] == unsupported, call
+    assert r["legacy_async"] == ("operation would make the legacy stream depend on a capturing "
+                                 "blocking stream", unsupported[1], True)
+    assert r["after"] == [1.0, 2.0, 1.0, 2.0]
+
+
 # ---- thread orders: a missing barrier shows up in some order
 
 @pytest.mark.parametrize("name, eager", [("forward", False), ("reverse", False), ("random", False),
@@ -208,3 +224,75 @@ def test_emulator_is_never_picked_silently():
     bad = subprocess.run([sys.executable, "-c", "import needle as ndl; ndl.cuda()"], capture_output=True,
                          text=True, env=dict(env, NEEDLE_CUDA_EMULATOR="yes"), timeout=120, check=False)
     assert bad.returncode != 0 and "NEEDLE_CUDA_EMULATOR='yes'" in bad.stderr
+
+
+# ---- the backend's graph capture (src/cuda_graph.cuh), as ndl.jit uses it; GPU or emulator
+
+needs_cuda = pytest.mark.skipif(not nd.cuda().enabled(), reason="no CUDA device (nor NEEDLE_CUDA_EMULATOR)")
+
+
+def _cuda_buffers(*values):
+    m = nd.cuda().mod
+    out = []
+    for v in values:
+        a = m.Array(np.size(v))
+        m.from_numpy(np.asarray(v, dtype=np.float32).ravel(), a)
+        out.append(a)
+    return m, out
+
+
+def _read(m, a, n):
+    return m.to_numpy(a, (n,), (1,), 0)
+
+
+@needs_cuda
+def test_cuda_graph_replays_captured_calls_on_current_data():
+    m, (a, b, out, t) = _cuda_buffers(np.arange(6.0), np.ones(6), np.zeros(6), np.zeros(6))
+    m._graphs.begin()
+    assert m._graphs.capturing()
+    m.ewise_add(a, b, out)
+    m.compact(out, t, (2, 3), (1, 2), 0)  # a transposed view: its metadata is copied now
+    m.scalar_mul(t, 3.0, t)
+    g = m._graphs.end()
+    assert not m._graphs.capturing() and g.nodes == 3
+    np.testing.assert_array_equal(_read(m, t, 6), np.zeros(6))  # recorded, not run
+    for x in (np.arange(6.0), np.full(6, -2.0)):
+        m.from_numpy(x.astype(np.float32), a)
+        g.launch()
+        want = 3 * (x + 1).reshape(3, 2).T.ravel()
+        np.testing.assert_array_equal(_read(m, t, 6), want)
+
+
+@needs_cuda
+def test_cuda_graph_illegal_call_raises_and_the_device_recovers():
+    m, (a,) = _cuda_buffers(np.arange(4.0))
+    m._graphs.begin()
+    with pytest.raises(RuntimeError, match="cudaMemcpy.*not permitted when stream is capturing"):
+        m.to_numpy(a, (4,), (1,), 0)  # a synchronous copy
+    with pytest.raises(RuntimeError, match="cuda graph: the capture failed"):
+        m._graphs.end()
+    assert not m._graphs.capturing()
+    m.scalar_add(a, 1.0, a)
+    np.testing.assert_array_equal(_read(m, a, 4), np.arange(1.0, 5.0))
+
+
+@needs_cuda
+def test_cuda_graph_refuses_uploads_new_buffers_and_misuse():
+    m, (a,) = _cuda_buffers(np.zeros(4))
+    with pytest.raises(RuntimeError, match="end\\(\\) without begin\\(\\)"):
+        m._graphs.end()
+    m._graphs.begin()
+    try:
+        with pytest.raises(RuntimeError, match="begin\\(\\) while a capture is running"):
+            m._graphs.begin()
+        with pytest.raises(RuntimeError, match="upload cannot be captured"):
+            m.from_numpy(np.ones(4, dtype=np.float32), a)
+        with pytest.raises(RuntimeError, match="cannot allocate a buffer while a CUDA graph"):
+            m.Array(4)
+        m.fill(a, 7.0)
+    finally:
+        g = m._graphs.end()
+    g.launch()
+    np.testing.assert_array_equal(_read(m, a, 4), np.full(4, 7.0))
+    with pytest.raises(TypeError):
+        m._graphs.begin(1)

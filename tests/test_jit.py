@@ -33,10 +33,12 @@ def batches(shape, classes, steps, seed=1, sizes=None):
                rng.integers(0, classes, n).astype(np.float32))
 
 
-def train(make_model, make_opt, data, use_jit, replay_after=3):
-    """Losses and final state (parameters, BatchNorm buffers, optimizer step count)."""
+def train(make_model, make_opt, data, use_jit, replay_after=3, device=None, inspect=None):
+    """Losses and final state (parameters, BatchNorm buffers, optimizer step count);
+    inspect(jitted step, x, y) is called after the last jitted step."""
+    device = device or DEVICE
     np.random.seed(0)  # same initial weights and dropout draws in both runs
-    model = make_model(DEVICE)
+    model = make_model(device)
     opt = make_opt(model.parameters())
     model.train()
 
@@ -50,20 +52,24 @@ def train(make_model, make_opt, data, use_jit, replay_after=3):
     fn = ndl.jit(step) if use_jit else step
     losses = []
     for x, y in data:
-        x = ndl.Tensor(x, device=DEVICE, requires_grad=False)
-        y = ndl.Tensor.from_host(y, device=DEVICE)
+        x = ndl.Tensor(x, device=device, requires_grad=False)
+        y = ndl.Tensor.from_host(y, device=device)
         losses.append(fn(x, y).numpy())
         if use_jit and len(losses) > replay_after:
             assert fn.replaying(x, y), f"step {len(losses)} did not replay"
+    if use_jit and inspect is not None:
+        inspect(fn, x, y)
     return losses, model.state_dict(), getattr(opt, "t", None)
 
 
-def assert_same_run(make_model, make_opt, shape, classes, steps, sizes=None):
-    eager = train(make_model, make_opt, batches(shape, classes, steps, sizes=sizes), False)
+def assert_same_run(make_model, make_opt, shape, classes, steps, sizes=None, device=None,
+                    inspect=None):
+    eager = train(make_model, make_opt, batches(shape, classes, steps, sizes=sizes), False,
+                  device=device)
     # each signature: an eager call, two captures, then replays
     replay_after = 3 * len(sizes) if sizes else 3
     jitted = train(make_model, make_opt, batches(shape, classes, steps, sizes=sizes), True,
-                   replay_after)
+                   replay_after, device, inspect)
     for i, (a, b) in enumerate(zip(eager[0], jitted[0])):
         np.testing.assert_array_equal(b, a, err_msg=f"loss of step {i}")
     assert eager[1].keys() == jitted[1].keys()

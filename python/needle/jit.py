@@ -19,6 +19,7 @@ import numpy as np
 
 from .autograd import Tensor, is_grad_enabled
 from .backend_ndarray.ndarray import NDArray
+from . import jit_graphs
 from .jit_capture import Buf, JitError, Recorder, capturing as _capturing, mark_input
 
 __all__ = ["jit", "JitFunction", "JitError"]
@@ -92,6 +93,16 @@ class JitFunction:
         """Whether a call with these arguments would replay a capture."""
         entry = self._cache.get(_signature(args, kwargs)[0])
         return entry is not None and entry.program is not None
+
+    def graph_info(self, *args, **kwargs):
+        """How the replay of a call with these arguments uses CUDA graphs (docs/jit.md): None
+        if it does not replay or runs no graphs (CPU, NEEDLE_JIT_GRAPHS=0), else a dict:
+        captured (after the first replay), graphs, nodes, plain_calls and fallbacks (why each
+        plain call could not be captured)."""
+        entry = self._cache.get(_signature(args, kwargs)[0])
+        if entry is None or entry.program is None or entry.program.graphs is None:
+            return None
+        return entry.program.graphs.info()
 
 
 def _signature(args, kwargs):
@@ -328,6 +339,8 @@ class _Program:
                 self.tape.append((_one_hot, (dev, self.host, n, k, shape, resolve(tok))))
         self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
                      for a in outs]
+        # CUDA graphs of the runs of calls (jit_graphs; None: plain replay, as on the CPU)
+        self.graphs = jit_graphs.plan(self.tape, [entry[:2] for entry in rec.tape])
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
                              self.state_copies]
         # References this program holds to each live state buffer; a replay finding no more
@@ -349,8 +362,11 @@ class _Program:
                     "signature's capture or eager call, or code outside the step); the replay "
                     "would read a stale value. Update such state in place, or call reset()")
             dev.compact(live, read, shape, (1,), 0)
-        for fn, args in self.tape:
-            fn(*args)
+        if self.graphs is not None:
+            self.graphs.run()
+        else:
+            for fn, args in self.tape:
+                fn(*args)
         return _unflatten(self.tree, iter([_copy_out(*o) for o in self.outs]))
 
 

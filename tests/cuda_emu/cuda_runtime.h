@@ -1,5 +1,5 @@
 // The CUDA runtime calls needle uses, on the CPU: device memory is host memory, every call is
-// synchronous, and there is one device ("emulated", 2 SMs by default so grid-stride loops wrap).
+// synchronous (except work recorded by a stream capture: cuda_graph_emu.h), and there is one device ("emulated", 2 SMs by default so grid-stride loops wrap).
 // CUDA_EMU_SMS sets the SM count; CUDA_EMU_MEMPOOLS=1 reports stream-ordered memory pools as
 // supported (default: unsupported, so the cudaMalloc fallback runs).
 #pragma once
@@ -15,7 +15,12 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorNoDevice = 100,
+  cudaErrorIllegalState = 401,
   cudaErrorNotSupported = 801,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorStreamCaptureWrongThread = 908,
 };
 using cudaError = cudaError_t;
 enum cudaMemcpyKind {
@@ -61,6 +66,8 @@ inline cudaError_t Allocate(void** p, size_t bytes) {
 }
 }  // namespace cuda_emu
 
+#include "cuda_graph_emu.h"
+
 inline cudaError_t cudaGetLastError() {
   const auto e = static_cast<cudaError_t>(cuda_emu::LastLaunchError());
   cuda_emu::LastLaunchError() = 0;
@@ -74,7 +81,13 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
   }
   return "unknown error";
 }
@@ -100,7 +113,9 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int dev) 
   }
   return cudaSuccess;
 }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() {
+  return cuda_emu::CaptureForbids() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 template <typename F>
 inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F) {
   *attr = cudaFuncAttributes{};
@@ -108,28 +123,42 @@ inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F) {
 }
 
 // ---- memory
-inline cudaError_t cudaMalloc(void** p, size_t bytes) { return cuda_emu::Allocate(p, bytes); }
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (cuda_emu::CaptureForbids()) return cudaErrorStreamCaptureUnsupported;
+  return cuda_emu::Allocate(p, bytes);
+}
 template <typename T>
 inline cudaError_t cudaMalloc(T** p, size_t bytes) {
   return cudaMalloc(reinterpret_cast<void**>(p), bytes);
 }
 inline cudaError_t cudaFree(void* p) {
+  if (cuda_emu::CaptureForbids()) return cudaErrorStreamCaptureUnsupported;
   std::free(p);
   return cudaSuccess;
 }
-inline cudaError_t cudaMallocHost(void** p, size_t bytes) { return cuda_emu::Allocate(p, bytes); }
+inline cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
 inline cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
-inline cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+// During a capture the block belongs to the graph: allocated now, at a fixed address, and
+// released with the graph (a free of it in the same capture is its free node).
+inline cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
   if (!cuda_emu::PoolsSupported()) return cudaErrorNotSupported;
-  return cuda_emu::Allocate(p, bytes);
+  if (cuda_emu::ImplicitWithCapture(s)) return cudaErrorStreamCaptureImplicit;
+  const cudaError_t err = cuda_emu::Allocate(p, bytes);
+  if (err == cudaSuccess && *p != nullptr && s != nullptr && s->graph != nullptr)
+    s->graph->memory->blocks.push_back(*p);
+  return err;
 }
 template <typename T>
 inline cudaError_t cudaMallocAsync(T** p, size_t bytes, cudaStream_t s) {
   return cudaMallocAsync(reinterpret_cast<void**>(p), bytes, s);
 }
-inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   if (!cuda_emu::PoolsSupported()) return cudaErrorNotSupported;
-  return cudaFree(p);
+  if (s != nullptr && s->graph != nullptr) {
+    const auto& owned = s->graph->memory->blocks;
+    if (std::find(owned.begin(), owned.end(), p) != owned.end()) return cudaSuccess;
+  }
+  return cuda_emu::Enqueue(s, [p] { std::free(p); });
 }
 inline cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int dev) {
   if (!cuda_emu::PoolsSupported() || dev != 0) return cudaErrorNotSupported;
@@ -143,19 +172,25 @@ inline cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t) {
   return pool != nullptr ? cudaSuccess : cudaErrorInvalidValue;
 }
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (cuda_emu::CaptureForbids()) return cudaErrorStreamCaptureUnsupported;
   if (bytes != 0) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                                   cudaStream_t = nullptr) {
-  return cudaMemcpy(dst, src, bytes, kind);
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+                                   cudaStream_t s = nullptr) {
+  return cuda_emu::Enqueue(s, [=] {
+    if (bytes != 0) std::memmove(dst, src, bytes);
+  });
 }
 inline cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  if (cuda_emu::CaptureForbids()) return cudaErrorStreamCaptureUnsupported;
   if (bytes != 0) std::memset(dst, value, bytes);
   return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t = nullptr) {
-  return cudaMemset(dst, value, bytes);
+inline cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t s = nullptr) {
+  return cuda_emu::Enqueue(s, [=] {
+    if (bytes != 0) std::memset(dst, value, bytes);
+  });
 }
 
 // ---- events
@@ -167,7 +202,10 @@ inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = nullptr) {
   e->recorded = true;
   return cudaSuccess;
 }
-inline cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e->recorded ? cudaSuccess : cudaErrorInvalidValue; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (cuda_emu::CaptureForbids()) return cudaErrorStreamCaptureUnsupported;
+  return e->recorded ? cudaSuccess : cudaErrorInvalidValue;
+}
 inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;

@@ -163,6 +163,28 @@ __global__ void SyncedNeighbourKernel(float* out) {
   out[threadIdx.x] = threadIdx.x == 0 ? 0.0f : s[threadIdx.x - 1];
 }
 
+// A kernel argument passed by value: a graph keeps the value it had at capture time.
+struct Pair {
+  float a, b;
+};
+__global__ void WritePairKernel(float* out, Pair p) {
+  if (threadIdx.x == 0) {
+    out[0] = p.a;
+    out[1] = p.b;
+  }
+}
+
+// One call a GPU forbids during a capture, made inside a fresh capture of `s`: the call's
+// error and cudaStreamEndCapture's.
+template <typename F>
+py::tuple IllegalInCapture(cudaStream_t s, F call) {
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  const cudaError_t err = call();
+  cudaGraph_t g = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(s, &g);
+  return py::make_tuple(cudaGetErrorString(err), cudaGetErrorString(ended), g == nullptr);
+}
+
 std::vector<float> Upload(const std::vector<float>& h, float** d) {
   CUDA_CHECK(cudaMalloc(d, h.size() * sizeof(float)));
   CUDA_CHECK(cudaMemcpy(*d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
@@ -218,6 +240,48 @@ PYBIND11_MODULE(emu_selftest, m) {
   m.def("racy_neighbour", [] { return WithOutput(64, [](float* o) { Launch<RacyNeighbourKernel>(1, 64, o); }); });
   m.def("synced_neighbour",
         [] { return WithOutput(64, [](float* o) { Launch<SyncedNeighbourKernel>(1, 64, o); }); });
+  // Stream capture and graphs: what is recorded, when it runs, what a capture forbids.
+  m.def("graphs", [] {
+    py::dict r;
+    const cudaStream_t s = needle::cuda::Stream();  // Launch<> queues on it
+    float* d = nullptr;
+    CUDA_CHECK(cudaMalloc(&d, 4 * sizeof(float)));
+    CUDA_CHECK(cudaMemset(d, 0, 4 * sizeof(float)));
+    r["legacy_stream"] = cudaGetErrorString(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal));
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    Pair p{1.0f, 2.0f};
+    Launch<WritePairKernel>(1, 32, d, p);
+    p = Pair{5.0f, 6.0f};
+    CUDA_CHECK(cudaMemcpyAsync(d + 2, d, 2 * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    cudaStreamCaptureStatus status;
+    CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+    r["status"] = static_cast<int>(status);
+    r["while_capturing"] = std::vector<float>(d, d + 4);  // emulated device memory is host memory
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    size_t nodes = 0;
+    CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &nodes));
+    r["nodes"] = nodes;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    CUDA_CHECK(cudaGraphDestroy(g));
+    CUDA_CHECK(cudaGraphLaunch(exec, s));
+    r["launched"] = Download(d, 4);
+    CUDA_CHECK(cudaMemset(d, 0, 4 * sizeof(float)));
+    CUDA_CHECK(cudaGraphLaunch(exec, s));
+    r["launched_again"] = Download(d, 4);
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    void* q = nullptr;
+    float h[4];
+    r["malloc"] = IllegalInCapture(s, [&] { return cudaMalloc(&q, 16); });
+    r["memcpy"] = IllegalInCapture(s, [&] { return cudaMemcpy(h, d, 16, cudaMemcpyDeviceToHost); });
+    r["device_sync"] = IllegalInCapture(s, [] { return cudaDeviceSynchronize(); });
+    r["stream_sync"] = IllegalInCapture(s, [&] { return cudaStreamSynchronize(s); });
+    r["legacy_async"] = IllegalInCapture(s, [&] { return cudaMemsetAsync(d, 0, 16, nullptr); });
+    r["after"] = Download(d, 4);  // none of those ran or broke the stream
+    CUDA_CHECK(cudaFree(d));
+    return r;
+  });
   // The runtime calls the backend uses: memory (async, pinned, pools when enabled), events,
   // device queries. Returns what it saw.
   m.def("runtime", [] {

@@ -33,6 +33,9 @@ class BackendDevice:
     def __init__(self, name, mod):
         self.name = name
         self.mod = mod
+        # The backend can capture its calls as CUDA graphs (its `_graphs` submodule, outside
+        # the shared function table): ndl.jit replays runs of calls as graphs (docs/jit.md).
+        self.supports_graphs = mod is not None and hasattr(mod, "_graphs")
         if mod is not None:  # bind the function table once: no __getattr__ on the hot path
             self.__dict__.update({k: getattr(mod, k) for k in dir(mod) if not k.startswith("__")})
 
