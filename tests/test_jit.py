@@ -144,7 +144,7 @@ def test_temporaries_share_buffers():
     f = ndl.jit(lambda x: model(x).sum())
     for _ in range(4):
         f(ndl.Tensor(np.random.randn(2, 3, 16, 16), device=DEVICE, requires_grad=False))
-    (entry,) = f._cache.values()
+    ((entry,),) = f._cache.values()
     mem = entry.program.memory
     assert mem["buffers"] < mem["temporaries"], mem
 

@@ -6,7 +6,9 @@ values of the others, and whether grad mode is on) a jitted function goes throug
   calls 2, 3  captured while they run eagerly (jit_capture.Recorder), then compared: a
               different call sequence, scalar or constant raises JitError;
   calls 4...  replayed: the new input data is copied into the capture's input buffers and the
-              tape of backend calls runs again.
+              tape of backend calls runs again, with its live scalars (learning rates) re-read.
+A capture also records guards (each module's `training`, the optimizer's parameter groups): a
+call whose guards no longer hold is captured again for the new state (jit_live.py).
 See docs/jit.md for what a replay assumes and which changes invalidate a capture.
 """
 import functools
@@ -20,6 +22,7 @@ import numpy as np
 from .autograd import Tensor, is_grad_enabled
 from .backend_ndarray.ndarray import NDArray
 from .jit_capture import Buf, JitError, Recorder, capturing as _capturing, mark_input
+from .jit_live import LiveArgs, LiveScalar, collect_guards, guards_hold, plain
 
 __all__ = ["jit", "JitFunction", "JitError"]
 
@@ -61,37 +64,56 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.max_cache = max_cache
-        self._cache = OrderedDict()  # signature -> _Signature
+        self._cache = OrderedDict()  # signature -> [_Signature], one per guarded state
+        self.recaptures = 0  # captures started because a guard failed (see docs/jit.md)
 
     def __call__(self, *args, **kwargs):
         if _capturing():  # a replay inside a capture would bypass its recording
             raise JitError("jit: a jitted function was called while another one was being "
                            "captured; nest plain functions inside one jitted step instead")
         sig, tensors = _signature(args, kwargs)
-        entry = self._cache.get(sig)
-        if entry is None:
-            entry = self._cache[sig] = _Signature()
+        variants = self._cache.get(sig)
+        if variants is None:
+            variants = self._cache[sig] = []
             if len(self._cache) > self.max_cache:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(sig)
+        entry = self._variant(variants)
         if entry.program is not None:
             return entry.program.replay(tensors)
         try:
             return entry.advance(self.fn, args, kwargs, tensors)
         except JitError:
-            self._cache.pop(sig, None)
+            variants.remove(entry)
             raise
+
+    def _variant(self, variants):
+        """The signature's capture whose guards hold now (most recent first), else a new one
+        (torch.compile recompiles on a guard failure the same way)."""
+        for entry in variants:
+            if guards_hold(entry.guards):
+                if entry is not variants[0]:
+                    variants.remove(entry)
+                    variants.insert(0, entry)
+                return entry
+        if variants:
+            self.recaptures += 1
+        variants.insert(0, _Signature())
+        del variants[self.max_cache:]
+        return variants[0]
 
     def reset(self):
         """Drop every capture: the next calls run eagerly and capture again. Needed after
-        changing anything a capture froze (a learning rate, `model.eval()`, `p.data = ...`)."""
+        changing state that no guard watches (docs/jit.md), e.g. `model.load_state_dict`."""
         self._cache.clear()
 
     def replaying(self, *args, **kwargs):
         """Whether a call with these arguments would replay a capture."""
-        entry = self._cache.get(_signature(args, kwargs)[0])
-        return entry is not None and entry.program is not None
+        for entry in self._cache.get(_signature(args, kwargs)[0], ()):
+            if guards_hold(entry.guards):
+                return entry.program is not None
+        return False
 
 
 def _signature(args, kwargs):
@@ -164,11 +186,15 @@ class _Signature:
         self.inputs = None   # the jit's own input arrays (NDArray), one per Tensor argument
         self.first = None    # capture 1: (Recorder, {alloc index: weak ref} of what it left)
         self.program = None
+        self.guards = []     # [(getter, value)] recorded by the last call (jit_live.guard)
 
     def advance(self, fn, args, kwargs, tensors):
         self.calls += 1
         if self.calls == 1:
-            return fn(*args, **kwargs)
+            with collect_guards() as guards:
+                result = fn(*args, **kwargs)
+            self.guards = list(guards.values())
+            return result
         if self.inputs is None:
             self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
         _load_inputs(self.inputs, tensors)
@@ -191,9 +217,11 @@ class _Signature:
                       for key, a in sorted(kwargs.items())}
         rec.install()
         try:
-            result = fn(*jit_args, **jit_kwargs)
+            with collect_guards(live=True) as guards:
+                result = fn(*jit_args, **jit_kwargs)
         finally:
             rec.uninstall()
+        self.guards = list(guards.values())
         outs = []
         tree = _flatten(result, outs)
         del result, jit_tensors, jit_args, jit_kwargs, it
@@ -249,6 +277,8 @@ def _verify(a, b):
                 if not np.array_equal(x, y):
                     raise JitError(f"jit: call #{pos} uploads host data (from_numpy) that changed "
                                    f"between two calls with the same input signature; {hint}")
+            elif isinstance(x, LiveScalar) or isinstance(y, LiveScalar):
+                _check_live(pos, n, eb[2], x, y)
             elif x != y:
                 raise JitError(f"jit: argument {n} of call #{pos} ({eb[2]}) changed from {x!r} "
                                f"to {y!r} between two calls with the same input signature: a "
@@ -261,6 +291,13 @@ def _verify(a, b):
     if [s for _, s in a.alloc_sizes] != [s for _, s in b.alloc_sizes]:
         raise JitError(f"jit: the buffers allocated changed between two calls with the same "
                        f"input signature; {hint}")
+
+
+def _check_live(pos, n, name, x, y):
+    """A live scalar (jit_live.live) may change value between captures, not stop being live."""
+    if not (isinstance(x, LiveScalar) and isinstance(y, LiveScalar)):
+        raise JitError(f"jit: argument {n} of call #{pos} ({name}) was a live scalar in one "
+                       f"capture and a plain number ({x!r}, {y!r}) in the other")
 
 
 def _same_buffer(a, b, x, y):
@@ -307,7 +344,7 @@ class _Program:
             return reads[i]
 
         def res(args):
-            return tuple(resolve(a) if isinstance(a, Buf) else a for a in args)
+            return plain(resolve(a) if isinstance(a, Buf) else a for a in args)
 
         self.tape = []
         for kind, dev, name, args, fn in rec.tape:
@@ -326,6 +363,9 @@ class _Program:
                 n, shape, k, tok = args
                 self.host[k] = None
                 self.tape.append((_one_hot, (dev, self.host, n, k, shape, resolve(tok))))
+        # live scalars (learning rates...): re-read before each replay; entries of rec.tape
+        # and self.tape correspond one to one
+        self.live = LiveArgs([entry[3] for entry in rec.tape])
         self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
                      for a in outs]
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
@@ -349,6 +389,8 @@ class _Program:
                     "signature's capture or eager call, or code outside the step); the replay "
                     "would read a stale value. Update such state in place, or call reset()")
             dev.compact(live, read, shape, (1,), 0)
+        if self.live:
+            self.live.refresh(self.tape)
         for fn, args in self.tape:
             fn(*args)
         return _unflatten(self.tree, iter([_copy_out(*o) for o in self.outs]))
