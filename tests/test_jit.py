@@ -258,10 +258,12 @@ def test_import_leaves_the_environment_alone():
     assert out.split() == ["False", "False"]
 
 
-def test_train_app_jit_equals_no_jit(tmp_path, capsys):
-    # 1,438 images: 11 batches of 128 (replayed from the 4th) and one of 30
+@pytest.mark.parametrize("schedule", ["none", "onecycle"])
+def test_train_app_jit_equals_no_jit(tmp_path, capsys, schedule):
+    # 1,438 images: 11 batches of 128 (replayed from the 4th) and one of 30; onecycle changes
+    # the lr and momentum every step (live in the replays)
     common = ["--model", "lenet", "--dataset", "digits", "--batch-size", "128", "--epochs", "1",
-              "--optimizer", "sgd"]
+              "--optimizer", "sgd", "--schedule", schedule]
     curves = {}
     for flag in ("", "--no-jit"):
         out = tmp_path / (flag or "jit")

@@ -204,3 +204,21 @@ def test_live_scalar_may_not_become_plain():
     with pytest.raises(ndl.JitError, match="live scalar in one capture"):
         for _ in range(4):
             f(ndl.Tensor(np.ones(3, dtype=np.float32), device=DEVICE))
+
+
+def test_step_that_sets_train_mode_itself_replays_after_one_eager_call():
+    np.random.seed(0)
+    model = make_model()
+    x = ndl.Tensor(np.random.randn(8, 3, 4).astype(np.float32), device=DEVICE,
+                   requires_grad=False)
+
+    def step(x):
+        model.train()
+        return model(x)
+    f = ndl.jit(step)
+    for _ in range(4):
+        f(x)
+    model.eval()  # an evaluation between epochs
+    f(x)  # the guard fails: eager, in train mode again
+    assert f.recaptures == 1 and f.replaying(x)
+    assert len(next(iter(f._cache.values()))) == 1  # no second capture of the same state

@@ -65,7 +65,7 @@ class JitFunction:
         self.fn = fn
         self.max_cache = max_cache
         self._cache = OrderedDict()  # signature -> [_Signature], one per guarded state
-        self.recaptures = 0  # captures started because a guard failed (see docs/jit.md)
+        self.recaptures = 0  # calls whose guards matched no capture: run eagerly (docs/jit.md)
 
     def __call__(self, *args, **kwargs):
         if _capturing():  # a replay inside a capture would bypass its recording
@@ -83,10 +83,14 @@ class JitFunction:
         if entry.program is not None:
             return entry.program.replay(tensors)
         try:
-            return entry.advance(self.fn, args, kwargs, tensors)
+            result = entry.advance(self.fn, args, kwargs, tensors)
         except JitError:
             variants.remove(entry)
             raise
+        if entry.calls == 1 and any(v.program is not None and v.recorded() == entry.recorded()
+                                    for v in variants):
+            variants.remove(entry)  # the step itself restored a captured state (model.train())
+        return result
 
     def _variant(self, variants):
         """The signature's capture whose guards hold now (most recent first), else a new one
@@ -187,13 +191,18 @@ class _Signature:
         self.first = None    # capture 1: (Recorder, {alloc index: weak ref} of what it left)
         self.program = None
         self.guards = []     # [(getter, value)] recorded by the last call (jit_live.guard)
+        self.keys = ()       # the guards' keys, in the same order
+
+    def recorded(self):
+        """{guard key: value recorded}."""
+        return dict(zip(self.keys, (value for _, value in self.guards)))
 
     def advance(self, fn, args, kwargs, tensors):
         self.calls += 1
         if self.calls == 1:
             with collect_guards() as guards:
                 result = fn(*args, **kwargs)
-            self.guards = list(guards.values())
+            self.keys, self.guards = tuple(guards), list(guards.values())
             return result
         if self.inputs is None:
             self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
@@ -221,7 +230,7 @@ class _Signature:
                 result = fn(*jit_args, **jit_kwargs)
         finally:
             rec.uninstall()
-        self.guards = list(guards.values())
+        self.keys, self.guards = tuple(guards), list(guards.values())
         outs = []
         tree = _flatten(result, outs)
         del result, jit_tensors, jit_args, jit_kwargs, it
