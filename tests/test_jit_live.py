@@ -7,6 +7,7 @@ import pytest
 import needle as ndl
 from needle import nn
 from needle.autograd import BACKEND
+from needle.jit_capture import host_op
 from needle.jit_live import LiveScalar, collect_guards, live
 from needle.optim import lr_scheduler
 
@@ -222,3 +223,37 @@ def test_step_that_sets_train_mode_itself_replays_after_one_eager_call():
     f(x)  # the guard fails: eager, in train mode again
     assert f.recaptures == 1 and f.replaying(x)
     assert len(next(iter(f._cache.values()))) == 1  # no second capture of the same state
+
+
+# ------------------------------------------------------------------ host ops
+def cumulative_max(values):
+    return [np.maximum.accumulate(values.reshape(-1))]
+
+
+def host_step(x):
+    data = (x * 3.0).realize_cached_data()  # a temporary read by the host op
+    out = data.device.empty(data.shape)
+    host_op(cumulative_max, [data], [out])
+    return ndl.Tensor.make_const(out) + 1.0
+
+
+def test_host_op_runs_again_in_every_replay():
+    f = ndl.jit(host_step)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        x = rng.standard_normal(7).astype(np.float32)
+        got = f(ndl.Tensor(x, device=DEVICE)).numpy()
+        np.testing.assert_array_equal(got, np.maximum.accumulate(x * np.float32(3)) + 1,
+                                      err_msg=f"call {i}")
+    assert f.replaying(ndl.Tensor(x, device=DEVICE))
+
+
+def test_host_op_bad_outputs():
+    a = ndl.cpu().full((2, 3), 1.0)
+    with pytest.raises(ValueError, match="host_op: outputs must be compact"):
+        host_op(cumulative_max, [a], [a.permute((1, 0))])
+    with pytest.raises(ValueError, match="host_op: the function returned 1 arrays for 2"):
+        host_op(cumulative_max, [a], [a, a])
+    with pytest.raises(ValueError, match=r"host_op: a result of 6 values for an output of "
+                                         r"shape \(2,\)"):
+        host_op(cumulative_max, [a], [ndl.cpu().empty((2,))])

@@ -368,6 +368,8 @@ class _Program:
             elif kind in ("rand", "randn"):
                 shape, _, tok = args
                 self.tape.append((_draw, (dev, getattr(np.random, kind), shape, resolve(tok))))
+            elif kind == "host":
+                self.tape.append((_host_op, (dev,) + args[:2] + tuple(map(resolve, args[2:]))))
             else:  # one_hot
                 n, shape, k, tok = args
                 self.host[k] = None
@@ -419,6 +421,14 @@ def _one_hot(dev, host, n, k, shape, handle):
         raise ValueError(f"jit: input {k} holds non-integer labels for one_hot")
     arr = dev.one_hot(n, labels)
     dev.compact(arr._handle, handle, (arr.size,), (1,), 0)
+
+
+def _host_op(dev, fn, layout, *handles):
+    # jit_capture.host_op again: read the inputs, run fn, write its results into the outputs
+    views, shapes = layout
+    results = fn(*[dev.to_numpy(h, *view) for h, view in zip(handles, views)])
+    for h, shape, r in zip(handles[len(views):], shapes, results):
+        dev.from_numpy(np.ascontiguousarray(np.reshape(r, shape), dtype=np.float32), h)
 
 
 def _draw(dev, draw, shape, handle):

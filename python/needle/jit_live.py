@@ -20,7 +20,7 @@ This module imports nothing from needle: NDArray, nn and optim all use it.
 import functools
 import operator
 
-__all__ = ["LiveScalar", "live", "capturing_live", "guard", "guard_attr", "collect_guards", "guards_hold",
+__all__ = ["LiveScalar", "live", "capturing_live", "in_jit", "guard", "guard_attr", "collect_guards", "guards_hold",
            "LiveArgs"]
 
 _LIVE = []       # non-empty while a capture runs: live() makes LiveScalars
@@ -88,6 +88,11 @@ def live(value, getter):
     if not _LIVE or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     return LiveScalar(value, getter)
+
+
+def in_jit():
+    """Whether a jitted function's Python is running (its eager call or a capture)."""
+    return bool(_COLLECTING)
 
 
 def guard(key, getter):
