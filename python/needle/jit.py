@@ -54,7 +54,9 @@ def jit(fn=None, *, max_cache=8):
 
 
 class JitFunction:
-    """A function with a cache of captured backend-call tapes, one per input signature."""
+    """A function with a cache of captured backend-call tapes, one per input signature and
+    guarded state (train/eval, parameter groups...); `recaptures` counts the calls whose guards
+    matched no capture (each ran eagerly)."""
 
     def __init__(self, fn, max_cache=8):
         if not callable(fn):
