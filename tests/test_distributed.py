@@ -99,6 +99,16 @@ def test_ddp_no_sync(checks):
         assert c["synced_after_no_sync"] <= TOL
 
 
+@pytest.mark.parametrize("key", ["jit", "jit_sync_bn", "jit_no_sync"])
+def test_ddp_jitted_step_replays_and_equals_eager(checks, key):
+    # the all-reduces run as host_op entries of the replayed tape (docs/jit.md)
+    for c in checks:
+        assert c[f"{key}_replayed"]
+        assert c[f"{key}_losses_equal_eager"] and c[f"{key}_params_equal_eager"]
+        # no_sync steps apply each rank's own gradients: the replicas part (as in eager)
+        assert c[f"{key}_params_equal_across_ranks"] == (key != "jit_no_sync")
+
+
 def test_sync_batchnorm_matches_full_batch(checks):
     for c in checks:
         assert c["sync_bn_converted"] == "SyncBatchNorm"
@@ -163,6 +173,19 @@ def test_app_batch_not_divisible(tmp_path):
     expected = ("error: --batch-size 255 must be divisible by the number of ranks (2) "
                 "with --distributed: it is the global batch")
     assert errors == [expected]
+
+
+def test_app_jit_equals_no_jit(tmp_path):
+    """--distributed runs its step with ndl.jit by default: the same losses as --no-jit."""
+    curves = {}
+    for flag in ("", "--no-jit"):
+        out = tmp_path / (flag or "jit")
+        proc, _ = mpirun(*APP[:-1], "64", "--epochs", "1", "--schedule", "onecycle", "--out",
+                         out, *([flag] if flag else []), timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        curves[flag] = [e["step_losses"] for e in
+                        json.loads((out / "metrics.json").read_text())["epochs"]]
+    assert curves[""] == curves["--no-jit"]  # 23 steps, from the 4th replayed
 
 
 def test_app_resume_matches_uninterrupted_run(tmp_path):

@@ -150,7 +150,7 @@ def test_temporaries_share_buffers():
     f = ndl.jit(lambda x: model(x).sum())
     for _ in range(4):
         f(ndl.Tensor(np.random.randn(2, 3, 16, 16), device=DEVICE, requires_grad=False))
-    (entry,) = f._cache.values()
+    ((entry,),) = f._cache.values()
     mem = entry.program.memory
     assert mem["buffers"] < mem["temporaries"], mem
 
@@ -264,10 +264,12 @@ def test_import_leaves_the_environment_alone():
     assert out.split() == ["False", "False"]
 
 
-def test_train_app_jit_equals_no_jit(tmp_path, capsys):
-    # 1,438 images: 11 batches of 128 (replayed from the 4th) and one of 30
+@pytest.mark.parametrize("schedule", ["none", "onecycle"])
+def test_train_app_jit_equals_no_jit(tmp_path, capsys, schedule):
+    # 1,438 images: 11 batches of 128 (replayed from the 4th) and one of 30; onecycle changes
+    # the lr and momentum every step (live in the replays)
     common = ["--model", "lenet", "--dataset", "digits", "--batch-size", "128", "--epochs", "1",
-              "--optimizer", "sgd"]
+              "--optimizer", "sgd", "--schedule", schedule]
     curves = {}
     for flag in ("", "--no-jit"):
         out = tmp_path / (flag or "jit")

@@ -6,7 +6,9 @@ values of the others, and whether grad mode is on) a jitted function goes throug
   calls 2, 3  captured while they run eagerly (jit_capture.Recorder), then compared: a
               different call sequence, scalar or constant raises JitError;
   calls 4...  replayed: the new input data is copied into the capture's input buffers and the
-              tape of backend calls runs again.
+              tape of backend calls runs again, with its live scalars (learning rates) re-read.
+A capture also records guards (each module's `training`, the optimizer's parameter groups): a
+call whose guards no longer hold is captured again for the new state (jit_live.py).
 See docs/jit.md for what a replay assumes and which changes invalidate a capture.
 """
 import functools
@@ -21,6 +23,7 @@ from .autograd import Tensor, is_grad_enabled
 from .backend_ndarray.ndarray import NDArray
 from . import jit_graphs
 from .jit_capture import Buf, JitError, Recorder, capturing as _capturing, mark_input
+from .jit_live import LiveArgs, LiveScalar, collect_guards, guards_hold, plain
 
 __all__ = ["jit", "JitFunction", "JitError"]
 
@@ -52,7 +55,9 @@ def jit(fn=None, *, max_cache=8):
 
 
 class JitFunction:
-    """A function with a cache of captured backend-call tapes, one per input signature."""
+    """A function with a cache of captured backend-call tapes, one per input signature and
+    guarded state (train/eval, parameter groups...); `recaptures` counts the calls whose guards
+    matched no capture (each ran eagerly)."""
 
     def __init__(self, fn, max_cache=8):
         if not callable(fn):
@@ -62,47 +67,72 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.max_cache = max_cache
-        self._cache = OrderedDict()  # signature -> _Signature
+        self._cache = OrderedDict()  # signature -> [_Signature], one per guarded state
+        self.recaptures = 0  # calls whose guards matched no capture: run eagerly (docs/jit.md)
 
     def __call__(self, *args, **kwargs):
         if _capturing():  # a replay inside a capture would bypass its recording
             raise JitError("jit: a jitted function was called while another one was being "
                            "captured; nest plain functions inside one jitted step instead")
         sig, tensors = _signature(args, kwargs)
-        entry = self._cache.get(sig)
-        if entry is None:
-            entry = self._cache[sig] = _Signature()
+        variants = self._cache.get(sig)
+        if variants is None:
+            variants = self._cache[sig] = []
             if len(self._cache) > self.max_cache:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(sig)
+        entry = self._variant(variants)
         if entry.program is not None:
             return entry.program.replay(tensors)
         try:
-            return entry.advance(self.fn, args, kwargs, tensors)
+            result = entry.advance(self.fn, args, kwargs, tensors)
         except JitError:
-            self._cache.pop(sig, None)
+            variants.remove(entry)
             raise
+        if entry.calls == 1 and any(v.program is not None and v.recorded() == entry.recorded()
+                                    for v in variants):
+            variants.remove(entry)  # the step itself restored a captured state (model.train())
+        return result
+
+    def _variant(self, variants):
+        """The signature's capture whose guards hold now (most recent first), else a new one
+        (torch.compile recompiles on a guard failure the same way)."""
+        for entry in variants:
+            if guards_hold(entry.guards):
+                if entry is not variants[0]:
+                    variants.remove(entry)
+                    variants.insert(0, entry)
+                return entry
+        if variants:
+            self.recaptures += 1
+        variants.insert(0, _Signature())
+        del variants[self.max_cache:]
+        return variants[0]
 
     def reset(self):
         """Drop every capture: the next calls run eagerly and capture again. Needed after
-        changing anything a capture froze (a learning rate, `model.eval()`, `p.data = ...`)."""
+        changing state that no guard watches (docs/jit.md), e.g. `model.load_state_dict`."""
         self._cache.clear()
 
     def replaying(self, *args, **kwargs):
         """Whether a call with these arguments would replay a capture."""
-        entry = self._cache.get(_signature(args, kwargs)[0])
-        return entry is not None and entry.program is not None
+        for entry in self._cache.get(_signature(args, kwargs)[0], ()):
+            if guards_hold(entry.guards):
+                return entry.program is not None
+        return False
 
     def graph_info(self, *args, **kwargs):
         """How the replay of a call with these arguments uses CUDA graphs (docs/jit.md): None
         if it does not replay or runs no graphs (CPU, NEEDLE_JIT_GRAPHS=0), else a dict:
         captured (after the first replay), graphs, nodes, plain_calls and fallbacks (why each
         plain call could not be captured)."""
-        entry = self._cache.get(_signature(args, kwargs)[0])
-        if entry is None or entry.program is None or entry.program.graphs is None:
-            return None
-        return entry.program.graphs.info()
+        for entry in self._cache.get(_signature(args, kwargs)[0], ()):
+            if guards_hold(entry.guards):
+                program = entry.program
+                return None if program is None or program.graphs is None else \
+                    program.graphs.info()
+        return None
 
 
 def _signature(args, kwargs):
@@ -175,11 +205,20 @@ class _Signature:
         self.inputs = None   # the jit's own input arrays (NDArray), one per Tensor argument
         self.first = None    # capture 1: (Recorder, {alloc index: weak ref} of what it left)
         self.program = None
+        self.guards = []     # [(getter, value)] recorded by the last call (jit_live.guard)
+        self.keys = ()       # the guards' keys, in the same order
+
+    def recorded(self):
+        """{guard key: value recorded}."""
+        return dict(zip(self.keys, (value for _, value in self.guards)))
 
     def advance(self, fn, args, kwargs, tensors):
         self.calls += 1
         if self.calls == 1:
-            return fn(*args, **kwargs)
+            with collect_guards() as guards:
+                result = fn(*args, **kwargs)
+            self.keys, self.guards = tuple(guards), list(guards.values())
+            return result
         if self.inputs is None:
             self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
         _load_inputs(self.inputs, tensors)
@@ -202,9 +241,11 @@ class _Signature:
                       for key, a in sorted(kwargs.items())}
         rec.install()
         try:
-            result = fn(*jit_args, **jit_kwargs)
+            with collect_guards(live=True) as guards:
+                result = fn(*jit_args, **jit_kwargs)
         finally:
             rec.uninstall()
+        self.keys, self.guards = tuple(guards), list(guards.values())
         outs = []
         tree = _flatten(result, outs)
         del result, jit_tensors, jit_args, jit_kwargs, it
@@ -260,6 +301,8 @@ def _verify(a, b):
                 if not np.array_equal(x, y):
                     raise JitError(f"jit: call #{pos} uploads host data (from_numpy) that changed "
                                    f"between two calls with the same input signature; {hint}")
+            elif isinstance(x, LiveScalar) or isinstance(y, LiveScalar):
+                _check_live(pos, n, eb[2], x, y)
             elif x != y:
                 raise JitError(f"jit: argument {n} of call #{pos} ({eb[2]}) changed from {x!r} "
                                f"to {y!r} between two calls with the same input signature: a "
@@ -272,6 +315,13 @@ def _verify(a, b):
     if [s for _, s in a.alloc_sizes] != [s for _, s in b.alloc_sizes]:
         raise JitError(f"jit: the buffers allocated changed between two calls with the same "
                        f"input signature; {hint}")
+
+
+def _check_live(pos, n, name, x, y):
+    """A live scalar (jit_live.live) may change value between captures, not stop being live."""
+    if not (isinstance(x, LiveScalar) and isinstance(y, LiveScalar)):
+        raise JitError(f"jit: argument {n} of call #{pos} ({name}) was a live scalar in one "
+                       f"capture and a plain number ({x!r}, {y!r}) in the other")
 
 
 def _same_buffer(a, b, x, y):
@@ -318,7 +368,7 @@ class _Program:
             return reads[i]
 
         def res(args):
-            return tuple(resolve(a) if isinstance(a, Buf) else a for a in args)
+            return plain(resolve(a) if isinstance(a, Buf) else a for a in args)
 
         self.tape = []
         for kind, dev, name, args, fn in rec.tape:
@@ -333,14 +383,21 @@ class _Program:
             elif kind in ("rand", "randn"):
                 shape, _, tok = args
                 self.tape.append((_draw, (dev, getattr(np.random, kind), shape, resolve(tok))))
+            elif kind == "host":
+                self.tape.append((_host_op, (dev,) + args[:2] + tuple(map(resolve, args[2:]))))
             else:  # one_hot
                 n, shape, k, tok = args
                 self.host[k] = None
                 self.tape.append((_one_hot, (dev, self.host, n, k, shape, resolve(tok))))
+        # live scalars (learning rates...): re-read before each replay; entries of rec.tape
+        # and self.tape correspond one to one
+        self.live = LiveArgs([entry[3] for entry in rec.tape])
         self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
                      for a in outs]
         # CUDA graphs of the runs of calls (jit_graphs; None: plain replay, as on the CPU)
-        self.graphs = jit_graphs.plan(self.tape, [entry[:2] for entry in rec.tape])
+        # (calls taking a live scalar stay out of the graphs: a graph freezes its arguments)
+        self.graphs = jit_graphs.plan(self.tape, [entry[:2] for entry in rec.tape],
+                                      {index for index, _ in self.live.entries})
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
                              self.state_copies]
         # References this program holds to each live state buffer; a replay finding no more
@@ -362,6 +419,8 @@ class _Program:
                     "signature's capture or eager call, or code outside the step); the replay "
                     "would read a stale value. Update such state in place, or call reset()")
             dev.compact(live, read, shape, (1,), 0)
+        if self.live:
+            self.live.refresh(self.tape)
         if self.graphs is not None:
             self.graphs.run()
         else:
@@ -384,6 +443,14 @@ def _one_hot(dev, host, n, k, shape, handle):
         raise ValueError(f"jit: input {k} holds non-integer labels for one_hot")
     arr = dev.one_hot(n, labels)
     dev.compact(arr._handle, handle, (arr.size,), (1,), 0)
+
+
+def _host_op(dev, fn, layout, *handles):
+    # jit_capture.host_op again: read the inputs, run fn, write its results into the outputs
+    views, shapes = layout
+    results = fn(*[dev.to_numpy(h, *view) for h, view in zip(handles, views)])
+    for h, shape, r in zip(handles[len(views):], shapes, results):
+        dev.from_numpy(np.ascontiguousarray(np.reshape(r, shape), dtype=np.float32), h)
 
 
 def _draw(dev, draw, shape, handle):

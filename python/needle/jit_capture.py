@@ -15,7 +15,9 @@ temporaries as eagerly as plain eager code does; those still alive at its end ar
 
 Kinds: "call" (a backend function), "upload" (host data that did not come from an input:
 a constant), "rand" / "randn" (a draw from the global numpy RNG, redrawn on every replay),
-"one_hot" (from the labels of input k, recomputed from the new input on every replay).
+"one_hot" (from the labels of input k, recomputed from the new input on every replay),
+"host" (`host_op`: a Python function of some arrays' host values, run again on every replay,
+e.g. DDP's gradient all-reduce).
 """
 import weakref
 
@@ -24,7 +26,7 @@ import numpy as np
 from .backend_ndarray import device as _device_mod
 from .backend_ndarray.ndarray import NDArray
 
-__all__ = ["JitError", "InputHost", "Buf", "Recorder", "capturing", "mark_input"]
+__all__ = ["JitError", "InputHost", "Buf", "Recorder", "capturing", "mark_input", "host_op"]
 
 
 class JitError(RuntimeError):
@@ -62,6 +64,39 @@ _ACTIVE = []  # the installed Recorder, if any
 def capturing():
     """Whether a Recorder is installed."""
     return bool(_ACTIVE)
+
+
+def host_op(fn, inputs, outputs):
+    """Run `fn` on the host values of `inputs` and write its results into `outputs`; under an
+    ndl.jit capture, recorded as one tape entry that every replay runs again (the only Python
+    a replay runs, e.g. an MPI all-reduce of gradients).
+
+    Args:
+        fn: fn(*arrays) -> a sequence of numpy arrays, one per output (same sizes); it must
+            be the same function (or an equal bound method) on every call.
+        inputs: NDArrays read to the host (any strides), in order.
+        outputs: compact float32 NDArrays written in place.
+    """
+    for out in outputs:
+        if not out.is_compact():
+            raise ValueError(f"host_op: outputs must be compact, got shape {out.shape} with "
+                             f"strides {out.strides}")
+    if _ACTIVE:
+        return _ACTIVE[-1].host_op(fn, inputs, outputs)
+    _write_host(fn(*[a.numpy() for a in inputs]), outputs,
+                lambda out, data: out.device.from_numpy(data, out._handle))
+
+
+def _write_host(results, outputs, write):
+    results = list(results)
+    if len(results) != len(outputs):
+        raise ValueError(f"host_op: the function returned {len(results)} arrays for "
+                         f"{len(outputs)} outputs")
+    for out, r in zip(outputs, results):
+        if np.size(r) != out.size:
+            raise ValueError(f"host_op: a result of {np.size(r)} values for an output of shape "
+                             f"{out.shape}")
+        write(out, np.ascontiguousarray(np.reshape(r, out.shape), dtype=np.float32))
 
 
 class Recorder:
@@ -210,6 +245,19 @@ class Recorder:
                               (k, tuple(np.shape(data)), tok), fn))
         else:
             self.tape.append(("upload", dev, "from_numpy", (np.array(data, copy=True), tok), fn))
+
+    def host_op(self, fn, inputs, outputs):
+        """host_op under this capture: run with the original (unrecorded) device functions and
+        recorded as one "host" entry: (fn, (input views, output shapes), *buffer tokens)."""
+        dev = (inputs or outputs)[0].device
+        original = dict(self.devices)[dev]
+        values = [original["to_numpy"](a._handle, a.shape, a.strides, a._offset) for a in inputs]
+        _write_host(fn(*values), outputs,
+                    lambda out, data: original["from_numpy"](data, out._handle))
+        views = tuple((a.shape, a.strides, a._offset) for a in inputs)
+        tokens = tuple(self.token(a._handle) for a in list(inputs) + list(outputs))
+        self.tape.append(("host", dev, getattr(fn, "__name__", "host_op"),
+                          (fn, (views, tuple(a.shape for a in outputs))) + tokens, None))
 
     def host(self, k):
         """The values of input k on the host: its host copy, else read once (only a loss's

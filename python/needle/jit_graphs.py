@@ -21,24 +21,28 @@ def graphs_enabled():
     return value in ("1", "on", "true")
 
 
-def plan(tape, kinds):
+def plan(tape, kinds, live=frozenset()):
     """A GraphPlan for `tape` ([(fn, args)]) whose entries have `kinds` ([(kind, device)]),
-    or None when graphs are off or no run of calls is on a device that supports them."""
+    or None when graphs are off or no run of calls is on a device that supports them.
+    `live`: indices of entries whose scalar arguments the replay rewrites (jit_live): they
+    run as plain calls, read from `tape` at each replay."""
     if not graphs_enabled():
         return None
     if not any(kind == "call" and getattr(dev, "supports_graphs", False) for kind, dev in kinds):
         return None
-    return GraphPlan(tape, kinds)
+    return GraphPlan(tape, kinds, live)
 
 
 class GraphPlan:
     """The steps of a replay: host entries and plain calls as (fn, args), each run of calls
     on a graph-capable device as one item [device, [(fn, args), ...]] until it is captured."""
 
-    def __init__(self, tape, kinds):
+    def __init__(self, tape, kinds, live=frozenset()):
         self.items = []
-        for entry, (kind, dev) in zip(tape, kinds):
-            if kind == "call" and getattr(dev, "supports_graphs", False):
+        for index, (entry, (kind, dev)) in enumerate(zip(tape, kinds)):
+            if index in live:
+                self.items.append((_run_tape_entry, (tape, index)))
+            elif kind == "call" and getattr(dev, "supports_graphs", False):
                 last = self.items[-1] if self.items else None
                 if isinstance(last, list) and last[0] is dev:
                     last[1].append(entry)
@@ -58,10 +62,13 @@ class GraphPlan:
             fn(*args)
 
     def info(self):
-        """{"captured", "graphs", "nodes", "plain_calls", "fallbacks"}."""
+        """{"captured", "graphs", "nodes", "plain_calls", "live_calls", "fallbacks"}:
+        live_calls run outside the graphs because they take a live scalar (a learning rate)."""
+        live = sum(1 for item in self.items if not isinstance(item, list)
+                   and item[0] is _run_tape_entry)
         return {"captured": self.steps is not None, "graphs": len(self.graphs),
                 "nodes": sum(g.nodes for g in self.graphs), "plain_calls": len(self.fallbacks),
-                "fallbacks": list(self.fallbacks)}
+                "live_calls": live, "fallbacks": list(self.fallbacks)}
 
     def _capture_and_run(self):
         steps, self.graphs, self.fallbacks = [], [], []  # a failed first replay starts over
@@ -105,6 +112,11 @@ class GraphPlan:
         graph.launch()
         self.graphs.append(graph)
         steps.append((graph.launch, ()))
+
+
+def _run_tape_entry(tape, index):
+    fn, args = tape[index]  # the replay may have rewritten its live arguments
+    fn(*args)
 
 
 def _try_capture(dev, entries):

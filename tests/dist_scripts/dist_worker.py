@@ -4,6 +4,7 @@
 on them); the other scenarios are bad inputs and a planted failure, which must end the job with
 a non-zero exit code and a clear message, never hang.
 """
+import contextlib
 import json
 import os
 import sys
@@ -89,6 +90,46 @@ def check_ddp(comm, rank, size, out):
         opt.step()
     out["params_equal_after_steps"] = same_on_all_ranks(comm, params(model))
     out["comm_wait_seconds"] = ddp.comm_wait_seconds
+
+
+def ddp_run(comm, rank, size, use_jit, sync_bn, steps=10, no_sync_at=()):
+    """Losses and final parameters of `steps` DDP steps (SGD, StepLR), eager or ndl.jit, those
+    in `no_sync_at` inside ddp.no_sync(); with jit also whether the last call replayed."""
+    np.random.seed(5)
+    model = small_cnn(bn=sync_bn)
+    ddp = dist.DistributedDataParallel(model, bucket_mb=0.004, sync_bn=sync_bn)
+    opt = ndl.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    sched = ndl.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = nn.SoftmaxLoss()(ddp(x), y)
+        loss.backward(create_graph=False)
+        opt.step()
+        return loss
+
+    fn = ndl.jit(step) if use_jit else step
+    losses = []
+    for i in range(steps):
+        X, y = global_batch(20 + i, BATCH * size)
+        x, y = ndl.Tensor(local(X, rank, size)), ndl.Tensor.from_host(local(y, rank, size))
+        with ddp.no_sync() if i in no_sync_at else contextlib.nullcontext():
+            losses.append(float(fn(x, y).numpy().item()))
+        sched.step()
+    return losses, params(model), use_jit and fn.replaying(x, y)
+
+
+def check_ddp_jit(comm, rank, size, out):
+    for key, sync_bn, no_sync_at in (("jit", False, ()), ("jit_sync_bn", True, ()),
+                                     ("jit_no_sync", False, (5, 6))):
+        eager_losses, eager_params, _ = ddp_run(comm, rank, size, False, sync_bn, 10, no_sync_at)
+        jit_losses, jit_params, replayed = ddp_run(comm, rank, size, True, sync_bn, 10,
+                                                   no_sync_at)
+        out[f"{key}_replayed"] = replayed
+        out[f"{key}_losses_equal_eager"] = jit_losses == eager_losses
+        out[f"{key}_params_equal_eager"] = all(np.array_equal(a, b)
+                                               for a, b in zip(jit_params, eager_params))
+        out[f"{key}_params_equal_across_ranks"] = same_on_all_ranks(comm, jit_params)
 
 
 def check_no_sync(comm, rank, size, out):
@@ -181,7 +222,8 @@ def scenario_checks(out_dir):
     comm = dist.dist_comm._STATE.comm
     rank, size = dist.get_rank(), dist.get_world_size()
     out = {"rank": rank, "size": size}
-    for check in (check_ddp, check_no_sync, check_sync_bn, check_collectives, check_sampler):
+    for check in (check_ddp, check_no_sync, check_sync_bn, check_collectives, check_sampler,
+                  check_ddp_jit):
         check(comm, rank, size, out)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)

@@ -443,10 +443,9 @@ def run(args):
         sched = make_scheduler(args, opt, -(-len(train_ds) // args.batch_size), start_step=step)
     except ValueError as e:
         raise AppError(str(e)) from None
-    # ndl.jit replays the step; not with --distributed (its all-reduce runs Python) nor with an
-    # lr schedule (a replay keeps the learning rate it was captured with: docs/jit.md)
-    step_fn = make_train_step(train_model, opt, loss_fn,
-                              use_jit=not (args.no_jit or dp or sched is not None))
+    # ndl.jit replays the step (a replay re-reads the scheduled lr and runs DDP's all-reduce:
+    # docs/jit.md)
+    step_fn = make_train_step(train_model, opt, loss_fn, use_jit=not args.no_jit)
     images, train_seconds, last = 0, 0.0, history[-1] if history else None
     with _catch_sigint() as interrupt:
         while epoch < args.epochs and (args.max_steps is None or step < args.max_steps):

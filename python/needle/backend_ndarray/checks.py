@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from ..jit_live import LiveScalar
+
 __all__ = ["as_size", "as_shape", "as_scalar", "normalize_axes", "broadcast_shapes",
            "span", "overlaps"]
 
@@ -92,6 +94,8 @@ def broadcast_shapes(*shapes):
 
 
 def as_scalar(value, op):
+    if isinstance(value, LiveScalar):  # kept: a jit replay re-reads it (jit_live.py)
+        return value
     if isinstance(value, (int, float, np.integer, np.floating, bool)):
         return float(value)
     if isinstance(value, np.ndarray) and value.size == 1:

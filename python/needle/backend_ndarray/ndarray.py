@@ -509,8 +509,9 @@ class NDArray:
         g = grad.compact()
         v = g if velocity is None else velocity.compact()
         self.device.sgd_update(self.compact()._handle, g._handle, v._handle, w_out._handle,
-                               v_out._handle, float(momentum), float(1 - momentum), float(neg_lr),
-                               float(weight_decay), velocity is not None)
+                               v_out._handle, *(_as_scalar(v, "sgd_step") for v in
+                                                (momentum, 1 - momentum, neg_lr, weight_decay)),
+                               velocity is not None)
         return w_out, v_out
 
     # ------------------------------------------------------------ batch norm

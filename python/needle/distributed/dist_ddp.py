@@ -16,6 +16,11 @@ How a step goes, with R ranks each running forward and backward on its own share
    waited for, and each `.grad` is replaced by the average over the ranks.
 
 Gradients are staged through host memory (numpy buffers), also for GPU tensors.
+
+Under ndl.jit (a jitted training step), the hooks only note the backward pass; at its end all
+gradients are reduced by one `jit_capture.host_op` (read to the host, all-reduced, written into
+device buffers the reducer keeps), which every replay runs again: no overlap with backward, the
+same numbers as eager.
 """
 import contextlib
 import time
@@ -23,6 +28,8 @@ import time
 import numpy as np
 
 from ..autograd import Tensor, queue_backward_end_callback
+from ..jit_capture import JitError, capturing, host_op
+from ..jit_live import guard, in_jit
 from ..nn import Module
 from .dist_comm import _world
 
@@ -126,8 +133,53 @@ class _Reducer:
         self.wait_seconds = 0.0
         self.launched_early = 0  # buckets launched before backward ended (overlap; for tests)
         self.handles = [p.register_post_accumulate_grad_hook(self.grad_ready) for p in params]
+        self.grads = None  # under ndl.jit: {id(param): device array its averaged grad goes to}
+
+    def make_jit_buffers(self):
+        """Device arrays for ndl.jit: one per parameter for its averaged gradient, and zeros
+        that a parameter without a gradient contributes (made before any capture, so that
+        the captures and replays reuse them)."""
+        params = [p for b in self.buckets for p in b.params]
+        self.grads = {id(p): p.device.full(p.shape, 0.0, dtype=p.dtype) for p in params}
+        largest = max(params, key=lambda p: int(np.prod(p.shape)))
+        self.zeros = largest.device.full((int(np.prod(largest.shape)),), 0.0, dtype=largest.dtype)
+
+    def finish_captured(self):
+        """finish() inside an ndl.jit capture: one host_op reduces every gradient (a missing
+        one contributes zeros) into the reducer's device arrays, which become the `.grad`s."""
+        if self.grads is None:
+            raise JitError("DistributedDataParallel: a jitted step was captured before its "
+                           "eager call ran backward")
+        params = [p for b in self.buckets for p in b.params]
+        outs = [self.grads[id(p)] for p in params]
+        grads = [self.zeros[:out.size].reshape(out.shape) if p.grad is None
+                 else p.grad.realize_cached_data() for p, out in zip(params, outs)]
+        host_op(self.reduce_on_host, grads, outs)
+        for p, out in zip(params, outs):
+            p.grad = Tensor.make_const(out)
+
+    def reduce_on_host(self, *grads):
+        """All-reduce host gradients (in bucket order) and average them, as finish() does."""
+        values = iter(grads)
+        for b in self.buckets:
+            for p, off in zip(b.params, b.offsets):
+                b.buffer[off:off + int(np.prod(p.shape))] = next(values).reshape(-1)
+            b.request = self.comm.Iallreduce(self.mpi.IN_PLACE, b.buffer, op=self.mpi.SUM)
+        start = time.perf_counter()
+        self.mpi.Request.Waitall([b.request for b in self.buckets])
+        self.wait_seconds += time.perf_counter() - start
+        out = []
+        for b in self.buckets:
+            b.request = None
+            np.divide(b.buffer, self.size, out=b.buffer, casting="unsafe")
+            out += [b.buffer[off:off + int(np.prod(p.shape))] for p, off in zip(b.params,
+                                                                                 b.offsets)]
+        return out
 
     def grad_ready(self, param):
+        guard(("ddp_sync", id(self)), lambda: self.sync)  # under ndl.jit: no_sync() recaptures
+        if self.grads is None and in_jit() and not capturing():
+            self.make_jit_buffers()  # a jitted step's eager call: before its captures
         if not self.sync or self.comm is None:
             return
         if not self.in_backward:  # first gradient of this backward pass
@@ -136,6 +188,8 @@ class _Reducer:
             for b in self.buckets:
                 b.ready.clear()
             queue_backward_end_callback(self.finish)
+        if capturing():  # ndl.jit: every gradient is reduced at the end (finish_captured)
+            return
         bucket, i = self.where[id(param)]
         _copy_grad(bucket, i, param)
         bucket.ready.add(i)
@@ -158,6 +212,9 @@ class _Reducer:
     def finish(self):
         """End of backward: launch what is left, wait, write the averaged gradients."""
         self.in_backward = False
+        if capturing():
+            self.finish_captured()
+            return
         for b in self.buckets[self.next_launch:]:
             for i, p in enumerate(b.params):
                 if i not in b.ready:  # no gradient this pass: contribute what .grad holds

@@ -22,6 +22,7 @@ from ..autograd import Tensor, TensorOp
 from ..backend_selection import array_api
 from ..nn import BatchNorm1d, Module
 from ..ops import broadcast_to, power_scalar, reshape, summation
+from ..jit_capture import capturing, host_op
 from .dist_comm import _world
 
 __all__ = ["AllReduceSum", "SyncBatchNorm", "convert_sync_batchnorm"]
@@ -37,6 +38,10 @@ class AllReduceSum(TensorOp):
         self.comm, self.mpi = comm, mpi
 
     def compute(self, x):
+        if capturing():  # ndl.jit: a host_op tape entry, so every replay all-reduces again
+            out = x.device.empty(x.shape)
+            host_op(_HostAllReduce(self.comm, self.mpi), [x], [out])
+            return out
         # staged through host memory (a numpy copy), also for GPU arrays
         host = np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.numpy()
         host = host.copy() if host is x else host
@@ -47,6 +52,24 @@ class AllReduceSum(TensorOp):
 
     def gradient(self, out_grad, node):
         return AllReduceSum(self.comm, self.mpi)(out_grad)
+
+
+class _HostAllReduce:
+    """AllReduceSum's host function for a jit host_op; two over the same communicator are
+    equal (ndl.jit compares the host functions of its two captures)."""
+
+    def __init__(self, comm, mpi):
+        self.comm, self.mpi = comm, mpi
+
+    def __eq__(self, other):
+        return isinstance(other, _HostAllReduce) and other.comm is self.comm
+
+    __hash__ = None
+
+    def __call__(self, host):
+        host = np.array(host, dtype=np.float32)  # a copy: the input's host values stay its own
+        self.comm.Allreduce(self.mpi.IN_PLACE, host, op=self.mpi.SUM)
+        return [host]
 
 
 class SyncBatchNorm(BatchNorm1d):

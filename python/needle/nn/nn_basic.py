@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
+from ..jit_live import guard_attr
 from ..random import resolve_generator
 from .nn_hooks import IncompatibleKeys, RemovableHandle, StateDictKeyError, _Hooks, list_index
 
@@ -293,6 +294,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *args, **kwargs):
+        guard_attr(self, "training")  # under ndl.jit: replay only in the mode captured
         pre = self.__dict__.get("_forward_pre_hooks")
         if pre is not None:
             for hook in list(pre.by_id.values()):

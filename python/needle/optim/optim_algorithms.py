@@ -8,7 +8,7 @@ from numbers import Real
 import numpy as np
 
 from ..autograd import Tensor
-from .optim_basic import Optimizer, _arrays, _check_nonneg, _hyper_property, _store
+from .optim_basic import Optimizer, _arrays, _check_nonneg, _hyper_property, _live, _store
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
@@ -71,22 +71,32 @@ class SGD(Optimizer):
                              f"got momentum={group['momentum']}, "
                              f"dampening={group['dampening']}")
 
+    def _code_path(self, group):
+        return (group["dampening"] is None, group["nesterov"], group["momentum"] != 0,
+                group["weight_decay"] != 0)
+
     def step(self):
         for group in self.param_groups:
             torch_mode = group["dampening"] is not None or group["nesterov"]
+            # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's momentum)
+            hyper = {k: _live(group, k) for k in ("lr", "momentum", "weight_decay")}
+            if group["dampening"] is not None:
+                hyper["dampening"] = _live(group, "dampening")
+            neg_lr = -hyper["lr"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if torch_mode:
-                    self._torch_step(p, group)
+                    self._torch_step(p, group, hyper, neg_lr)
                 else:
-                    self._dampened_step(p, group["lr"], group["momentum"], group["weight_decay"])
+                    self._dampened_step(p, neg_lr, hyper["momentum"], hyper["weight_decay"])
+        self._guard_replay()
 
-    def _dampened_step(self, p, lr, momentum, weight_decay):
+    def _dampened_step(self, p, neg_lr, momentum, weight_decay):
         w, g = _arrays(p)
         u_prev = self.u[p].realize_cached_data() if p in self.u else None
         if hasattr(w, "sgd_step"):  # NDArray: the lines below in one backend call
-            w_new, u = w.sgd_step(g, u_prev, momentum, -lr, weight_decay, in_place=True)
+            w_new, u = w.sgd_step(g, u_prev, momentum, neg_lr, weight_decay, in_place=True)
             if u is not u_prev:
                 self.u[p] = Tensor.make_const(u)
             if w_new is not w:
@@ -100,23 +110,23 @@ class SGD(Optimizer):
             u = g * (1 - momentum)
         self.u[p] = Tensor.make_const(u)
         # w + (-lr) * u is exactly w - lr * u
-        p.data = Tensor.make_const(w + u * (-lr))
+        p.data = Tensor.make_const(w + u * neg_lr)
 
-    def _torch_step(self, p, group):
+    def _torch_step(self, p, group, hyper, neg_lr):
         w, g = _arrays(p)
-        momentum = group["momentum"]
+        momentum = hyper["momentum"]
         if group["weight_decay"]:
-            g = g + w * group["weight_decay"]
+            g = g + w * hyper["weight_decay"]
         direction = g
         if momentum:
             if p in self.u:
-                dampening = group["dampening"] or 0.0  # nesterov alone: torch's default 0
+                dampening = hyper.get("dampening") or 0.0  # nesterov alone: torch's default 0
                 u = self.u[p].realize_cached_data() * momentum + g * (1 - dampening)
             else:  # torch starts the buffer at the first (undampened) gradient
                 u = _copy(g)
             _store(self.u, p, u)
             direction = g + u * momentum if group["nesterov"] else u
-        w[()] = w + direction * (-group["lr"])  # in place, as u
+        w[()] = w + direction * neg_lr  # in place, as u
 
 
 def _check_betas(owner, betas):
@@ -165,7 +175,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
         self._t = 0  # steps taken, as of the last reset (see the `t` property)
         self._counter = None  # t as a one-element device array, once stepping starts
-        self._beta_arrays = {}  # (beta1, beta2) -> the pair as one-element device arrays
+        self._beta_arrays = {}  # group index -> its (beta1, beta2) as one-element device arrays
         self.m = {}
         self.v = {}
 
@@ -179,7 +189,9 @@ class Adam(Optimizer):
 
     @t.setter
     def t(self, value):
-        self._t, self._counter = int(value), None
+        self._t = int(value)
+        if self._counter is not None:  # in place: a captured step (ndl.jit) counts on from it
+            self._counter[()] = self._t
 
     def _device_scalar(self, value):
         like = self.params[0]  # its dtype: float64 in numpy mode stays float64
@@ -224,15 +236,28 @@ class Adam(Optimizer):
             group["betas"] = (group["betas"][0], value)
         self.defaults["betas"] = (self.defaults["betas"][0], value)
 
+    def _code_path(self, group):
+        return (group["weight_decay"] != 0,)
+
+    def _betas_on_device(self, index, b1, b2):
+        """Group `index`'s betas as one-element device arrays, rewritten every step: a changed
+        beta (OneCycleLR cycles beta1) reaches a replayed step (ndl.jit) too."""
+        arrays = self._beta_arrays.get(index)
+        if arrays is None:
+            arrays = self._beta_arrays[index] = (self._device_scalar(b1), self._device_scalar(b2))
+        else:
+            arrays[0][()] = b1
+            arrays[1][()] = b2
+        return arrays
+
     def step(self):
         t = self._advance()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            lr, wd = group["lr"], group["weight_decay"]
+        for index, group in enumerate(self.param_groups):
+            # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's beta1)
+            b1, b2 = _live(group, "betas", 0), _live(group, "betas", 1)
+            lr, wd, eps = (_live(group, k) for k in ("lr", "weight_decay", "eps"))
             if t is not None:  # 1 / (1 - beta**t) from the device's t (beta**t in p's dtype)
-                if (b1, b2) not in self._beta_arrays:
-                    self._beta_arrays[b1, b2] = tuple(map(self._device_scalar, (b1, b2)))
-                c1, c2 = [(1 - b ** t) ** -1.0 for b in self._beta_arrays[b1, b2]]
+                c1, c2 = [(1 - b ** t) ** -1.0 for b in self._betas_on_device(index, b1, b2)]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -255,7 +280,8 @@ class Adam(Optimizer):
                     k1, k2 = k1.broadcast_to(m.shape), k2.broadcast_to(m.shape)
                 m_hat = m * k1
                 v_hat = v * k2
-                w_param[()] = w - m_hat * lr / (v_hat ** 0.5 + group["eps"])  # in place
+                w_param[()] = w - m_hat * lr / (v_hat ** 0.5 + eps)  # in place
+        self._guard_replay()
 
 
 class AdamW(Adam):

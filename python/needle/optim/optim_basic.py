@@ -15,8 +15,20 @@ from numbers import Real
 import numpy as np
 
 from ..autograd import Tensor
+from ..jit_live import capturing_live, guard, live
 
 __all__ = ["Optimizer"]
+
+
+def _live(group, key, index=None):
+    """group[key] (or group[key][index]); inside an ndl.jit capture a live scalar that each
+    replay re-reads, so an lr schedule or `opt.lr = x` reaches a replayed step too."""
+    value = group[key] if index is None else group[key][index]
+    if not capturing_live():
+        return value
+    if index is None:
+        return live(value, lambda: group[key])
+    return live(value, lambda: group[key][index])
 
 
 def _detached(value, like: Tensor) -> Tensor:
@@ -43,6 +55,23 @@ def _store(state, p, value):
         state[p].realize_cached_data()[()] = value
     else:
         state[p] = Tensor.make_const(value)
+
+
+def _handle(p: Tensor):
+    data = p.realize_cached_data()
+    return getattr(data, "_handle", data)
+
+
+def _in_place(old: dict, new: dict) -> dict:
+    """`new`, its values written into `old`'s buffers where a parameter has one (a captured
+    step, ndl.jit, keeps reading those buffers)."""
+    out = {}
+    for p, value in new.items():
+        if p in old and old[p].shape == value.shape:
+            old[p].realize_cached_data()[()] = value.realize_cached_data()
+            value = old[p]
+        out[p] = value
+    return out
 
 
 def _check_nonneg(owner: str, **values):
@@ -141,6 +170,22 @@ class Optimizer:
 
     def step(self):
         raise NotImplementedError(f"{type(self).__name__}.step is not implemented")
+
+    def _guard_replay(self):
+        """Under ndl.jit, at the end of step(): a capture of the step replays only while
+        `_replay_state()` is unchanged (otherwise the step is captured again)."""
+        guard(("optimizer", id(self)), self._replay_state)
+
+    def _replay_state(self):
+        """What a replay freezes besides numbers: each group's parameters, their buffers (a
+        `p.data = ...` rebinding) and requires_grad, and the hyper-parameters that choose a
+        code path (`_code_path`). Its buffers' handles outlive the capture: ids stay unique."""
+        return tuple((tuple((id(p), id(_handle(p)), p.requires_grad) for p in g["params"]),
+                      self._code_path(g)) for g in self.param_groups)
+
+    def _code_path(self, group):
+        """The hyper-parameters of `group` that decide which array calls step() makes."""
+        return ()
 
     def reset_grad(self):
         """Set every parameter's `.grad` to None."""
@@ -253,7 +298,7 @@ class Optimizer:
         if hasattr(self, "t"):
             self.t = int(state_dict.get("t", 0))
         for buf, table in new.items():
-            setattr(self, buf, table)
+            setattr(self, buf, _in_place(getattr(self, buf), table))
 
     def _check_hyper_agrees(self, hyper, group) -> None:
         """The legacy "hyper" entry must say what the first saved group says (an edited or
