@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_common.h"
@@ -101,6 +102,30 @@ struct VectorLanes {
   static NEEDLE_INLINE I IsNan(F a) { return a != a; }
   static NEEDLE_INLINE I EqI(I a, I b) { return a == b; }
 };
+// The last TW (< 8) contiguous channels: 8 floats loaded (the caller has checked that they lie
+// in the buffer; the extra lanes are never stored), TW stored.
+template <int TW>
+struct OverreadLanes : VectorLanes {
+  static NEEDLE_INLINE void Store(float* p, F v) { StorePartial(p, v, TW); }
+};
+
+// Calls body(std::integral_constant<int, TW>) with TW = C % 8 when the channels are contiguous
+// (the tail then goes as one vector), else 0 (channel by channel). Inlined lambdas only, so that
+// they are compiled for Dispatch's ISA.
+#define NEEDLE_INLINE_LAMBDA __attribute__((always_inline))
+template <class Body>
+NEEDLE_INLINE void WithTailWidth(const PoolDims& d, const Body& body) {
+  switch (d.sC == 1 ? d.C % kLanes : 0) {
+    case 1: return body(std::integral_constant<int, 1>());
+    case 2: return body(std::integral_constant<int, 2>());
+    case 3: return body(std::integral_constant<int, 3>());
+    case 4: return body(std::integral_constant<int, 4>());
+    case 5: return body(std::integral_constant<int, 5>());
+    case 6: return body(std::integral_constant<int, 6>());
+    case 7: return body(std::integral_constant<int, 7>());
+    default: return body(std::integral_constant<int, 0>());
+  }
+}
 
 // One window of L::kWidth channels: x points at its top-left in-bounds tap; rows x cols taps,
 // sH / sW apart. Max: NaN wins (the first NaN); padding never counts. Avg: sum / (kh*kw).
@@ -130,7 +155,13 @@ struct PoolForward {
   float* out;
   PoolDims d;
   NEEDLE_INLINE void operator()(int64_t r0, int64_t r1) const {
-    const int64_t C = d.C;
+    WithTailWidth(d, [&](auto tw) NEEDLE_INLINE_LAMBDA { Run<decltype(tw)::value>(r0, r1); });
+  }
+
+ private:
+  template <int TW>
+  NEEDLE_INLINE void Run(int64_t r0, int64_t r1) const {
+    const int64_t C = d.C, in_size = d.in_size();
     const int64_t vec_end = d.sC == 1 ? C / kLanes * kLanes : 0;
     const float count = float(d.kh * d.kw);
     for (int64_t r = r0; r < r1; ++r) {
@@ -145,6 +176,14 @@ struct PoolForward {
         for (; c < vec_end; c += kLanes)
           VectorLanes::Store(o + c, WindowReduce<VectorLanes, kMax>(x + c, rows, cols, d.sH,
                                                                      d.sW, count));
+        // The tail channels as one vector, as in MaxPoolBackward.
+        if (TW > 0 && (x - a) + c + (rows - 1) * d.sH + (cols - 1) * d.sW + kLanes <= in_size) {
+          using L = OverreadLanes<TW>;
+          L::Store(o + c, rows == 2 && cols == 2
+                              ? WindowReduce<L, kMax, 2, 2>(x + c, 2, 2, d.sH, d.sW, count)
+                              : WindowReduce<L, kMax>(x + c, rows, cols, d.sH, d.sW, count));
+          continue;
+        }
         if (rows == 2 && cols == 2)
           for (; c < C; ++c)
             o[c] = WindowReduce<ScalarLanes, kMax, 2, 2>(x + c * d.sC, 2, 2, d.sH, d.sW, count);
@@ -194,15 +233,22 @@ struct MaxPoolBackward {
   float* dinp;
   PoolDims d;
   NEEDLE_INLINE void operator()(int64_t n0, int64_t n1) const {
-    if (d.tiles()) return Run<true>(n0, n1);
-    std::fill(dinp + n0 * d.H * d.W * d.C, dinp + n1 * d.H * d.W * d.C, 0.0f);
-    Run<false>(n0, n1);
+    const bool assign = d.tiles();
+    if (!assign) std::fill(dinp + n0 * d.H * d.W * d.C, dinp + n1 * d.H * d.W * d.C, 0.0f);
+    WithTailWidth(d, [&](auto tw) NEEDLE_INLINE_LAMBDA {
+      if (assign)
+        Run<true, decltype(tw)::value>(n0, n1);
+      else
+        Run<false, decltype(tw)::value>(n0, n1);
+    });
   }
 
  private:
-  template <bool kAssign>
+  template <bool kAssign, int TW>
   NEEDLE_INLINE void Run(int64_t n0, int64_t n1) const {
     const int64_t C = d.C, gH = d.W * C;
+    // TW > 0: the input is compact, as dout and dinp are.
+    const int64_t in_size = d.in_size(), out_size = d.out_size();
     const int64_t vec_end = d.sC == 1 ? C / kLanes * kLanes : 0;
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t ho = 0; ho < d.Ho; ++ho)
@@ -218,6 +264,20 @@ struct MaxPoolBackward {
           for (; c < vec_end; c += kLanes)
             MaxWindowBackward<VectorLanes, kAssign>(x + c, gx + c, d.sH, d.sW, gH, C, rows,
                                                     cols, VectorLanes::Load(g + c));
+          // The tail channels as one vector, unless its 8-float loads would leave a buffer.
+          const int64_t last = (x - a) + c + (rows - 1) * d.sH + (cols - 1) * d.sW;
+          const int64_t g_last = (gx - dinp) + c + (rows - 1) * gH + (cols - 1) * C;
+          if (TW > 0 && last + kLanes <= in_size && (g - dout) + c + kLanes <= out_size &&
+              (kAssign || g_last + kLanes <= in_size)) {
+            using L = OverreadLanes<TW>;
+            if (rows == 2 && cols == 2)
+              MaxWindowBackward<L, kAssign, 2, 2>(x + c, gx + c, d.sH, d.sW, gH, C, 2, 2,
+                                                  L::Load(g + c));
+            else
+              MaxWindowBackward<L, kAssign>(x + c, gx + c, d.sH, d.sW, gH, C, rows, cols,
+                                            L::Load(g + c));
+            continue;
+          }
           if (rows == 2 && cols == 2)
             for (; c < C; ++c)
               MaxWindowBackward<ScalarLanes, kAssign, 2, 2>(x + c * d.sC, gx + c, d.sH, d.sW, gH,
