@@ -1,5 +1,5 @@
 // needle SGEMM through a strided A (an im2col view) into a C with few columns (n <= 8): the
-// output-channel counts of small convolutions (LeNet: 6 and 16). Included by gemm.h.
+// output-channel counts of small convolutions (LeNet: 6). Included by gemm.h (after StridedA).
 //
 // The packed kernels tile C in 32-column micro-tiles, so n = 6 wastes most of every FMA, and
 // they gather A into panels that are then used for n columns only. Here each C element is a
@@ -13,6 +13,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "gemm_kernels.h"
 
