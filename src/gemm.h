@@ -691,6 +691,11 @@ inline KernelChoice SelectKernel() {
 }
 
 }  // namespace gemm_detail
+}  // namespace needle
+
+#include "gemm_skinny.h"
+
+namespace needle {
 
 // Name of the micro-kernel sgemm runs on this machine ("generic", "avx2" or "avx512").
 inline const char* sgemm_kernel_name() {
@@ -756,6 +761,14 @@ inline void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t m, 
 inline void sgemm_strided_a(bool trans_b, int64_t m, int64_t n, int64_t k, const float* A,
                             const gemm_detail::StridedA& view, const float* B, int64_t ldb, float* C,
                             int64_t ldc) {
+  using namespace gemm_detail;
+#if NEEDLE_GEMM_X86
+  // Few columns of C (small convolutions): dot products along k (gemm_skinny.h).
+  if (m > 0 && n > 0 && SkinnyApplies(view, n, k, SelectKernel() == KernelChoice::kAvx512)) {
+    const bool parallel = double(m) * double(n) * double(k) >= double(kParallelMinMacs);
+    return SkinnyDispatch(trans_b, m, n, k, A, view, B, ldb, C, ldc, parallel ? MaxThreads() : 1);
+  }
+#endif
   sgemm_batched(false, trans_b, 1, m, n, k, A, 0, 0, B, 0, ldb, C, 0, ldc, false, &view);
 }
 

@@ -617,10 +617,7 @@ void MaxPool2dBackward(const Array& a, const Array& dout, Array& dinp, int64_t N
   CheckHolds("max_pool2d_backward", "a", a.size, d.in_size());
   CheckHolds("max_pool2d_backward", "dout", dout.size, d.out_size());
   CheckHolds("max_pool2d_backward", "dinp", dinp.size, d.in_size());
-  const int64_t nt = MaxThreads();
-  std::vector<float> best(size_t(nt * C));
-  std::vector<int64_t> where(size_t(nt * C));
-  const MaxPoolBackward k{a.ptr, dout.ptr, dinp.ptr, best.data(), where.data(), d};
+  const MaxPoolBackward k{a.ptr, dout.ptr, dinp.ptr, d};
   ParallelRange(N, d.out_size() * kh * kw + d.in_size(), kParallelMinCopy, 1,
                 [&](int64_t n0, int64_t n1) { Dispatch(k, n0, n1); });
 }

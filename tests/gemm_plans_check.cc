@@ -155,7 +155,10 @@ int main() {
   struct Conv {
     int64_t batch, h, c, s, p;
   };
-  const Conv convs[] = {{2, 9, 3, 1, 17}, {2, 8, 16, 2, 5}, {1, 7, 7, 1, 1}, {4, 20, 48, 1, 40}};
+  // Then few output columns (gemm_skinny.h on AVX-512): runs of 13 channels (masked chunks),
+  // and one-channel images whose weight gradient (pixel rows of 38) splits k over threads.
+  const Conv convs[] = {{2, 9, 3, 1, 17}, {2, 8, 16, 2, 5}, {1, 7, 7, 1, 1}, {4, 20, 48, 1, 40},
+                        {3, 11, 13, 1, 6},  {16, 40, 1, 1, 7}, {2, 12, 29, 2, 3}};
   for (const Named& p : plans) {
     omp_set_num_threads(p.threads);
     needle::gemm_detail::ForcedPlan() = p.plan.threads() == p.threads ? &p.plan : nullptr;

@@ -50,6 +50,28 @@ def test_pool_forward_backward_vs_loops(device, mode, k, s, p, hw):
     assert_close(X.grad, ref, rtol=1e-5, atol=1e-5, what=f"{mode} backward")
 
 
+# Channel counts around the kernels' 8-lane vectors (C = 6 is LeNet's first pool), tiling
+# windows (2 x 2 stride 2 on even sizes: no zero fill) and not (odd sizes, overlap, padding).
+SMALL_C_CASES = [(c, hw, k, s, p) for c in (1, 6, 8, 13)
+                 for hw, k, s, p in [((8, 10), 2, 2, 0), ((7, 9), 2, 2, 0), ((6, 7), 3, 2, 1),
+                                     ((5, 6), 2, 1, 0), ((6, 6), (2, 3), (2, 1), (1, 0))]]
+
+
+@pytest.mark.parametrize("c,hw,k,s,p", SMALL_C_CASES)
+def test_max_pool_channels_and_windows_vs_loops(device, c, hw, k, s, p):
+    x = np.random.randn(3, *hw, c).round(1)  # rounded: ties within windows are common
+    x[0, 1, 1, 0] = np.nan  # a NaN wins its windows: the loops see it as +inf
+    as_inf = np.where(np.isnan(x), np.inf, x)
+    a = nd.array(x.astype(np.float32), device=device)
+    y = nd.max_pool2d(a, k, s, p).numpy()
+    want = pool2d_loops(as_inf, k, s, p, "max")
+    np.testing.assert_allclose(y, np.where(np.isinf(want), np.nan, want), rtol=1e-6)
+    go = np.random.randn(*y.shape)
+    dx = nd.max_pool2d_backward(a, nd.array(go.astype(np.float32), device=device), k, s, p)
+    np.testing.assert_allclose(dx.numpy(), max_pool2d_backward_loops(as_inf, go, k, s, p),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), ((2, 3), (1, 2), (1, 0))])
 def test_native_pool_matches_composed_im2col_reduce(device, k, s, p):
     x = np.random.randn(2, 7, 8, 3).astype(np.float32)
