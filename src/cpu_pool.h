@@ -96,11 +96,7 @@ struct MaxPoolBackward {
   PoolDims d;
   NEEDLE_INLINE void operator()(int64_t n0, int64_t n1) const {
     const int64_t C = d.C, HW = d.H * d.W;
-#ifdef _OPENMP
-    const int64_t t = omp_get_thread_num();
-#else
-    const int64_t t = 0;
-#endif
+    const int64_t t = ThreadSlot();
     float* bv = best + t * C;
     int64_t* bi = where + t * C;
     for (int64_t n = n0; n < n1; ++n) {
