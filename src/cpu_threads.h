@@ -4,9 +4,10 @@
 // A job is a fixed set of pieces (the partition depends only on the team size asked for, so
 // results never depend on load); the caller and the workers claim pieces from one atomic word,
 // so a worker that the OS has descheduled does not hold the job up: the caller runs its piece.
-// Team jobs (gemm's region with barriers) need every member running at once; when workers keep
-// arriving late (another process holds the cores) team jobs run on the caller alone for a while,
-// and workers spin less (LatePolicy). Nothing here touches the process environment.
+// Team jobs (gemm's region with barriers) need every member running at once. When workers keep
+// arriving late (another process holds the cores) workers spin less (LatePolicy), and, opted in
+// with NEEDLE_ADAPTIVE_THREADS=1, team jobs run on the caller alone for a while. Nothing here
+// touches the process environment.
 #pragma once
 
 #include <algorithm>
@@ -82,9 +83,11 @@ inline int ThreadsFromEnvironment() {
   return int(std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(), kMaxThreads)));
 }
 
+// Opt-in (NEEDLE_ADAPTIVE_THREADS=1): a team product run alone sums a K split in another
+// order, so results would depend on the load (and jit would no longer equal eager bit for bit).
 inline bool AdaptiveFromEnvironment() {
   const char* env = std::getenv("NEEDLE_ADAPTIVE_THREADS");
-  return env == nullptr || std::string(env) != "0";
+  return env != nullptr && std::string(env) == "1";
 }
 
 class ThreadPool {
@@ -328,8 +331,8 @@ inline int MaxThreads() { return ThreadPool::InJob() ? 1 : ThreadPool::Get().max
 // Sets the cap (tests, benchmarks); takes effect at the next job.
 inline void SetMaxThreads(int n) { ThreadPool::Get().set_max_threads(n); }
 
-// Off: team jobs always wait for their whole team (as NEEDLE_ADAPTIVE_THREADS=0); tests that
-// must exercise a team plan on an oversubscribed machine use it.
+// On (as NEEDLE_ADAPTIVE_THREADS=1): on a busy machine team jobs run on the caller alone.
+// Off (the default): team jobs always wait for their whole team.
 inline void SetAdaptiveThreads(bool on) { ThreadPool::Get().set_adaptive(on); }
 
 // f(piece, slot) for every piece in [0, pieces), pieces <= 65535, on up to `threads` threads.

@@ -135,10 +135,12 @@ def _kernel_results(tmp_path, name, **env):
 def test_results_do_not_depend_on_the_thread_count(tmp_path):
     """Element-wise, gather / scatter, row reductions and max pooling (forward and backward)
     give the same bits on 1, 2 and 3 threads (each element is computed by one thread, whichever); convolution forward and
-    backward (GEMM plans differ with the team size) agree with numpy on every count."""
+    backward (GEMM plans differ with the team size) agree on every count, also with the
+    opt-in team fallback (NEEDLE_ADAPTIVE_THREADS=1)."""
     one = _kernel_results(tmp_path, "one", NEEDLE_NUM_THREADS="1")
-    for n in ("2", "3"):
-        many = _kernel_results(tmp_path, f"t{n}", NEEDLE_NUM_THREADS=n)
+    for n, adaptive in (("2", "0"), ("3", "0"), ("2", "1")):
+        many = _kernel_results(tmp_path, f"t{n}{adaptive}", NEEDLE_NUM_THREADS=n,
+                               NEEDLE_ADAPTIVE_THREADS=adaptive)
         for key in ("ewise", "transpose", "rowsum", "setitem", "pool", "pool_grad"):
             np.testing.assert_array_equal(many[key], one[key], err_msg=f"{key}, {n} threads")
         for key in ("conv", "conv_grad"):

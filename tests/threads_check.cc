@@ -57,7 +57,6 @@ static void CheckTeam(int threads) {
     });
     for (int t = 0; t < threads; ++t) ok = ok && seen[size_t(t)] == threads;
   }
-  needle::cpu::SetAdaptiveThreads(true);
   Expect(full, "a non-adaptive team always has every member");
   Expect(ok, "TeamBarrier holds every member until all arrived");
 }
@@ -89,6 +88,7 @@ static void CheckPolicy() {
 // A busy policy makes team jobs run on the caller alone; pieces still use the workers.
 static void CheckBusyTeam() {
   needle::cpu::SetMaxThreads(2);
+  needle::cpu::SetAdaptiveThreads(true);
   auto& pool = needle::cpu::ThreadPool::Get();
   for (int i = 0; i < LatePolicy::kEnter; ++i) pool.policy().Record(true);
   int alone = 0;
@@ -97,6 +97,7 @@ static void CheckBusyTeam() {
   Expect(alone == LatePolicy::kProbeEvery - 1, "busy pool: team jobs run on the caller alone");
   for (int i = 0; i < LatePolicy::kMax; ++i) pool.policy().Record(false);
   Expect(!pool.policy().Busy(), "pool policy back to quiet");
+  needle::cpu::SetAdaptiveThreads(false);
 }
 
 // Jobs from several threads at once: one owns the pool, the others run serially.
