@@ -1,7 +1,7 @@
 // Standalone harness for src/gemm.h: correctness sweep and GFLOP/s, without Python.
 //
 // Build into /tmp (never into the repo):
-//   g++ -O3 -fopenmp -std=c++17 -Isrc benchmarks/bench_gemm_native.cc -o /tmp/bench_gemm
+//   g++ -O3 -pthread -std=c++17 -Isrc benchmarks/bench_gemm_native.cc -o /tmp/bench_gemm
 // Run:
 //   /tmp/bench_gemm check              # all transposes, odd sizes, ld > width, batch strides,
 //                                      # accumulate, k = 0; exits 1 on a mismatch

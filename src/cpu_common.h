@@ -1,4 +1,4 @@
-// needle CPU backend: the buffer, argument validation and the OpenMP range splitter.
+// needle CPU backend: the buffer, argument validation and the parallel range splitter.
 //
 // Every entry point validates all its views and compact operands with the helpers below
 // BEFORE touching memory: std::invalid_argument (-> ValueError) for bad sizes,
@@ -20,9 +20,7 @@
 
 #include <sys/mman.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "cpu_threads.h"
 
 namespace needle {
 namespace cpu {
@@ -30,8 +28,8 @@ namespace cpu {
 using Shape = std::vector<int64_t>;
 
 constexpr size_t kAlignment = 64;
-// Below these element counts one thread is faster than waking the team (measured with
-// OMP_WAIT_POLICY=passive, where a wake-up costs ~10 us).
+// Below these element counts one thread is faster than handing pieces to the workers (a
+// sleeping worker takes ~10 us to wake; cpu_threads.h).
 constexpr int64_t kParallelMinCopy = int64_t(1) << 17;  // memory-bound loops
 constexpr int64_t kParallelMinMath = int64_t(1) << 15;  // exp / log / tanh / pow
 
@@ -219,16 +217,9 @@ inline int64_t CheckedProduct(const char* fn, std::initializer_list<int64_t> siz
 }
 
 // ------------------------------------------------------------------------ threads
-inline int MaxThreads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
 // Calls body(i0, i1) on disjoint pieces covering [0, n): one piece per thread when `work`
 // reaches `min_work`, else one piece. Piece borders are multiples of `align` (false sharing).
+// The pieces depend only on MaxThreads(), never on which thread runs them.
 template <class F>
 void ParallelRange(int64_t n, int64_t work, int64_t min_work, int64_t align, const F& body) {
   if (n <= 0) return;
@@ -237,15 +228,11 @@ void ParallelRange(int64_t n, int64_t work, int64_t min_work, int64_t align, con
     body(int64_t(0), n);
     return;
   }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
-    const int64_t i0 = std::min(n, n * t / k / align * align);
-    const int64_t i1 = t + 1 == k ? n : std::min(n, n * (t + 1) / k / align * align);
+  ParallelPieces(nt, nt, [&](int t, int) {
+    const int64_t i0 = std::min(n, n * t / nt / align * align);
+    const int64_t i1 = t + 1 == nt ? n : std::min(n, n * (t + 1) / nt / align * align);
     if (i0 < i1) body(i0, i1);
-  }
-#endif
+  });
 }
 
 }  // namespace cpu

@@ -110,15 +110,12 @@ void ForEachRow(const RowPlan& p, float* v, float* c, bool parallel, const F& f)
     const int64_t pieces = (4 * nt + p.rows - 1) / p.rows;
     const int64_t piece = ((len + pieces - 1) / pieces + 15) / 16 * 16;
     const int64_t per_row = (len + piece - 1) / piece;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt)
-#endif
-    for (int64_t item = 0; item < p.rows * per_row; ++item) {
+    ParallelFor(p.rows * per_row, int(nt), [&](int64_t item) {
       int64_t vo, co;
       RowOffsets(p, item / per_row, &vo, &co);
       const int64_t j0 = item % per_row * piece, j1 = std::min(len, j0 + piece);
       f(v + vo + j0 * p.inner.vs, p.inner.vs, c + co + j0 * p.inner.cs, p.inner.cs, j1 - j0);
-    }
+    });
   }
 }
 
@@ -169,10 +166,7 @@ void ForEachRowScatter(std::vector<Dim> dims, float* v, float* c, const F& f) {
   const Dim part = dims[size_t(d)];
   dims.erase(dims.begin() + d);
   const RowPlan p = PlanRows(dims);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt)
-#endif
-  for (int64_t i = 0; i < part.n; ++i) RunRows(p, v + i * part.vs, c + i * part.cs, 0, p.rows, f);
+  ParallelFor(part.n, nt, [&](int64_t i) { RunRows(p, v + i * part.vs, c + i * part.cs, 0, p.rows, f); });
 }
 
 // ------------------------------------------------------------------------ row kernels

@@ -34,10 +34,7 @@ void ChannelSums(int64_t rows, int64_t C, int64_t inner, double* out, const F& a
   if (nt == 1) {
     body(0);
   } else {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static, 1) num_threads(nt)
-#endif
-    for (int t = 0; t < nt; ++t) body(t);
+    ParallelPieces(nt, nt, [&](int t, int) { body(t); });
   }
   for (int64_t i = 0; i < C * K; ++i) {
     double s = 0.0;

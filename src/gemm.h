@@ -1,4 +1,4 @@
-// needle SGEMM for the CPU backend: packed, cache-blocked, register-blocked, OpenMP.
+// needle SGEMM for the CPU backend: packed, cache-blocked, register-blocked, multi-threaded.
 //
 // Loop nest (Goto/BLIS), for each matrix of the batch:
 //   jc over n in NC columns      B block  (KC x NC)  -> packed (shared by the team or per thread)
@@ -12,6 +12,7 @@
 // See docs/gemm.md.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,10 +20,7 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "cpu_threads.h"
 #include "gemm_kernels.h"
 
 namespace needle {
@@ -409,15 +407,7 @@ inline void MacroKernel(const Operands& op, int64_t i0, int64_t p0, const ABlock
   }
 }
 
-#ifdef _OPENMP
-inline void TeamBarrier(int nthreads) {
-  if (nthreads > 1) {
-#pragma omp barrier
-  }
-}
-#else
-inline void TeamBarrier(int) {}
-#endif
+inline void TeamBarrier(int nthreads) { cpu::TeamBarrier(nthreads); }
 
 // How a team of tm * tn * tk threads shares one m x n x k product: thread (ti, tj, tl) computes
 // rows ti (whole MR panels) x the tj-th share of every B block's NR micro-panels over the tl-th
@@ -586,13 +576,7 @@ inline Operands BatchOperands(const Operands& base, int64_t i, int64_t stride_a,
   return op;
 }
 
-inline int MaxThreads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+inline int MaxThreads() { return cpu::MaxThreads(); }
 
 template <class K>
 inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Operands& base,
@@ -609,23 +593,20 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
   if (nthreads == 1 || (batch >= nthreads && macs < double(kTeamMinMacs))) {
     // Whole matrices per thread, each with its own buffers.
     const int team = static_cast<int>(std::min<int64_t>(nthreads, batch));
-    (void)team;  // unused without OpenMP
-    bool out_of_memory = false;
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-    for (int64_t i = 0; i < batch; ++i) {
+    std::atomic<bool> out_of_memory{false};
+    cpu::ParallelFor(batch, team, [&](int64_t i) {
       Workspace& ws = ThreadWorkspace();
       float* b_private = ws.b.Get(b_floats);
       float* a_private = ws.a.Get(a_floats);
       if (b_private == nullptr || a_private == nullptr) {
-#pragma omp atomic write
-        out_of_memory = true;
-        continue;
+        out_of_memory.store(true, std::memory_order_relaxed);
+        return;
       }
       int64_t block = 0;
       GemmTeam<K>(BatchOperands(base, i, stride_a, stride_b, stride_c), m, n, k, accumulate, 0,
                   Plan(), nullptr, b_private, a_private, nullptr, &block);
-    }
-    if (out_of_memory) throw std::bad_alloc();
+    });
+    if (out_of_memory.load()) throw std::bad_alloc();
     return;
   }
   const int64_t a_min_reuse =
@@ -641,17 +622,10 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
   if (pool == nullptr) throw std::bad_alloc();
   float* const b_shared[2] = {pool, pool + (plan.shared_b ? b_floats : 0)};
   float* const scratch = pool + shared + nthreads * per_thread;
-#pragma omp parallel num_threads(nthreads)
-  {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num();
-    const int team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
+  cpu::ParallelTeam(nthreads, [&](int tid, int team) {
     float* a_private = pool + shared + tid * per_thread;
     float* b_private = plan.shared_b ? b_shared[0] : a_private + a_floats;
-    // The runtime may give fewer threads than asked: thread 0 then does it all alone.
+    // The pool may give fewer threads than asked (a busy machine): thread 0 then does it all alone.
     const Plan mine = team == nthreads ? plan : Plan();
     int64_t block = 0;
     if (team == nthreads || tid == 0)
@@ -665,7 +639,7 @@ inline void GemmDriver(int64_t batch, int64_t m, int64_t n, int64_t k, const Ope
           if (i + 1 < batch) TeamBarrier(nthreads);  // scratch is rewritten next
         }
       }
-  }
+  });
 }
 
 enum class KernelChoice { kGeneric, kAvx2, kAvx512, kInvalid };
@@ -716,7 +690,7 @@ inline const char* sgemm_kernel_name() {
 // C[b] (m x n, row-major, leading dim ldc) = op(A[b]) (m x k) @ op(B[b]) (k x n)  (+ C[b] if accumulate)
 // A[b] = A + b*stride_a, stored row-major with leading dim lda; op(A) = A^T when trans_a. Same for B.
 // C may be uninitialised when accumulate is false (never read it then). k may be 0 (C = 0 or unchanged).
-// Uses OpenMP internally (callers do not call it from inside a parallel region).
+// Runs on the CPU thread pool (cpu_threads.h); inside a parallel piece it runs on one thread.
 // Throws std::invalid_argument for negative sizes or an unknown NEEDLE_GEMM_KERNEL value.
 // With `strided_a` (see sgemm_strided_a), op(A) is that view of A instead.
 inline void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t m, int64_t n, int64_t k,

@@ -14,10 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "cpu_threads.h"
 #include "gemm_kernels.h"
 
 namespace needle {
@@ -158,24 +155,18 @@ void SkinnyGemm(bool trans_b, int64_t m, int64_t k, const float* a, const Stride
   }
   if (split_k) partial.resize(static_cast<size_t>((nthreads - 1) * m * NJ));
   float* const bt_out = packed.data();
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
+  cpu::ParallelTeam(nthreads, [&](int tid, int team) {
     if (!trans_b) {
       const int64_t p0 = k * tid / team, p1 = k * (tid + 1) / team;
       for (int64_t p = p0; p < p1; ++p)
         for (int j = 0; j < NJ; ++j) bt_out[j * k + p] = b[p * ldb + j];
-#pragma omp barrier
+      cpu::TeamBarrier(team);
     }
     if (split_k && team == nthreads) {
       const int64_t u0 = nruns * tid / team, u1 = nruns * (tid + 1) / team;
       float* out = tid == 0 ? c : partial.data() + (tid - 1) * m * NJ;
       SkinnyRowRange<NJ>(a, v, 0, m, runs.data(), u0, u1, bt, ldbt, out, tid == 0 ? ldc : NJ);
-#pragma omp barrier
+      cpu::TeamBarrier(team);
       const int64_t r0 = m * tid / team, r1 = m * (tid + 1) / team;
       for (int t = 1; t < team; ++t)
         for (int64_t i = r0; i < r1; ++i)
@@ -187,7 +178,7 @@ void SkinnyGemm(bool trans_b, int64_t m, int64_t k, const float* a, const Stride
       const int64_t i1 = std::min(m, tiles * (me + 1) / parts * R);
       SkinnyRowRange<NJ>(a, v, i0, i1, runs.data(), 0, nruns, bt, ldbt, c, ldc);
     }
-  }
+  });
 }
 
 // Runs SkinnyGemm for n (1 .. kSkinnyMaxN) columns.

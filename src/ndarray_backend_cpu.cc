@@ -7,7 +7,7 @@
 // kh/kw kernel, sh/sw stride, ph/pw padding, m/n/p matmul sizes.
 //
 // Every entry point validates its arguments (cpu_common.h) before touching memory.
-// Speed: OpenMP over elements / rows / images (only above a size threshold), 8-lane vector
+// Speed: the thread pool of cpu_threads.h over elements / rows / images (only above a size threshold), 8-lane vector
 // kernels compiled twice (baseline and AVX2+FMA, picked at run time, cpu_simd.h), and the
 // packed GEMM of gemm.h for every matmul.
 #include <pybind11/numpy.h>
@@ -731,7 +731,7 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   namespace py = pybind11;
   using namespace needle::cpu;
   using Release = py::call_guard<py::gil_scoped_release>;
-  m.doc() = "needle C++ CPU backend (OpenMP + SIMD): the function table of docs/backends.md, same "
+  m.doc() = "needle C++ CPU backend (threads + SIMD): the function table of docs/backends.md, same "
             "names and semantics as ndarray_backend_numpy. Argument order: inputs, out, sizes.";
   m.attr("__tile_size__") = kTile;
 

@@ -5,8 +5,8 @@
 // by tests/test_gemm.py::test_every_plan, once per kernel (NEEDLE_GEMM_KERNEL), the AVX-512 one
 // emulated on AVX2 where the CPU lacks it:
 //
-//   c++ -O2 -fopenmp -std=c++17 -Isrc tests/gemm_plans_check.cc -o /tmp/plans && /tmp/plans
-//   c++ -O2 -fopenmp -std=c++17 -Isrc -include tests/avx512_emulation.h
+//   c++ -O2 -pthread -std=c++17 -Isrc tests/gemm_plans_check.cc -o /tmp/plans && /tmp/plans
+//   c++ -O2 -pthread -std=c++17 -Isrc -include tests/avx512_emulation.h
 //       tests/gemm_plans_check.cc -o /tmp/plans512   # one command line
 //   NEEDLE_GEMM_KERNEL=avx512 /tmp/plans512
 // Prints "kernel=NAME cases=N failed=F" and exits 1 on a failure.
@@ -121,6 +121,7 @@ bool CheckStrided(int64_t batch, int64_t h, int64_t c, int64_t s, bool weight_gr
 
 int main() {
   std::mt19937 rng(7);
+  needle::cpu::SetAdaptiveThreads(false);  // every plan runs its whole team, however busy the CPU
   // Shapes over 2^20 multiply-adds (so a team runs), with odd edges, a k past one KC block, a
   // long-k small-C weight-gradient shape, an A that is packed (many B panels) or read in place.
   const Shape shapes[] = {
@@ -142,7 +143,7 @@ int main() {
   };
   int cases = 0, failed = 0;
   for (const Named& p : plans) {
-    omp_set_num_threads(p.threads);
+    needle::cpu::SetMaxThreads(p.threads);
     needle::gemm_detail::ForcedPlan() = p.plan.threads() == p.threads ? &p.plan : nullptr;
     for (const Shape& s : shapes)
       for (int t = 0; t < 4; ++t) {
@@ -160,7 +161,7 @@ int main() {
   const Conv convs[] = {{2, 9, 3, 1, 17}, {2, 8, 16, 2, 5}, {1, 7, 7, 1, 1}, {4, 20, 48, 1, 40},
                         {3, 11, 13, 1, 6},  {16, 40, 1, 1, 7}, {2, 12, 29, 2, 3}};
   for (const Named& p : plans) {
-    omp_set_num_threads(p.threads);
+    needle::cpu::SetMaxThreads(p.threads);
     needle::gemm_detail::ForcedPlan() = p.plan.threads() == p.threads ? &p.plan : nullptr;
     for (const Conv& c : convs)
       for (int t = 0; t < 4; ++t) {
@@ -172,7 +173,7 @@ int main() {
   // Odd sizes in every position: partial rows and columns of the 4 x 8, 6 x 16 and 12 x 32
   // tiles (16 / 17 columns: either side of the half-width kernel), k over one 256-deep block;
   // A packed or read in place; the cost model's plan for 2 threads where a team runs.
-  omp_set_num_threads(2);
+  needle::cpu::SetMaxThreads(2);
   const int64_t sizes[] = {1, 7, 13, 16, 17, 31, 33, 257};
   for (int64_t m : sizes)
     for (int64_t n : sizes)

@@ -282,7 +282,7 @@ print(worst)
 def test_step_shapes_thread_counts(threads):
     """The cost model's plans for 1 and 3 threads (a 3-way K split for the weight gradients),
     whatever the number of cores here."""
-    res = run_python(THREADS_CHECK, OMP_NUM_THREADS=threads, OMP_WAIT_POLICY="passive")
+    res = run_python(THREADS_CHECK, NEEDLE_NUM_THREADS=threads, NEEDLE_ADAPTIVE_THREADS="0")
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.split()[-1]) < 1.0, res.stdout
 
@@ -308,7 +308,7 @@ def build_native(tmp_path, source, name, emulate_avx512=False):
     """Compiles a C++ checker; with emulate_avx512, its AVX-512 kernel runs on AVX2."""
     exe = tmp_path / name
     emulation = ["-include", str(REPO / "tests" / "avx512_emulation.h")] if emulate_avx512 else []
-    cmd = [_cxx(), "-O2", "-fopenmp", "-std=c++17", f"-I{REPO / 'src'}", *emulation, str(source),
+    cmd = [_cxx(), "-O2", "-pthread", "-std=c++17", f"-I{REPO / 'src'}", *emulation, str(source),
            "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stderr
@@ -319,8 +319,7 @@ def run_native(exe, kernel, *args):
     """Runs a C++ checker with NEEDLE_GEMM_KERNEL=kernel; returns its output, which must report
     no failure."""
     res = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
-                         check=False, env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel,
-                                               OMP_WAIT_POLICY="passive"))  # idle threads sleep
+                         check=False, env=dict(os.environ, NEEDLE_GEMM_KERNEL=kernel))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "failed=0" in res.stdout, res.stdout
     return res.stdout

@@ -254,7 +254,7 @@ def test_rebound_state_replays_and_a_second_signature_fails_loudly():
 
 
 def test_import_leaves_the_environment_alone():
-    # the CPU backend's OpenMP wait setting is set only while libgomp loads (device.cpu)
+    # the CPU backend's thread pool needs no environment setting (tests/test_threads.py)
     code = ("import os, needle as ndl; ndl.cpu().Array(1); "
             "print('GOMP_SPINCOUNT' in os.environ, 'OMP_WAIT_POLICY' in os.environ)")
     env = {k: v for k, v in os.environ.items()

@@ -9,7 +9,7 @@ Only rank 0 prints and writes the checkpoint, metrics and curves; the printed tr
 accuracy are rank 0's share, images/s is the whole job's, and every rank evaluates the whole test
 split (the replicas are equal, so the figures are too). Every rank reads the
 checkpoint on --resume (on several machines, --out must be on a shared file system). Each rank
-runs the CPU kernels on OMP_NUM_THREADS threads (mpiexec binds each rank to its cores: see
+runs the CPU kernels on NEEDLE_NUM_THREADS (else OMP_NUM_THREADS) threads (mpiexec binds each rank to its cores: see
 docs/distributed.md).
 """
 import sys

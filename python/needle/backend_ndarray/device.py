@@ -106,22 +106,20 @@ def cpu_numpy():
 
 
 def cpu():
-    """The C++ CPU backend (OpenMP + SIMD)."""
+    """The C++ CPU backend (its own thread pool + SIMD).
+
+    Kernels split their work over ``NEEDLE_NUM_THREADS`` threads (else ``OMP_NUM_THREADS``,
+    else the CPUs this process may run on); see docs/performance.md, "Threads on a busy
+    machine". The process environment is never changed.
+
+    Raises:
+        ValueError: ``NEEDLE_NUM_THREADS`` is set but is not a positive integer.
+    """
     if "cpu" not in _DEVICES:
-        # Idle OpenMP workers spin briefly, then sleep. Sleeping at once (PASSIVE) costs a
-        # wake-up per kernel (~0.2 ms; a ResNet9 step 72 -> 47 ms without it); spinning
-        # forever (ACTIVE) costs ~16 ms per region when the cores are shared. libgomp reads
-        # the setting once, when it loads, so it is set only around that load and then
-        # removed: the user's environment (and their child processes') is left as it was.
-        # A user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
-        ours = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
-        if ours:
-            os.environ["GOMP_SPINCOUNT"] = "30000"
-        try:
-            from . import ndarray_backend_cpu
-        finally:
-            if ours:
-                os.environ.pop("GOMP_SPINCOUNT", None)
+        threads = os.environ.get("NEEDLE_NUM_THREADS")
+        if threads is not None and not (threads.isdigit() and int(threads) > 0):
+            raise ValueError(f"cpu: NEEDLE_NUM_THREADS must be a positive integer, got {threads!r}")
+        from . import ndarray_backend_cpu
         _DEVICES["cpu"] = BackendDevice("cpu", ndarray_backend_cpu)
     return _DEVICES["cpu"]
 

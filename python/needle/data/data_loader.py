@@ -99,9 +99,9 @@ def _positive_int(name, value, minimum=1):
 
 
 def _default_context() -> str:
-    # fork: workers start in milliseconds and the dataset is not pickled. Workers only run
-    # numpy code, so the usual fork-after-threads hazard (an OpenMP pool in the parent) is not
-    # hit; a dataset whose __getitem__ calls needle ops should ask for "spawn".
+    # fork: workers start in milliseconds and the dataset is not pickled. The CPU backend's
+    # thread pool starts afresh in a forked child (src/cpu_threads.h), so the usual
+    # fork-after-threads hazard is not hit.
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
