@@ -1,10 +1,8 @@
 """The conv ops' shortcuts: live-tap trimming (kernel taps that read only padding are skipped),
-the im2col columns a Conv node keeps for its weight gradient, the padding and layout paths, and
+the weight gradient of a conv against the direct op, the padding and layout paths, and
 nn's NCHW <-> NHWC moves. Every case is checked against direct-loop numpy references
 (tests/conv_reference.py), finite differences, or the unshortened computation."""
-import gc
 import itertools
-import weakref
 
 import numpy as np
 import pytest
@@ -181,57 +179,22 @@ def test_second_order_through_dead_taps(device):
     gradient_check(f, T(np.random.randn(*xs), device), T(np.random.randn(*ws), device))
 
 
-# ---------------------------------------------------------------- the kept im2col columns
-def _kept(y):
-    return y.op._saved
-
-
-def test_kept_columns_give_the_same_weight_gradient(device):
+# ---------------------------------------------------------------- weight gradients
+def test_backward_weight_gradient_equals_the_direct_op(device):
     x, w = np.random.randn(2, 6, 5, 3), np.random.randn(3, 3, 3, 4)
     X, W = T(x, device), T(w, device)
     y = ndl.conv(X, W, stride=2, padding=1)
-    assert _kept(y) is not None  # the weight needs a gradient: the node keeps its columns
     go = T(np.random.randn(*y.shape), device)
     y.backward(go)
-    assert _kept(y) is None  # handed to the weight gradient, then dropped
-    direct = ndl.conv_weight_grad(T(x, device), go, 3, 2, 1)  # recomputes the columns
+    direct = ndl.conv_weight_grad(T(x, device), go, 3, 2, 1)
     np.testing.assert_array_equal(W.grad.numpy(), direct.numpy())
     assert_close(W.grad, conv_weight_grad_loops(x, go.numpy(), 3, 2, 1), rtol=1e-4, atol=1e-4,
                  what="dw")
 
 
-def test_columns_are_kept_only_when_the_weight_needs_a_gradient(device):
-    x = T(np.random.randn(1, 5, 5, 2), device)
-    w = T(np.random.randn(3, 3, 2, 2), device, requires_grad=False)
-    assert _kept(ndl.conv(x, w)) is None
-    w.requires_grad = True
-    with ndl.no_grad():
-        y = ndl.conv(x, w)
-    assert y.op is None  # detached: nothing kept either
-    assert _kept(ndl.conv(x, w)) is not None
-
-
-def test_columns_die_with_the_graph_without_gc(device):
-    """The Conv node holds its columns without cycles: dropping the output frees them at once,
-    and a backward pass frees them as soon as the weight gradient is computed."""
-    x, w = T(np.random.randn(2, 6, 6, 3), device), T(np.random.randn(3, 3, 3, 4), device)
-    gc.disable()
-    try:
-        y = ndl.conv(x, w)
-        cols = weakref.ref(_kept(y)[1])
-        del y
-        assert cols() is None
-        y = ndl.conv(x, w)
-        cols = weakref.ref(_kept(y)[1])
-        y.backward()
-        assert cols() is None and y.op._saved is None
-    finally:
-        gc.enable()
-
-
-def test_replaced_input_data_is_not_served_from_stale_columns(device):
-    """Assigning x.data between forward and backward makes the weight gradient use the new data,
-    as recomputing would: the kept columns are only used for the very array they came from."""
+def test_replaced_input_data_is_used_by_the_weight_gradient(device):
+    """Assigning x.data between forward and backward makes the weight gradient use the new data:
+    gradients are built from the node's inputs as they are at backward time."""
     x0, x1, w = np.random.randn(1, 4, 4, 2), np.random.randn(1, 4, 4, 2), np.random.randn(
         3, 3, 2, 2)
     X, W = T(x0, device), T(w, device)
@@ -243,22 +206,9 @@ def test_replaced_input_data_is_not_served_from_stale_columns(device):
                  what="dw from the replaced data")
 
 
-def test_kept_columns_are_a_view_of_the_padded_input(device):
-    """Without groups the kept columns are the im2col view itself (implicit GEMM): the node
-    holds one padded copy of the input, not KH*KW copies of it."""
-    x, w = T(np.random.randn(2, 5, 5, 3), device), T(np.random.randn(3, 3, 3, 4), device)
-    y = ndl.conv(x, w, padding=1)
-    cols = _kept(y)[1]
-    assert cols.shape == (2, 5, 5, 3, 3, 3) and not cols.is_compact()
-    assert cols._handle.size == 2 * 7 * 7 * 3  # the padded input's buffer
-
-
-def test_large_grouped_columns_are_not_kept(device, monkeypatch):
-    """A grouped conv gathers its columns into matrices: those are kept only when small."""
-    monkeypatch.setattr(ops_conv, "_KEEP_COLS_MAX", 10)
+def test_grouped_weight_gradient_equals_the_direct_op(device):
     x, w = T(np.random.randn(1, 4, 4, 2), device), T(np.random.randn(3, 3, 1, 2), device)
     y = ndl.conv(x, w, groups=2)
-    assert _kept(y) is None
     go = np.random.randn(*y.shape)
     y.backward(T(go, device))
     direct = ndl.conv_weight_grad(T(x.numpy(), device), T(go, device), 3, 1, 1, groups=2)
@@ -267,14 +217,14 @@ def test_large_grouped_columns_are_not_kept(device, monkeypatch):
     for g in range(2):  # each group is a one-channel conv
         assert_close(w.grad.numpy()[..., g:g + 1], conv_weight_grad_loops(
             xs[..., g:g + 1], go[..., g:g + 1], 3, 1, 1), rtol=1e-4, atol=1e-4,
-            what=f"dw of group {g}, recomputed")
+            what=f"dw of group {g}")
 
 
 def test_one_op_called_twice_keeps_each_gradient_right(device):
     op = ndl.ops.Conv(padding=1)
     w = T(np.random.randn(3, 3, 2, 2), device)
     xs = [np.random.randn(1, 4, 4, 2) for _ in range(2)]
-    ys = [op(T(x, device), w) for x in xs]  # the second call replaces the kept columns
+    ys = [op(T(x, device), w) for x in xs]  # one op object, two nodes
     go = [np.random.randn(*y.shape) for y in ys]
     (ys[0] * T(go[0], device) + ys[1] * T(go[1], device)).sum().backward()
     expected = sum(conv_weight_grad_loops(x, g, 3, 1, 1) for x, g in zip(xs, go))
@@ -334,14 +284,13 @@ def test_pools_on_a_1x1_input(device):
     assert_close(X.grad, np.ones(x.shape), what="max pool gradient")
 
 
-def test_convs_built_by_gradients_keep_no_columns(device):
-    """conv_transpose's input gradient is a conv; it must not pin its columns to the gradient
-    graph (which lives until the next step), while its values stay exact."""
+def test_conv_transpose_input_gradient_as_a_graph(device):
+    """conv_transpose's input gradient is a conv; built as a graph node it has the same values."""
     y, w = np.random.randn(1, 3, 3, 2), np.random.randn(3, 3, 2, 2)
     Y, W = T(y, device), T(w, device)
     out = ndl.conv_transpose(Y, W, padding=1)
     go = np.random.randn(*out.shape)
     out.backward(T(go, device), create_graph=True)  # gradients that are graph nodes
-    assert Y.grad.op is not None and Y.grad.op._saved is None
+    assert isinstance(Y.grad.op, ops_conv.Conv)
     assert_close(Y.grad, conv2d_loops(go, np.swapaxes(w, 2, 3), 1, 1), rtol=1e-4, atol=1e-4,
                  what="conv_transpose input gradient")

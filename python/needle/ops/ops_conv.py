@@ -19,12 +19,14 @@ GEMM again), otherwise a GEMM into columns and col2im with `scatter_add_`. Weigh
 im2col^T @ out_grad, the view read transposed. The three ops' gradients are written with each
 other, so gradients of gradients work.
 
-Shortcuts, none of which changes a value: kernel taps that read only padding are left out of
-im2col and the GEMMs (with as much padding as the kept taps still need, often none); a Conv node
-whose weight needs a gradient keeps its im2col matrix for it (Conv docstring); both gradients of a
-conv share one row layout of out_grad. See docs/conv.md for the derivation and worked strides.
+The ops keep no state: an op object holds its constructor arguments only, and each gradient is
+built from node.inputs and those with ordinary ops. Shortcuts, none of which changes a value:
+kernel taps that read only padding are left out of im2col and the GEMMs (with as much padding as
+the kept taps still need, often none); both gradients of a conv read one compact copy of out_grad
+(a `Compact` node of the gradient graph); a data batch's input gradient is a deferred node
+(computed if read). See docs/conv.md for the derivation and worked strides.
 """
-from ..autograd import Tensor, TensorOp, is_grad_enabled
+from ..autograd import Tensor, TensorOp
 from ..backend_selection import array_api
 from .ops_conv_geometry import (_axis_plan, _check_array_mode, _check_conv_shapes, _check_groups,
                                 _embed, _expand, _group_cols, _im2col, _ints, _leftover, _live,
@@ -43,21 +45,22 @@ _ = (_axis_plan, _pair)
 
 
 class _Geometry:
-    """Stride / padding / dilation (and output_padding) as given (ints or tuples), expanded to
-    the input's number of spatial dims by `_resolve` at the start of `compute`."""
+    """Stride / padding / dilation (and output_padding, kernel_size) kept as given: an int or a
+    tuple with one entry per spatial dim. `_resolved(nd)` expands them for an nd input."""
 
     op_name = "conv"
-    _fields = ("stride", "padding", "dilation")
 
     def _init_geometry(self, **values):
         minimum = dict(stride=1, padding=0, dilation=1, output_padding=0, kernel_size=1)
-        self._given = {k: _ints(v, k, self.op_name, minimum[k]) for k, v in values.items()}
-        for k, v in self._given.items():  # readable before compute (2-D unless a tuple says)
-            setattr(self, k, v if isinstance(v, tuple) else (v, v))
+        for k, v in values.items():
+            setattr(self, k, _ints(v, k, self.op_name, minimum[k]))
 
-    def _resolve(self, nd):
-        for k, v in self._given.items():
-            setattr(self, k, _expand(v, nd, k, self.op_name))
+    def _resolved(self, nd, *names):
+        """The named fields as nd-tuples (ValueError when a tuple's length is not nd)."""
+        return tuple(_expand(getattr(self, k), nd, k, self.op_name) for k in names)
+
+    def _conv_geometry(self, nd):
+        return self._resolved(nd, "stride", "padding", "dilation")
 
 
 def _transpose_weight(w):
@@ -65,71 +68,48 @@ def _transpose_weight(w):
     return transpose(w, (len(w.shape) - 2, len(w.shape) - 1))
 
 
-# Largest im2col matrix (in floats) a grouped Conv node keeps for its weight gradient: small
-# layers gain most from the reuse, while big ones would hold K*K copies of their input until
-# backward. Without groups, the kept columns are a view of the (padded) input: always kept.
-_KEEP_COLS_MAX = 1 << 22
-
-
 # ---------------------------------------------------------------- conv
 class Conv(_Geometry, TensorOp):
     """N-d cross-correlation (no kernel flip) of a channels-last input (N x S.. x Cin, 1 to 3
-    spatial dims) with a K.. x Cin/G x Cout weight.
-
-    When the weight needs a gradient, the node keeps its im2col columns (up to _KEEP_COLS_MAX
-    floats) and hands them to the ConvWeightGrad its `gradient` builds, which then skips the
-    padding and the gather; they are dropped at that point.
-    """
+    spatial dims) with a K.. x Cin/G x Cout weight."""
 
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
         self._init_geometry(stride=stride, padding=padding, dilation=dilation)
         self.groups = _check_groups(groups, "conv")
-        self._may_keep = True  # False for the convs that gradients build (see _grad_conv)
-        self._keep_cols = False
-        self._saved = None  # (input array, cols, order) for the weight gradient
 
-    def __call__(self, *args):
-        self._keep_cols = (self._may_keep and is_grad_enabled() and len(args) == 2
-                           and getattr(args[1], "requires_grad", False))
-        return super().__call__(*args)
-
-    def _shapes(self, a_shape, b_shape):
+    def _check_sizes(self, a_shape, b_shape):
+        """The output shape N x O.. x Cout, or the ValueError compute would raise."""
         n, *sizes, cin = a_shape
         *kernel, cg, cout = b_shape
+        stride, padding, dilation = self._conv_geometry(len(a_shape) - 2)
         g = self.groups
         if cin % g or cout % g or cg * g != cin:
             raise ValueError(f"conv: input {a_shape} and weight {b_shape} with groups={g}: need "
                              f"Cin ({cin}) = weight dim {len(kernel)} ({cg}) x groups and Cout "
                              f"({cout}) divisible by groups")
-        out = tuple(conv_output_size(*args) for args in zip(sizes, kernel, self.stride,
-                                                           self.padding, self.dilation))
+        out = tuple(conv_output_size(*args) for args in zip(sizes, kernel, stride, padding,
+                                                           dilation))
         if min(out) < 1:
-            padded = tuple(s + 2 * p for s, p in zip(sizes, self.padding))
-            raise ValueError(f"conv: kernel {tuple(kernel)} with dilation {self.dilation} is "
+            padded = tuple(s + 2 * p for s, p in zip(sizes, padding))
+            raise ValueError(f"conv: kernel {tuple(kernel)} with dilation {dilation} is "
                              f"larger than the padded input {padded} (input {a_shape}, weight "
                              f"{b_shape})")
         return (n,) + out + (cout,)
-
-    def _check_sizes(self, a_shape, b_shape):
-        """The output shape, or the ValueError compute would raise for these shapes."""
-        self._resolve(len(a_shape) - 2)
-        return self._shapes(tuple(a_shape), tuple(b_shape))
 
     def compute(self, a, b):
         _check_array_mode("conv", a, b)
         _check_conv_shapes("conv", a, b)
         nd = a.ndim - 2
-        self._resolve(nd)
-        out_shape = self._shapes(a.shape, b.shape)
+        stride, padding, dilation = self._conv_geometry(nd)
+        out_shape = self._check_sizes(a.shape, b.shape)
         steps, cout = out_shape[1:-1], out_shape[-1]
         g = self.groups
-        plan = _plan(a.shape[1:-1], b.shape[:nd], self.stride, self.padding, self.dilation,
-                     steps)
+        plan = _plan(a.shape[1:-1], b.shape[:nd], stride, padding, dilation, steps)
         if plan is None:  # every tap reads padding only
             return array_api.zeros(out_shape, device=a.device)
         if depthwise.is_depthwise(nd, g, a.shape[-1], cout, b.shape[-2]):
-            return depthwise.forward(a, b, self.stride, self.padding, self.dilation)
-        cols, order = _im2col(a, plan, self.stride, self.dilation, steps, g)
+            return depthwise.forward(a, b, stride, padding, dilation)
+        cols, order = _im2col(a, plan, stride, dilation, steps, g)
         w_rows = _weight_rows(_live(b, plan), order)
         if g == 1:
             out = array_api.flat_matmul(cols, w_rows, nd + 1)  # implicit GEMM: no im2col matrix
@@ -138,38 +118,40 @@ class Conv(_Geometry, TensorOp):
             k = w_rows.shape[0]
             wg = w_rows.reshape((k, g, cout // g)).permute((1, 0, 2)).compact()
             out = _merge_groups(array_api.matmul(cols, wg))
-        if self._keep_cols and (g == 1 or cols.size <= _KEEP_COLS_MAX):
-            self._saved = (a, cols, order)
         return out.reshape(out_shape)
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
         nd = len(a.shape) - 2
-        kernel = b.shape[:nd]
-        saved, self._saved = self._saved, None
-        g_arr = out_grad.realize_cached_data()
-        # both gradients read out_grad as (M, Cout) rows: gather them once
-        g_rows = (g_arr, _rows(g_arr, None)) if getattr(g_arr, "ndim", 0) == nd + 2 else None
-        extra = _leftover(a.shape[1:-1], kernel, self.stride, self.padding, self.dilation)
+        g = compact(out_grad)  # both gradients read it as (M, Cout) rows: one copy, if any
+        extra = _leftover(a.shape[1:-1], b.shape[:nd], *self._conv_geometry(nd))
         da_op = ConvTranspose(self.stride, self.padding, self.dilation, self.groups, extra)
-        da_op._rows_hint = g_rows
         if a.op is None and not a.requires_grad:
-            # a data batch: its .grad (every node gets one) is computed only if it is read
-            da = Tensor.make_deferred(da_op, [out_grad, _transpose_weight(b)])
+            # a data batch: its .grad (every node gets one) is rarely read, so it is a node
+            # computed on first read (the stem's whole input-gradient conv otherwise)
+            da = Tensor.make_deferred(da_op, [g, _transpose_weight(b)])
         else:
-            da = da_op(out_grad, _transpose_weight(b))
-        db_op = ConvWeightGrad(kernel, self.stride, self.padding, self.dilation, self.groups)
-        db_op._cols_hint, db_op._rows_hint = saved, g_rows
-        db = db_op(a, out_grad)
+            da = da_op(g, _transpose_weight(b))
+        db = conv_weight_grad(a, g, b.shape[:nd], self.stride, self.padding, self.dilation,
+                              self.groups)
         return da, db
 
 
-def _grad_conv(a, b, stride, padding, dilation, groups):
-    """conv inside a gradient: its columns are not kept, since its own gradient (a third order
-    for the model) is rarely taken while the gradient graph can live until the next step."""
-    op = Conv(stride, padding, dilation, groups)
-    op._may_keep = False
-    return op(a, b)
+class Compact(TensorOp):
+    """The same values in a compact row-major array (no copy when already compact). The conv
+    gradients share one such node, so that a permuted out_grad is copied once, not per use."""
+
+    def compute(self, a):
+        return a.compact()
+
+    def gradient(self, out_grad, node):
+        return out_grad
+
+
+def compact(a):
+    """`a` (any shape) as a compact array of the same values; a graph node with the identity
+    gradient."""
+    return Compact()(a)
 
 
 def conv(a, b, stride=1, padding=1, dilation=1, groups=1, algo="im2col"):
@@ -228,27 +210,32 @@ class ConvTranspose(_Geometry, TensorOp):
         self._init_geometry(stride=stride, padding=padding, dilation=dilation,
                             output_padding=output_padding)
         self.groups = _check_groups(groups, "conv_transpose")
-        self._check_output_padding()
-        self._rows_hint = None  # (input array, its (M, Cin) rows) from Conv.gradient
+        ranks = {len(v) for v in (stride, self.output_padding) if isinstance(v, tuple)}
+        if len(ranks) <= 1:  # checked now when the two agree (2-D unless a tuple says)
+            self._check_output_padding(ranks.pop() if ranks else 2)
 
-    def _check_output_padding(self):
-        if len(self.output_padding) == len(self.stride) and any(
-                o >= s for o, s in zip(self.output_padding, self.stride)):
-            raise ValueError(f"conv_transpose: output_padding {self.output_padding} must be "
-                             f"smaller than stride {self.stride}")
+    def _check_output_padding(self, nd):
+        stride, output_padding = self._resolved(nd, "stride", "output_padding")
+        if any(o >= s for o, s in zip(output_padding, stride)):
+            raise ValueError(f"conv_transpose: output_padding {output_padding} must be "
+                             f"smaller than stride {stride}")
 
-    def _shapes(self, y_shape, w_shape):
+    def _check_sizes(self, y_shape, w_shape):
+        """The output shape N x O.. x Cout, or the ValueError compute would raise."""
         n, *sizes, cin = y_shape
         *kernel, cin2, og = w_shape
+        nd = len(kernel)
+        stride, padding, dilation = self._conv_geometry(nd)
+        (output_padding,) = self._resolved(nd, "output_padding")
         g = self.groups
         if cin2 != cin or cin % g:
             raise ValueError(f"conv_transpose: input {y_shape} and weight {w_shape} with "
                              f"groups={g}: need weight dim {len(kernel)} = Cin ({cin}) divisible "
                              f"by groups")
         out = tuple(conv_transpose_output_size(*args) for args in zip(
-            sizes, kernel, self.stride, self.padding, self.dilation, self.output_padding))
+            sizes, kernel, stride, padding, dilation, output_padding))
         if min(out) < 1:
-            raise ValueError(f"conv_transpose: padding {self.padding} leaves an empty output "
+            raise ValueError(f"conv_transpose: padding {padding} leaves an empty output "
                              f"{out} (input {y_shape}, weight {w_shape})")
         return (n,) + out + (og * g,)
 
@@ -256,32 +243,30 @@ class ConvTranspose(_Geometry, TensorOp):
         _check_array_mode("conv_transpose", y, w)
         _check_conv_shapes("conv_transpose", y, w, "K.. x Cin x Cout/groups")
         nd = y.ndim - 2
-        self._resolve(nd)
-        self._check_output_padding()
-        out_shape = self._shapes(y.shape, w.shape)
-        hint, self._rows_hint = self._rows_hint, None
+        stride, padding, dilation = self._conv_geometry(nd)
+        self._check_output_padding(nd)
+        out_shape = self._check_sizes(y.shape, w.shape)
         n, *out_sizes, cout = out_shape
         in_sizes, cin = y.shape[1:-1], y.shape[-1]
         g = self.groups
         kernel = w.shape[:nd]
         if depthwise.is_depthwise(nd, g, cin, cout, w.shape[-1]):
-            return depthwise.input_grad(y, w, out_shape, self.stride, self.padding, self.dilation)
-        full_pad = tuple(d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding))
-        if all(s == 1 for s in self.stride) and min(full_pad) >= 0:
+            return depthwise.input_grad(y, w, out_shape, stride, padding, dilation)
+        full_pad = tuple(d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding))
+        if all(s == 1 for s in stride) and min(full_pad) >= 0:
             # stride 1: a conv of y, padded by d(K-1) - p, with the flipped kernel, run as an
             # implicit GEMM: no columns matrix, no col2im scatter, no zero fill
-            return Conv(1, full_pad, self.dilation, g).compute(y, _flipped_conv_weight(w, g))
+            return Conv(1, full_pad, dilation, g).compute(y, _flipped_conv_weight(w, g))
         # the kept output is the data of the conv geometry with the roles of input and output
         # swapped: taps that only land in the cropped padding are skipped
-        plan = _plan(tuple(out_sizes), kernel, self.stride, self.padding, self.dilation,
-                     in_sizes)
+        plan = _plan(tuple(out_sizes), kernel, stride, padding, dilation, in_sizes)
         if plan is None:
             return array_api.zeros(out_shape, device=y.device)
         live_k = _live_kernel(plan)
         kk = _prod(live_k)
         og = cout // g
         # columns = y @ W^T: one row of K'..*Cout/G values per input pixel (and group)
-        y2 = _rows(y, hint)
+        y2 = _rows(y)
         w_live = _live(w, plan)
         if g == 1:
             cols = y2 @ w_live.permute((nd,) + tuple(range(nd)) + (nd + 1,)).reshape(
@@ -295,11 +280,11 @@ class ConvTranspose(_Geometry, TensorOp):
         buf_sizes = tuple(o + b + e for o, b, e in zip(out_sizes, before, after))
         buf_shape = (n,) + buf_sizes + (cout,)
         if (g == 1 and all(s == 1 for s in in_sizes) and buf_sizes == live_k
-                and all(k == 1 or d == 1 for k, d in zip(live_k, self.dilation))):
+                and all(k == 1 or d == 1 for k, d in zip(live_k, dilation))):
             full = cols.reshape(buf_shape)  # one window covering every output pixel once
         else:
             full = array_api.zeros(buf_shape, device=y.device)
-            _window_view(full, tuple(p[4] for p in plan), live_k, self.stride, self.dilation,
+            _window_view(full, tuple(p[4] for p in plan), live_k, stride, dilation,
                          in_sizes, g).scatter_add_(cols)
         if any(before) or any(after):
             # a copy, not a view: the gradient graph keeps its tensors until the garbage collector
@@ -313,7 +298,7 @@ class ConvTranspose(_Geometry, TensorOp):
         y, w = node.inputs
         nd = len(y.shape) - 2
         wc = _transpose_weight(w)  # the conv-layout weight K.. x Cout/G x Cin
-        dy = _grad_conv(out_grad, wc, self.stride, self.padding, self.dilation, self.groups)
+        dy = conv(out_grad, wc, self.stride, self.padding, self.dilation, self.groups)
         dwc = conv_weight_grad(out_grad, y, w.shape[:nd], self.stride, self.padding,
                                self.dilation, self.groups)
         return dy, _transpose_weight(dwc)
@@ -370,41 +355,35 @@ class ConvWeightGrad(_Geometry, TensorOp):
         self._init_geometry(kernel_size=kernel_size, stride=stride, padding=padding,
                             dilation=dilation)
         self.groups = _check_groups(groups, "conv_weight_grad")
-        self._cols_hint = None  # (input array, cols, order) kept by the forward Conv
-        self._rows_hint = None  # (out_grad array, its (M, Cout) rows)
 
     def compute(self, x, g):
         _check_array_mode("conv_weight_grad", x, g)
-        cols_hint, rows_hint = self._cols_hint, self._rows_hint
-        self._cols_hint = self._rows_hint = None
         if x.ndim not in (3, 4, 5) or g.ndim != x.ndim:
             raise ValueError(f"conv_weight_grad: input and out_grad must be channels-last arrays "
                              f"of the same rank (3-D to 5-D), got shapes {x.shape} and {g.shape}")
         nd = x.ndim - 2
-        self._resolve(nd)
+        stride, padding, dilation = self._conv_geometry(nd)
+        (kernel,) = self._resolved(nd, "kernel_size")
         n, *sizes, cin = x.shape
-        kernel, grp = self.kernel_size, self.groups
+        grp = self.groups
         steps = tuple(conv_output_size(*args) for args in zip(
-            sizes, kernel, self.stride, self.padding, self.dilation))
+            sizes, kernel, stride, padding, dilation))
         cout = g.shape[-1]
         if g.shape[:-1] != (n,) + steps or cin % grp or cout % grp or min(steps) < 1:
             raise ValueError(f"conv_weight_grad: out_grad {g.shape} does not match input {x.shape} "
-                             f"with kernel {kernel} stride {self.stride} padding "
-                             f"{self.padding} dilation {self.dilation} groups {grp} "
+                             f"with kernel {kernel} stride {stride} padding "
+                             f"{padding} dilation {dilation} groups {grp} "
                              f"(expected {(n,) + steps} x Cout divisible by groups)")
         out_shape = tuple(kernel) + (cin // grp, cout)
-        plan = _plan(tuple(sizes), kernel, self.stride, self.padding, self.dilation, steps)
+        plan = _plan(tuple(sizes), kernel, stride, padding, dilation, steps)
         if plan is None:  # every tap reads padding only
             return array_api.zeros(out_shape, device=x.device)
         if depthwise.is_depthwise(nd, grp, cin, cout, 1):
-            return depthwise.weight_grad(x, g, kernel, self.stride, self.padding, self.dilation)
-        if cols_hint is not None and cols_hint[0] is x:
-            cols, order = cols_hint[1], cols_hint[2]
-        else:
-            cols, order = _im2col(x, plan, self.stride, self.dilation, steps, grp)
-            if grp > 1:
-                cols = _group_cols(cols)
-        g2 = _rows(g, rows_hint)
+            return depthwise.weight_grad(x, g, kernel, stride, padding, dilation)
+        cols, order = _im2col(x, plan, stride, dilation, steps, grp)
+        if grp > 1:
+            cols = _group_cols(cols)
+        g2 = _rows(g)
         if grp == 1:  # taps x pixels @ pixels x Cout, the transposed im2col view read in place
             rows, taps = tuple(range(nd + 1)), tuple(range(nd + 1, 2 * nd + 2))
             dw = array_api.flat_matmul(cols.permute(taps + rows), g2, nd + 1)
@@ -419,11 +398,12 @@ class ConvWeightGrad(_Geometry, TensorOp):
     def gradient(self, out_grad, node):
         # conv_weight_grad(x, g) is bilinear with <conv_weight_grad(x, g), G> = <conv(x, G), g>
         x, g = node.inputs
-        extra = _leftover(x.shape[1:-1], self.kernel_size, self.stride, self.padding,
-                          self.dilation)
+        nd = len(x.shape) - 2
+        (kernel,) = self._resolved(nd, "kernel_size")
+        extra = _leftover(x.shape[1:-1], kernel, *self._conv_geometry(nd))
         dx = conv_transpose(g, _transpose_weight(out_grad), self.stride, self.padding,
                             self.dilation, self.groups, extra)
-        dg = _grad_conv(x, out_grad, self.stride, self.padding, self.dilation, self.groups)
+        dg = conv(x, out_grad, self.stride, self.padding, self.dilation, self.groups)
         return dx, dg
 
 

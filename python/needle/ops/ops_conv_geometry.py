@@ -240,11 +240,9 @@ def _merge_groups(x):
     return x.permute((1, 0, 2)).compact().reshape((m, g * c))
 
 
-def _rows(x, hint):
-    """N x S.. x C array as (N*S.., C) rows: `hint[1]` when hint[0] is x (the same rows, made
-    once for two ops), else a reshape (a copy only when x is not laid out row by row)."""
-    if hint is not None and hint[0] is x:
-        return hint[1]
+def _rows(x):
+    """N x S.. x C array as (N*S.., C) rows: a reshape (a copy only when x is not laid out row
+    by row)."""
     return x.reshape((x.size // x.shape[-1], x.shape[-1]))
 
 
