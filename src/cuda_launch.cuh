@@ -1,7 +1,6 @@
-// needle CUDA backend: launchers of the element-wise, strided-view, reduction, softmax and
-// training (SGD, batch norm) kernels of cuda_kernels.cuh: grid sizes, vectorisation and path
-// choices, with every launch checked. Host side; arguments are validated by the callers in
-// ndarray_backend_cuda.cu.
+// needle CUDA backend: launchers of the element-wise, strided-view, reduction and softmax
+// kernels of cuda_kernels.cuh: grid sizes, vectorisation and path choices, with every launch
+// checked. Host side; arguments are validated by the callers, the entry points (cuda_*.cu).
 // Everything is queued on Stream() (cuda_common.cuh): nothing here waits for the GPU.
 #pragma once
 
@@ -46,11 +45,8 @@ inline void LaunchUnary(const float* a, float* out, int64_t n, Op op) {
   Launch<EwiseUnaryKernel<Op>>(GridFor(vec ? n / 4 + 1 : n), kThreads, a, out, n, vec, op);
 }
 
-inline void LaunchFill(float* out, int64_t n, float val) {
-  if (n == 0) return;
-  const bool vec = Aligned16(out);
-  Launch<FillKernel>(GridFor(vec ? n / 4 + 1 : n), kThreads, out, n, vec, val);
-}
+// FillKernel is not a template: this launcher is defined once, in ndarray_backend_cuda.cu.
+void LaunchFill(float* out, int64_t n, float val);
 
 // ------------------------------------------------------------------------------------ strided views
 
@@ -220,38 +216,6 @@ void LaunchSoftmax(const float* a, float* out, int64_t rows, int64_t row_len) {
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{NumSMs()} * 16));
     Launch<SoftmaxBlockKernel<kLog>>(grid, 512, a, out, rows, row_len);
   }
-}
-
-// ------------------------------------------------------------------------------------ training
-
-inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, float* w_out, float* u_out, int64_t n,
-                            double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
-  if (n == 0) return;
-  Launch<SgdUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, static_cast<float>(momentum),
-                                            static_cast<float>(dampening), static_cast<float>(neg_lr),
-                                            static_cast<float>(weight_decay), weight_decay != 0.0, has_u);
-}
-
-// x viewed rows x C x inner (C <= INT_MAX): a block per channel for the statistics, then the
-// element-wise affine map with the per-channel scale w / sqrt(var + eps) from a scratch buffer.
-inline void LaunchBatchNormForward(const float* x, const float* w, const float* b, float* out, float* mean,
-                                   float* var, int64_t rows, int64_t C, int64_t inner, double eps) {
-  DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
-  Launch<BatchNormStatsKernel>(static_cast<unsigned>(C), kThreads, x, w, mean, var, scale.as<float>(), rows, C, inner,
-                                                               eps);
-  Launch<BatchNormApplyKernel>(GridFor(rows * C * inner), kThreads, x, mean, scale.as<float>(), b, out,
-                                                                rows * C * inner, C, inner);
-}
-
-// The per-channel sums (db, dw and the three coefficients of dx), then dx element-wise.
-inline void LaunchBatchNormBackward(const float* x, const float* g, const float* w, const float* mean,
-                                    const float* var, float* dx, float* dw, float* db, int64_t rows, int64_t C,
-                                    int64_t inner, double eps) {
-  DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
-  Launch<BatchNormGradSumsKernel>(static_cast<unsigned>(C), kThreads, x, g, w, mean, var, dw, db, k.as<float>(), rows,
-                                                                  C, inner, eps);
-  Launch<BatchNormGradApplyKernel>(GridFor(rows * C * inner), kThreads, x, g, mean, k.as<float>(), dx,
-                                                                    rows * C * inner, C, inner);
 }
 
 }  // namespace cuda

@@ -8,9 +8,11 @@
 //
 // Layout: header comment -> helpers (cuda_common.cuh: CUDA_CHECK, validation, view metadata;
 // cuda_memory.cuh: device discovery, allocator, uploads, Array) -> kernels (cuda_kernels.cuh;
-// cuda_gemm.cuh FP32 SGEMM; cuda_gemm_tf32.cuh tensor cores) -> launchers (cuda_launch.cuh,
-// cuda_gemm_launch.cuh, the small pooling / training ones below) -> this file: the entry points
-// (validation, then a launcher) and the pybind11 bindings.
+// cuda_gemm.cuh FP32 SGEMM; cuda_gemm_tf32.cuh tensor cores; cuda_nn_kernels.cuh pooling and
+// training) -> launchers (cuda_launch.cuh, cuda_gemm_launch.cuh) -> the entry points (validation,
+// then a launcher) with their bindings, one translation unit per family so that nvcc compiles
+// them in parallel: this file (copies, views, element-wise, and the module itself), cuda_matmul.cu,
+// cuda_nn.cu (cuda_ops.cuh declares their Bind* functions).
 // Every argument is validated on the host before anything is launched (ValueError / IndexError
 // with the numpy backend's messages); every launch goes through Launch<Kernel>() (cuda_common.cuh),
 // which checks it; CUDA errors become RuntimeError with file:line. All work is queued on Stream() (cuda_common.cuh):
@@ -25,25 +27,43 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cuda_common.cuh"
-#include "cuda_depthwise.cuh"
-#include "cuda_gemm_launch.cuh"
 #include "cuda_graph.cuh"
-#include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
-#include "cuda_winograd.cuh"
+#include "cuda_ops.cuh"
 
 namespace needle {
 namespace cuda {
 
 namespace py = pybind11;
 
-constexpr int kTileSize = 8;  // __tile_size__ of the matmul_tiled layout
+// ------------------------------------------------------------------------------------ fill
+
+// FillKernel is not a template, so it is defined in this translation unit only; the others
+// call LaunchFill through its declaration in cuda_launch.cuh.
+__global__ void FillKernel(float* out, int64_t n, bool vec, float val) {
+  int64_t start = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    float4* o4 = reinterpret_cast<float4*>(out);
+    for (int64_t i = GlobalThread(); i < n4; i += GridThreads())
+      o4[i] = make_float4(val, val, val, val);
+    start = n4 * 4;
+  }
+  for (int64_t i = start + GlobalThread(); i < n; i += GridThreads()) out[i] = val;
+}
+
+void LaunchFill(float* out, int64_t n, float val) {
+  if (n == 0) return;
+  const bool vec = Aligned16(out);
+  Launch<FillKernel>(GridFor(vec ? n / 4 + 1 : n), kThreads, out, n, vec, val);
+}
 
 // ------------------------------------------------------------------------------------ copies and views
 
@@ -161,327 +181,6 @@ void Unary(const char* fn, const CudaArray& a, CudaArray& out) {
   LaunchUnary(a.data, out.data, out.size, Op{});
 }
 
-// ------------------------------------------------------------------------------------ matmul
-
-void CheckMNP(const char* fn, int64_t m, int64_t n, int64_t p) {
-  if (m < 0 || n < 0 || p < 0)
-    throw std::invalid_argument(std::string(fn) + ": sizes must be >= 0, got m=" + Str(m) + " n=" + Str(n) +
-                                " p=" + Str(p));
-  if (m > INT_MAX || n > INT_MAX || p > INT_MAX)
-    throw std::invalid_argument(std::string(fn) + ": sizes must be < 2^31, got m=" + Str(m) + " n=" + Str(n) +
-                                " p=" + Str(p));
-}
-
-// The operands and sizes of a GEMM launch; offsets, batch strides and vector flags stay 0.
-GemmArgs BaseGemmArgs(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch,
-                      int64_t m, int64_t n, int64_t p) {
-  GemmArgs g{};
-  g.a = a.data;
-  g.b = b.data;
-  g.c = out.data;
-  g.batch = batch;
-  g.m = static_cast<int>(m);
-  g.n = static_cast<int>(n);
-  g.p = static_cast<int>(p);
-  return g;
-}
-
-void Gemm(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch, int64_t m, int64_t n,
-          int64_t p, int64_t a_offset, int64_t a_batch_stride, bool a_transposed, int64_t b_offset,
-          int64_t b_batch_stride, bool b_transposed) {
-  CheckMNP("gemm", m, n, p);
-  if (batch < 0) throw std::invalid_argument("gemm: batch must be >= 0, got " + Str(batch));
-  CheckSize("gemm", "out", out.size, CheckedMul("gemm", CheckedMul("gemm", batch, m), p));
-  const std::vector<int64_t> a_shape{batch, m, n}, b_shape{batch, n, p};
-  const std::vector<int64_t> a_strides = a_transposed ? std::vector<int64_t>{a_batch_stride, 1, m}
-                                                      : std::vector<int64_t>{a_batch_stride, n, 1};
-  const std::vector<int64_t> b_strides = b_transposed ? std::vector<int64_t>{b_batch_stride, 1, n}
-                                                      : std::vector<int64_t>{b_batch_stride, p, 1};
-  CheckView("gemm", a.size, a_shape, a_strides, a_offset);
-  CheckView("gemm", b.size, b_shape, b_strides, b_offset);
-  if (batch * m * p == 0) return;
-  GemmArgs g = BaseGemmArgs(a, b, out, batch, m, n, p);
-  g.a_offset = a_offset;
-  g.a_batch_stride = a_batch_stride;
-  g.b_offset = b_offset;
-  g.b_batch_stride = b_batch_stride;
-  // float4 loads need every quad start 16-byte aligned: base, offset, batch stride and the
-  // leading dimension (the stored row length) all multiples of 4 floats.
-  const int64_t lda = a_transposed ? m : n, ldb = b_transposed ? n : p;
-  g.vec_a = Aligned16(a.data) && a_offset % 4 == 0 && a_batch_stride % 4 == 0 && lda % 4 == 0;
-  g.vec_b = Aligned16(b.data) && b_offset % 4 == 0 && b_batch_stride % 4 == 0 && ldb % 4 == 0;
-  g.vec_c = Aligned16(out.data) && p % 4 == 0;
-  if (a_transposed && b_transposed)
-    LaunchGemm<Layout::kTransposed, Layout::kTransposed>(g);
-  else if (a_transposed)
-    LaunchGemm<Layout::kTransposed, Layout::kRowMajor>(g);
-  else if (b_transposed)
-    LaunchGemm<Layout::kRowMajor, Layout::kTransposed>(g);
-  else
-    LaunchGemm<Layout::kRowMajor, Layout::kRowMajor>(g);
-}
-
-// Implicit GEMM: out (m x p) = A @ opB with A the strided view (a_shape, a_strides, a_offset) of
-// `a`, its first a_row_dims dims the rows (e.g. an im2col view N,Ho,Wo | KH,KW,C), read in place.
-void GemmStridedA(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m, int64_t n, int64_t p,
-                  const std::vector<int64_t>& a_shape, const std::vector<int64_t>& a_strides, int64_t a_offset,
-                  int64_t a_row_dims, int64_t b_offset, bool b_transposed) {
-  const char* fn = "gemm_strided_a";
-  CheckMNP(fn, m, n, p);
-  const int64_t ndim = static_cast<int64_t>(a_shape.size());
-  if (a_row_dims < 1 || a_row_dims > 3 || ndim - a_row_dims < 1 || ndim - a_row_dims > 3)
-    throw std::invalid_argument(std::string(fn) + ": A view shape " + Tup(a_shape) + " split after " +
-                                Str(a_row_dims) + " dims: need 1 to 3 row dims and 1 to 3 column dims");
-  const int64_t rows = Prod(fn, {a_shape.begin(), a_shape.begin() + a_row_dims});
-  const int64_t cols = Prod(fn, {a_shape.begin() + a_row_dims, a_shape.end()});
-  if (rows != m || cols != n)
-    throw std::invalid_argument(std::string(fn) + ": A view shape " + Tup(a_shape) + " split after " +
-                                Str(a_row_dims) + " dims is " + Str(rows) + " x " + Str(cols) +
-                                ", expected m x n = " + Str(m) + " x " + Str(n));
-  CheckSize(fn, "out", out.size, CheckedMul(fn, m, p));
-  CheckView(fn, a.size, a_shape, a_strides, a_offset);
-  CheckView(fn, b.size, {n, p}, b_transposed ? std::vector<int64_t>{1, n} : std::vector<int64_t>{p, 1}, b_offset);
-  if (m * p == 0) return;
-  if (n == 0) {  // an empty sum; the view may hold 0-length dims the index maps cannot take
-    LaunchFill(out.data, m * p, 0.0f);
-    return;
-  }
-  GemmArgs g = BaseGemmArgs(a, b, out, 1, m, n, p);
-  g.a_offset = a_offset;
-  g.b_offset = b_offset;
-  g.vec_b = Aligned16(b.data) && b_offset % 4 == 0 && (b_transposed ? n : p) % 4 == 0;
-  g.vec_c = Aligned16(out.data) && p % 4 == 0;
-  const size_t row_dims = static_cast<size_t>(a_row_dims);
-  if (b_transposed)
-    LaunchGemmStridedA<Layout::kTransposed>(g, a_shape, a_strides, row_dims);
-  else
-    LaunchGemmStridedA<Layout::kRowMajor>(g, a_shape, a_strides, row_dims);
-}
-
-void Matmul(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m, int64_t n, int64_t p) {
-  CheckMNP("matmul", m, n, p);
-  CheckSize("matmul", "a", a.size, CheckedMul("matmul", m, n));
-  CheckSize("matmul", "b", b.size, CheckedMul("matmul", n, p));
-  CheckSize("matmul", "out", out.size, CheckedMul("matmul", m, p));
-  Gemm(a, b, out, 1, m, n, p, 0, 0, false, 0, 0, false);
-}
-
-// Every element of out[:m*p] is written (n == 0 gives zeros), which is the "zero out first".
-void MatmulTiled(const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m, int64_t n, int64_t p) {
-  CheckMNP("matmul_tiled", m, n, p);
-  if (m % kTileSize || n % kTileSize || p % kTileSize)
-    throw std::invalid_argument("matmul_tiled: m=" + Str(m) + " n=" + Str(n) + " p=" + Str(p) +
-                                " must be multiples of the tile size " + Str(kTileSize));
-  CheckSize("matmul_tiled", "a", a.size, CheckedMul("matmul_tiled", m, n));
-  CheckSize("matmul_tiled", "b", b.size, CheckedMul("matmul_tiled", n, p));
-  CheckSize("matmul_tiled", "out", out.size, CheckedMul("matmul_tiled", m, p));
-  if (m * p == 0) return;
-  GemmArgs g = BaseGemmArgs(a, b, out, 1, m, n, p);
-  g.vec_a = Aligned16(a.data);  // tile rows are 8 floats: every quad is aligned
-  g.vec_b = Aligned16(b.data);
-  g.vec_c = Aligned16(out.data);
-  LaunchSgemm<Layout::kTiled8, Layout::kTiled8>(g);
-}
-
-// ------------------------------------------------------------------------------------ reductions
-
-void CheckRowSize(const char* fn, int64_t row_size) {
-  if (row_size <= 0)
-    throw std::invalid_argument(std::string(fn) + ": row size must be > 0, got " + Str(row_size));
-}
-
-void ReduceSum(const CudaArray& a, CudaArray& out, int64_t reduce_size) {
-  if (reduce_size == 0) {  // empty sums
-    LaunchFill(out.data, out.size, 0.0f);
-    return;
-  }
-  CheckRowSize("reduce_sum", reduce_size);
-  CheckSize("reduce_sum", "a", a.size, CheckedMul("reduce_sum", out.size, reduce_size));
-  LaunchReduce<SumOp>(a.data, out.data, out.size, reduce_size);
-}
-
-void ReduceMax(const CudaArray& a, CudaArray& out, int64_t reduce_size) {
-  CheckRowSize("reduce_max", reduce_size);
-  CheckSize("reduce_max", "a", a.size, CheckedMul("reduce_max", out.size, reduce_size));
-  LaunchReduce<MaxOp>(a.data, out.data, out.size, reduce_size);
-}
-
-// ------------------------------------------------------------------------------------ softmax
-
-void CheckWholeRows(const char* fn, int64_t size, int64_t row_size) {
-  if (row_size <= 0 || size % row_size)
-    throw std::invalid_argument(std::string(fn) + ": buffer of " + Str(size) + " is not a whole number of rows of " +
-                                Str(row_size));
-}
-
-template <bool kLog>
-void Softmax(const CudaArray& a, CudaArray& out, int64_t row_size) {
-  const char* fn = kLog ? "log_softmax_rows" : "softmax_rows";
-  CheckWholeRows(fn, a.size, row_size);
-  CheckSize(fn, "out", out.size, a.size);
-  LaunchSoftmax<kLog>(a.data, out.data, a.size / row_size, row_size);
-}
-
-void SoftmaxBackward(const CudaArray& y, const CudaArray& g, CudaArray& out, int64_t row_size) {
-  const char* fn = "softmax_rows_backward";
-  CheckWholeRows(fn, y.size, row_size);
-  CheckSize(fn, "out_grad", g.size, y.size);
-  CheckSize(fn, "out", out.size, y.size);
-  const int64_t rows = y.size / row_size;
-  if (rows == 0) return;
-  Launch<SoftmaxBackwardWarpKernel>(GridFor(rows, kThreads / kWarp), kThreads, y.data, g.data, out.data, rows,
-                                    row_size);
-}
-
-// ------------------------------------------------------------------------------------ pooling
-
-int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
-
-PoolDims MakePoolDims(const char* fn, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
-                      int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  if (std::min({N, H, W, C}) < 0 || std::min({kh, kw, sh, sw}) < 1 || std::min(ph, pw) < 0)
-    throw std::invalid_argument(std::string(fn) + ": bad sizes N=" + Str(N) + " H=" + Str(H) + " W=" + Str(W) +
-                                " C=" + Str(C) + " kernel=(" + Str(kh) + "," + Str(kw) + ") stride=(" +
-                                Str(sh) + "," + Str(sw) + ") padding=(" + Str(ph) + "," + Str(pw) + ")");
-  PoolDims d{};
-  d.N = N; d.H = H; d.W = W; d.C = C;
-  d.kh = kh; d.kw = kw; d.sh = sh; d.sw = sw; d.ph = ph; d.pw = pw;
-  d.Ho = FloorDiv(H + 2 * ph - kh, sh) + 1;
-  d.Wo = FloorDiv(W + 2 * pw - kw, sw) + 1;
-  if (d.Ho < 1 || d.Wo < 1)
-    throw std::invalid_argument(std::string(fn) + ": kernel (" + Str(kh) + "," + Str(kw) +
-                                ") larger than padded input (" + Str(H + 2 * ph) + "," + Str(W + 2 * pw) + ")");
-  return d;
-}
-
-int64_t OutCount(const PoolDims& d) { return d.N * d.Ho * d.Wo * d.C; }
-int64_t InCount(const PoolDims& d) { return d.N * d.H * d.W * d.C; }
-
-void MaxPool2d(const CudaArray& a, CudaArray& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
-               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const PoolDims d = MakePoolDims("max_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw);
-  CheckSize("max_pool2d", "out", out.size, OutCount(d));
-  CheckSize("max_pool2d", "a", a.size, InCount(d));
-  if (OutCount(d) == 0) return;
-  Launch<MaxPoolKernel>(GridFor(OutCount(d)), kThreads, a.data, out.data, d, OutCount(d));
-}
-
-void MaxPool2dBackward(const CudaArray& a, const CudaArray& dout, CudaArray& dinp, int64_t N, int64_t H,
-                       int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-                       int64_t pw) {
-  const char* fn = "max_pool2d_backward";
-  const PoolDims d = MakePoolDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw);
-  CheckSize(fn, "dout", dout.size, OutCount(d));
-  CheckSize(fn, "dinp", dinp.size, InCount(d));
-  CheckSize(fn, "a", a.size, InCount(d));
-  if (InCount(d) == 0) return;
-  CUDA_CHECK(cudaMemsetAsync(dinp.data, 0, InCount(d) * sizeof(float), Stream()));
-  Launch<MaxPoolBackwardKernel>(GridFor(OutCount(d)), kThreads, a.data, dout.data, dinp.data, d, OutCount(d));
-}
-
-void AvgPool2d(const CudaArray& a, CudaArray& out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh,
-               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const PoolDims d = MakePoolDims("avg_pool2d", N, H, W, C, kh, kw, sh, sw, ph, pw);
-  CheckSize("avg_pool2d", "out", out.size, OutCount(d));
-  CheckSize("avg_pool2d", "a", a.size, InCount(d));
-  if (OutCount(d) == 0) return;
-  Launch<AvgPoolKernel>(GridFor(OutCount(d)), kThreads, a.data, out.data, d, OutCount(d));
-}
-
-void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_t H, int64_t W, int64_t C,
-                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const char* fn = "avg_pool2d_backward";
-  const PoolDims d = MakePoolDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw);
-  CheckSize(fn, "dout", dout.size, OutCount(d));
-  CheckSize(fn, "dinp", dinp.size, InCount(d));
-  if (InCount(d) == 0) return;
-  Launch<AvgPoolBackwardKernel>(GridFor(InCount(d)), kThreads, dout.data, dinp.data, d, InCount(d));
-}
-
-// ------------------------------------------------------------------------------------ depthwise conv
-
-void DepthwiseConv2d(const CudaArray& a, const CudaArray& w, CudaArray& out, int64_t N, int64_t H, int64_t W,
-                     int64_t C, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                     int64_t dh, int64_t dw) {
-  const char* fn = "depthwise_conv2d";
-  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
-  CheckSize(fn, "a", a.size, N * H * W * C);
-  CheckSize(fn, "w", w.size, kh * kw * C);
-  CheckSize(fn, "out", out.size, N * d.Ho * d.Wo * C);
-  LaunchDepthwiseForward(a.data, w.data, out.data, d);
-}
-
-void DepthwiseConv2dBackwardInput(const CudaArray& dout, const CudaArray& w, CudaArray& dinp, int64_t N,
-                                  int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
-                                  int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const char* fn = "depthwise_conv2d_backward_input";
-  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
-  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
-  CheckSize(fn, "w", w.size, kh * kw * C);
-  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
-  LaunchDepthwiseInputGrad(dout.data, w.data, dinp.data, d);
-}
-
-void DepthwiseConv2dBackwardWeight(const CudaArray& a, const CudaArray& dout, CudaArray& dweight, int64_t N,
-                                   int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t sh,
-                                   int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const char* fn = "depthwise_conv2d_backward_weight";
-  const DepthwiseDims d = MakeDepthwiseDims(fn, N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw);
-  CheckSize(fn, "a", a.size, N * H * W * C);
-  CheckSize(fn, "dout", dout.size, N * d.Ho * d.Wo * C);
-  CheckSize(fn, "dweight", dweight.size, kh * kw * C);
-  LaunchDepthwiseWeightGrad(a.data, dout.data, dweight.data, d);
-}
-
-// ------------------------------------------------------------------------------------ Winograd transforms
-
-WinogradDims MakeWinogradDims(const char* fn, int64_t N, int64_t H, int64_t W, int64_t C, int64_t ph,
-                              int64_t pw, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
-  if (std::min({N, H, W, C, ph, pw, th, tw}) < 0 || m < 1 || alpha < m || alpha > kWinogradMaxAlpha)
-    throw std::invalid_argument(std::string(fn) + ": bad sizes N=" + Str(N) + " H=" + Str(H) + " W=" +
-                                Str(W) + " C=" + Str(C) + " m=" + Str(m) + " alpha=" + Str(alpha));
-  return WinogradDims{N, H, W, C, ph, pw, m, alpha, th, tw};
-}
-
-void WinogradInputTransform(const CudaArray& a, const CudaArray& bt, CudaArray& out, int64_t N, int64_t H,
-                            int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m, int64_t alpha, int64_t th,
-                            int64_t tw) {
-  const char* fn = "winograd_input_transform";
-  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
-  CheckSize(fn, "a", a.size, N * H * W * C);
-  CheckSize(fn, "out", out.size, alpha * alpha * N * th * tw * C);
-  LaunchWinogradInputTransform(a.data, CopyWinogradMatrix(fn, bt, alpha, alpha), out.data, d);
-}
-
-void WinogradInputTransformAdjoint(const CudaArray& dv, const CudaArray& bt, CudaArray& dinp, int64_t N,
-                                   int64_t H, int64_t W, int64_t C, int64_t ph, int64_t pw, int64_t m,
-                                   int64_t alpha, int64_t th, int64_t tw) {
-  const char* fn = "winograd_input_transform_adjoint";
-  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, ph, pw, m, alpha, th, tw);
-  CheckSize(fn, "dv", dv.size, alpha * alpha * N * th * tw * C);
-  CheckSize(fn, "dinp", dinp.size, N * H * W * C);
-  LaunchWinogradInputAdjoint(dv.data, CopyWinogradMatrix(fn, bt, alpha, alpha), dinp.data, d);
-}
-
-void WinogradOutputTransform(const CudaArray& mm, const CudaArray& at, CudaArray& out, int64_t N, int64_t H,
-                             int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th, int64_t tw) {
-  const char* fn = "winograd_output_transform";
-  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
-  CheckSize(fn, "mm", mm.size, alpha * alpha * N * th * tw * C);
-  CheckSize(fn, "out", out.size, N * H * W * C);
-  LaunchWinogradOutputTransform(mm.data, CopyWinogradMatrix(fn, at, m, alpha), out.data, d);
-}
-
-void WinogradOutputTransformAdjoint(const CudaArray& dout, const CudaArray& at, CudaArray& dm, int64_t N,
-                                    int64_t H, int64_t W, int64_t C, int64_t m, int64_t alpha, int64_t th,
-                                    int64_t tw) {
-  const char* fn = "winograd_output_transform_adjoint";
-  const WinogradDims d = MakeWinogradDims(fn, N, H, W, C, 0, 0, m, alpha, th, tw);
-  CheckSize(fn, "dout", dout.size, N * H * W * C);
-  CheckSize(fn, "dm", dm.size, alpha * alpha * N * th * tw * C);
-  LaunchWinogradOutputAdjoint(dout.data, CopyWinogradMatrix(fn, at, m, alpha), dm.data, d);
-}
-
 // out = op(a, view of b); a and out compact, the view validated against b's buffer.
 template <typename Op>
 void EwiseStrided(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out,
@@ -504,58 +203,6 @@ void BindEwiseStrided(py::module_& m, const char* name) {
           EwiseStrided<Op>(name, a, b, out, shape, strides, offset);
         },
         py::arg("a"), py::arg("b"), py::arg("out"), py::arg("shape"), py::arg("strides"), py::arg("offset"));
-}
-
-void SgdUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaArray& w_out, CudaArray& u_out,
-               double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
-  const char* fn = "sgd_update";
-  const int64_t n = w_out.size;
-  CheckSize(fn, "w", w.size, n);
-  CheckSize(fn, "grad", g.size, n);
-  CheckSize(fn, "u_out", u_out.size, n);
-  if (has_u) CheckSize(fn, "u", u.size, n);
-  LaunchSgdUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, momentum, dampening, neg_lr, weight_decay,
-                  has_u);
-}
-
-// ------------------------------------------------------------------------------------ batch norm
-
-int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
-  if (rows < 1 || C < 1 || inner < 1)
-    throw std::invalid_argument(std::string(fn) + ": rows, channels and inner must be >= 1, got " + Str(rows) +
-                                ", " + Str(C) + ", " + Str(inner));
-  if (C > INT_MAX) throw std::invalid_argument(std::string(fn) + ": too many channels, " + Str(C));
-  return CheckedMul(fn, CheckedMul(fn, rows, C), inner);
-}
-
-void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b, CudaArray& out,
-                      CudaArray& mean, CudaArray& var, int64_t rows, int64_t C, int64_t inner, double eps) {
-  const char* fn = "batch_norm_forward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  CheckSize(fn, "x", x.size, n);
-  CheckSize(fn, "out", out.size, n);
-  CheckSize(fn, "weight", w.size, C);
-  CheckSize(fn, "bias", b.size, C);
-  CheckSize(fn, "mean", mean.size, C);
-  CheckSize(fn, "var", var.size, C);
-  LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, rows, C, inner, eps);
-}
-
-void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
-                       const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db, int64_t rows, int64_t C,
-                       int64_t inner, double eps) {
-  const char* fn = "batch_norm_backward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  CheckSize(fn, "x", x.size, n);
-  CheckSize(fn, "out_grad", g.size, n);
-  CheckSize(fn, "dx", dx.size, n);
-  CheckSize(fn, "weight", w.size, C);
-  CheckSize(fn, "mean", mean.size, C);
-  CheckSize(fn, "var", var.size, C);
-  CheckSize(fn, "dw", dw.size, C);
-  CheckSize(fn, "db", db.size, C);
-  LaunchBatchNormBackward(x.data, g.data, w.data, mean.data, var.data, dx.data, dw.data, db.data, rows, C, inner,
-                          eps);
 }
 
 // Bindings of the element-wise families: (a, b, out), (a, val, out), (a, out).
@@ -588,7 +235,7 @@ void Synchronize() {
 
 // ------------------------------------------------------------------------------------ bindings
 
-// The emulator build (tests/cuda_emu) compiles this file again under another module name.
+// The emulator build (tests/cuda_emu) compiles these files again under another module name.
 #ifndef NEEDLE_CUDA_MODULE
 #define NEEDLE_CUDA_MODULE ndarray_backend_cuda
 #endif
@@ -597,7 +244,6 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   using namespace needle::cuda;
   using py::arg;
   m.doc() = "needle CUDA backend: the flat float32 function table of docs/backends.md";
-  m.attr("__tile_size__") = kTileSize;
 
   // module_local: the emulated build of this file registers the same C++ type in its own module.
   py::class_<CudaArray>(m, "Array", py::module_local(), "A flat float32 buffer of `size` elements in GPU memory.")
@@ -620,6 +266,7 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   m.def("is_available", &IsAvailable, "True if a CUDA device answers.");
   m.def("synchronize", &Synchronize, "Wait for all queued GPU work.");
   BindGraphs(m);  // the `_graphs` submodule (cuda_graph.cuh), outside the function table
+
 
   m.def("to_numpy", &ToNumpy, arg("a"), arg("shape"), arg("strides"), arg("offset"));
   m.def("from_numpy", &FromNumpy, arg("a"), arg("out"));
@@ -650,50 +297,7 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   BindUnary<ExpOp>(m, "ewise_exp");
   BindUnary<TanhOp>(m, "ewise_tanh");
 
-  m.def("matmul", &Matmul, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"));
-  m.def("matmul_tiled", &MatmulTiled, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"));
-  m.def("gemm", &Gemm, arg("a"), arg("b"), arg("out"), arg("batch"), arg("m"), arg("n"), arg("p"),
-        arg("a_offset"), arg("a_batch_stride"), arg("a_transposed"), arg("b_offset"), arg("b_batch_stride"),
-        arg("b_transposed"));
-  m.def("gemm_strided_a", &GemmStridedA, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"),
-        arg("a_shape"), arg("a_strides"), arg("a_offset"), arg("a_row_dims"), arg("b_offset"), arg("b_transposed"));
-
-  m.def("reduce_sum", &ReduceSum, arg("a"), arg("out"), arg("reduce_size"));
-  m.def("reduce_max", &ReduceMax, arg("a"), arg("out"), arg("reduce_size"));
-  m.def("softmax_rows", &Softmax<false>, arg("a"), arg("out"), arg("row_size"));
-  m.def("log_softmax_rows", &Softmax<true>, arg("a"), arg("out"), arg("row_size"));
-  m.def("softmax_rows_backward", &SoftmaxBackward, arg("y"), arg("out_grad"), arg("out"), arg("row_size"));
-
-  m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("momentum"),
-        arg("dampening"), arg("neg_lr"), arg("weight_decay"), arg("has_u"));
-  m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),
-        arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
-  m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),
-        arg("dx"), arg("dw"), arg("db"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
-
-  m.def("max_pool2d", &MaxPool2d, arg("a"), arg("out"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"),
-        arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
-  m.def("max_pool2d_backward", &MaxPool2dBackward, arg("a"), arg("dout"), arg("dinp"), arg("N"), arg("H"),
-        arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
-  m.def("avg_pool2d", &AvgPool2d, arg("a"), arg("out"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"),
-        arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
-  m.def("avg_pool2d_backward", &AvgPool2dBackward, arg("dout"), arg("dinp"), arg("N"), arg("H"), arg("W"),
-        arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));
-  m.def("depthwise_conv2d", &DepthwiseConv2d, arg("a"), arg("w"), arg("out"), arg("N"), arg("H"), arg("W"),
-        arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"), arg("dh"), arg("dw"));
-  m.def("depthwise_conv2d_backward_input", &DepthwiseConv2dBackwardInput, arg("dout"), arg("w"), arg("dinp"),
-        arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"),
-        arg("dh"), arg("dw"));
-  m.def("depthwise_conv2d_backward_weight", &DepthwiseConv2dBackwardWeight, arg("a"), arg("dout"),
-        arg("dweight"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"), arg("kw"), arg("sh"), arg("sw"),
-        arg("ph"), arg("pw"), arg("dh"), arg("dw"));
-  m.def("winograd_input_transform", &WinogradInputTransform, arg("a"), arg("bt"), arg("out"), arg("N"),
-        arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
-  m.def("winograd_input_transform_adjoint", &WinogradInputTransformAdjoint, arg("dv"), arg("bt"),
-        arg("dinp"), arg("N"), arg("H"), arg("W"), arg("C"), arg("ph"), arg("pw"), arg("m"), arg("alpha"),
-        arg("th"), arg("tw"));
-  m.def("winograd_output_transform", &WinogradOutputTransform, arg("mm"), arg("at"), arg("out"), arg("N"),
-        arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
-  m.def("winograd_output_transform_adjoint", &WinogradOutputTransformAdjoint, arg("dout"), arg("at"),
-        arg("dm"), arg("N"), arg("H"), arg("W"), arg("C"), arg("m"), arg("alpha"), arg("th"), arg("tw"));
+  BindMatmul(m);           // cuda_matmul.cu
+  BindRowsAndTraining(m);  // cuda_nn.cu
+  BindConvolution(m);      // cuda_nn.cu
 }
