@@ -117,21 +117,21 @@ class JitFunction:
 
     def replaying(self, *args, **kwargs):
         """Whether a call with these arguments would replay a capture."""
-        for entry in self._cache.get(_signature(args, kwargs)[0], ()):
-            if guards_hold(entry.guards):
-                return entry.program is not None
-        return False
+        return self._program_for(args, kwargs) is not None
 
     def graph_info(self, *args, **kwargs):
         """How the replay of a call with these arguments uses CUDA graphs (docs/jit.md): None
         if it does not replay or runs no graphs (CPU, NEEDLE_JIT_GRAPHS=0), else a dict:
         captured (after the first replay), graphs, nodes, plain_calls and fallbacks (why each
         plain call could not be captured)."""
+        program = self._program_for(args, kwargs)
+        return None if program is None or program.graphs is None else program.graphs.info()
+
+    def _program_for(self, args, kwargs):
+        """The program a call with these arguments would replay, or None (it would not)."""
         for entry in self._cache.get(_signature(args, kwargs)[0], ()):
             if guards_hold(entry.guards):
-                program = entry.program
-                return None if program is None or program.graphs is None else \
-                    program.graphs.info()
+                return entry.program
         return None
 
 

@@ -39,6 +39,7 @@ class GraphPlan:
 
     def __init__(self, tape, kinds, live=frozenset()):
         self.items = []
+        self.live_calls = len(live)
         for index, (entry, (kind, dev)) in enumerate(zip(tape, kinds)):
             if index in live:
                 self.items.append((_run_tape_entry, (tape, index)))
@@ -64,11 +65,9 @@ class GraphPlan:
     def info(self):
         """{"captured", "graphs", "nodes", "plain_calls", "live_calls", "fallbacks"}:
         live_calls run outside the graphs because they take a live scalar (a learning rate)."""
-        live = sum(1 for item in self.items if not isinstance(item, list)
-                   and item[0] is _run_tape_entry)
         return {"captured": self.steps is not None, "graphs": len(self.graphs),
                 "nodes": sum(g.nodes for g in self.graphs), "plain_calls": len(self.fallbacks),
-                "live_calls": live, "fallbacks": list(self.fallbacks)}
+                "live_calls": self.live_calls, "fallbacks": list(self.fallbacks)}
 
     def _capture_and_run(self):
         steps, self.graphs, self.fallbacks = [], [], []  # a failed first replay starts over
