@@ -93,8 +93,11 @@ inline bool AdaptiveFromEnvironment() {
 class ThreadPool {
  public:
   using Fn = void (*)(const void* ctx, int index, int slot_or_team);
-  static constexpr int64_t kSpinNs = 100000;     // idle workers spin this long, then sleep
-  static constexpr int64_t kSpinBusyNs = 5000;   // ... on a busy machine
+  // Idle workers spin this long, then sleep. Eager steps leave 0.1-1 ms of Python between two
+  // parallel jobs, and waking a sleeping worker costs tens of us (more in a VM), paid by every
+  // GEMM of the step: 2 ms keeps an eager step's workers awake (OpenMP runtimes spin longer).
+  static constexpr int64_t kSpinNs = 2000000;
+  static constexpr int64_t kSpinBusyNs = 5000;   // idle spin on a busy machine
   static constexpr int64_t kLateNs = 50000;      // a spinning worker later than this is late
   static constexpr int64_t kYieldAfterNs = 20000;  // waits spin this long, then yield the CPU
 
