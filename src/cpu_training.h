@@ -1,6 +1,6 @@
 // needle CPU backend: the fused kernels of a training step. Batch normalisation over an
 // (rows, C, inner) array, i.e. N x C (inner = 1) or N x C x H x W (rows = N, inner = H*W),
-// statistics per channel c; and the SGD update.
+// statistics per channel c. (The optimizer updates are in cpu_optim.h.)
 //
 // One call replaces the ~15 element-wise / reduction calls of the composed formula. Sums are
 // accumulated in double, per thread, over whole rows, then combined in thread order (the
@@ -120,50 +120,7 @@ inline void BatchNormBackwardKernel(const float* x, const float* g, const float*
 }
 
 // ------------------------------------------------------------------------ entry points
-// One SGD step, element-wise, each product and sum rounded to float32 on its own (no fused
-// multiply-add), so it matches the optimizer's separate array ops bit for bit:
-// g' = g + w*wd; u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
-#if defined(__GNUC__) && !defined(__clang__)
-#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
-#else
-#define NEEDLE_NO_FMA  // clang contracts only within one expression: the steps below are separate
-#endif
-NEEDLE_NO_FMA inline void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou,
-                                   int64_t i0, int64_t i1, float m, float d, float lr, float wd, bool decay,
-                                   bool has_u) {
-  for (int64_t i = i0; i < i1; ++i) {
-    float gi = pg[i];
-    if (decay) {
-      const float shrink = pw[i] * wd;
-      gi = gi + shrink;
-    }
-    const float step = gi * d;
-    float ui = step;
-    if (has_u) {
-      const float keep = pu[i] * m;
-      ui = keep + step;
-    }
-    const float move = ui * lr;
-    ou[i] = ui;
-    ow[i] = pw[i] + move;
-  }
-}
-
 using Buffer = AlignedArray;
-
-inline void SgdUpdate(const Buffer& w, const Buffer& g, const Buffer& u, Buffer& w_out, Buffer& u_out,
-                      double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
-  const char* fn = "sgd_update";
-  const int64_t n = w_out.size;
-  CheckHolds(fn, "w", w.size, n);
-  CheckHolds(fn, "grad", g.size, n);
-  CheckHolds(fn, "u_out", u_out.size, n);
-  if (has_u) CheckHolds(fn, "u", u.size, n);
-  ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
-    SgdRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, float(momentum), float(dampening),
-             float(neg_lr), float(weight_decay), weight_decay != 0.0, has_u);
-  });
-}
 
 // Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
 inline int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {

@@ -1,4 +1,4 @@
-// needle CUDA backend, entry points: reductions, softmax, pooling, the SGD update, batch norm,
+// needle CUDA backend, entry points: reductions, softmax, pooling, the SGD and Adam updates, batch norm,
 // depthwise convolution and the Winograd tile transforms. Layout and conventions:
 // ndarray_backend_cuda.cu.
 
@@ -142,15 +142,37 @@ void AvgPool2dBackward(const CudaArray& dout, CudaArray& dinp, int64_t N, int64_
 }
 
 void SgdUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaArray& w_out, CudaArray& u_out,
-               double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
+               const CudaArray& hyper, bool decay, bool has_u) {
   const char* fn = "sgd_update";
   const int64_t n = w_out.size;
   CheckSize(fn, "w", w.size, n);
   CheckSize(fn, "grad", g.size, n);
   CheckSize(fn, "u_out", u_out.size, n);
   if (has_u) CheckSize(fn, "u", u.size, n);
-  LaunchSgdUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, momentum, dampening, neg_lr, weight_decay,
-                  has_u);
+  CheckSize(fn, "hyper", hyper.size, 4);
+  LaunchSgdUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, hyper.data, decay, has_u);
+}
+
+void AdamUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& m, const CudaArray& v, CudaArray& w_out,
+                CudaArray& m_out, CudaArray& v_out, const CudaArray& hyper, const CudaArray& t, int decay,
+                bool has_state) {
+  const char* fn = "adam_update";
+  const int64_t n = w_out.size;
+  CheckSize(fn, "w", w.size, n);
+  CheckSize(fn, "grad", g.size, n);
+  CheckSize(fn, "m_out", m_out.size, n);
+  CheckSize(fn, "v_out", v_out.size, n);
+  if (has_state) {
+    CheckSize(fn, "m", m.size, n);
+    CheckSize(fn, "v", v.size, n);
+  }
+  CheckSize(fn, "hyper", hyper.size, 8);
+  CheckSize(fn, "t", t.size, 1);
+  if (decay < 0 || decay > 2)
+    throw std::invalid_argument(std::string(fn) + ": decay must be 0 (none), 1 (L2) or 2 (decoupled), got " +
+                                Str(decay));
+  LaunchAdamUpdate(w.data, g.data, m.data, v.data, w_out.data, m_out.data, v_out.data, n, hyper.data, t.data,
+                   decay, has_state);
 }
 
 // ------------------------------------------------------------------------------------ batch norm
@@ -287,8 +309,10 @@ void BindRowsAndTraining(py::module_& m) {
   m.def("log_softmax_rows", &Softmax<true>, arg("a"), arg("out"), arg("row_size"));
   m.def("softmax_rows_backward", &SoftmaxBackward, arg("y"), arg("out_grad"), arg("out"), arg("row_size"));
 
-  m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("momentum"),
-        arg("dampening"), arg("neg_lr"), arg("weight_decay"), arg("has_u"));
+  m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("hyper"),
+        arg("decay"), arg("has_u"));
+  m.def("adam_update", &AdamUpdate, arg("w"), arg("grad"), arg("m"), arg("v"), arg("w_out"), arg("m_out"),
+        arg("v_out"), arg("hyper"), arg("t"), arg("decay"), arg("has_state"));
   m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),
         arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
   m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),

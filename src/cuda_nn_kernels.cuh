@@ -1,4 +1,4 @@
-// needle CUDA backend: pooling (NHWC), softmax-backward, SGD and batch-norm kernels, and the
+// needle CUDA backend: pooling (NHWC), softmax-backward, SGD, Adam and batch-norm kernels, and the
 // launchers of the training ones. These kernels are not templates, so only cuda_nn.cu may
 // include this header (a second translation unit would define them twice).
 #pragma once
@@ -122,7 +122,8 @@ __global__ void AvgPoolBackwardKernel(const float* dout, float* dinp, PoolDims d
 // One SGD step; the _rn intrinsics round every product and sum on its own (no FMA), as the
 // optimizer's separate array ops do.
 __global__ void SgdUpdateKernel(const float* w, const float* g, const float* u, float* w_out, float* u_out,
-                                int64_t n, float m, float d, float lr, float wd, bool decay, bool has_u) {
+                                int64_t n, const float* hyper, bool decay, bool has_u) {
+  const float m = hyper[0], d = hyper[1], lr = hyper[2], wd = hyper[3];  // read on the device: graphs keep them live
   for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
     float gi = g[i];
     if (decay) gi = __fadd_rn(gi, __fmul_rn(w[i], wd));
@@ -130,6 +131,28 @@ __global__ void SgdUpdateKernel(const float* w, const float* g, const float* u, 
     const float ui = has_u ? __fadd_rn(__fmul_rn(u[i], m), step) : step;
     u_out[i] = ui;
     w_out[i] = __fadd_rn(w[i], __fmul_rn(ui, lr));
+  }
+}
+
+// Adam (cpu_optim.h gives the formula); decay 1: L2 in the gradient, 2: decoupled (AdamW).
+__global__ void AdamUpdateKernel(const float* w, const float* g, const float* m, const float* v, float* w_out,
+                                 float* m_out, float* v_out, int64_t n, const float* h, const float* t, int decay,
+                                 bool has_state) {
+  const float lr = h[0], b1 = h[1], omb1 = h[2], b2 = h[3], omb2 = h[4], eps = h[5], wd = h[6], keep = h[7];
+  const float c1 = __fdiv_rn(1.0f, __fsub_rn(1.0f, powf(b1, t[0])));
+  const float c2 = __fdiv_rn(1.0f, __fsub_rn(1.0f, powf(b2, t[0])));
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    float w0 = w[i], gi = g[i];
+    if (decay == 2) w0 = __fmul_rn(w0, keep);
+    if (decay == 1) gi = __fadd_rn(gi, __fmul_rn(w[i], wd));
+    const float gm = __fmul_rn(gi, omb1), gv = __fmul_rn(__fmul_rn(gi, gi), omb2);
+    const float mi = has_state ? __fadd_rn(__fmul_rn(m[i], b1), gm) : gm;
+    const float vi = has_state ? __fadd_rn(__fmul_rn(v[i], b2), gv) : gv;
+    const float num = __fmul_rn(__fmul_rn(mi, c1), lr);
+    const float den = __fadd_rn(__fsqrt_rn(__fmul_rn(vi, c2)), eps);
+    m_out[i] = mi;
+    v_out[i] = vi;
+    w_out[i] = __fsub_rn(w0, __fdiv_rn(num, den));
   }
 }
 
@@ -241,11 +264,16 @@ __global__ void BatchNormGradApplyKernel(const float* x, const float* g, const f
 // ------------------------------------------------------------------------------------ training
 
 inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, float* w_out, float* u_out, int64_t n,
-                            double momentum, double dampening, double neg_lr, double weight_decay, bool has_u) {
+                            const float* hyper, bool decay, bool has_u) {
   if (n == 0) return;
-  Launch<SgdUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, static_cast<float>(momentum),
-                                            static_cast<float>(dampening), static_cast<float>(neg_lr),
-                                            static_cast<float>(weight_decay), weight_decay != 0.0, has_u);
+  Launch<SgdUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, hyper, decay, has_u);
+}
+
+inline void LaunchAdamUpdate(const float* w, const float* g, const float* m, const float* v, float* w_out,
+                             float* m_out, float* v_out, int64_t n, const float* hyper, const float* t, int decay,
+                             bool has_state) {
+  if (n == 0) return;
+  Launch<AdamUpdateKernel>(GridFor(n), kThreads, w, g, m, v, w_out, m_out, v_out, n, hyper, t, decay, has_state);
 }
 
 // x viewed rows x C x inner (C <= INT_MAX): a block per channel for the statistics, then the

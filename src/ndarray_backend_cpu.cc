@@ -22,6 +22,7 @@
 
 #include "cpu_common.h"
 #include "cpu_depthwise.h"
+#include "cpu_optim.h"
 #include "cpu_pool.h"
 #include "cpu_simd.h"
 #include "cpu_strided.h"
@@ -807,8 +808,12 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
         "log_softmax_rows(a, out, row_size): stable log-softmax of each row.", Release());
 
   m.def("sgd_update", SgdUpdate,
-        "sgd_update(w, grad, u, w_out, u_out, momentum, dampening, neg_lr, weight_decay, has_u): one "
-        "SGD step over w_out.size elements, rounding like the separate array ops.", Release());
+        "sgd_update(w, grad, u, w_out, u_out, hyper, decay, has_u): one SGD step over w_out.size "
+        "elements; hyper = [momentum, dampening, neg_lr, weight_decay].", Release());
+  m.def("adam_update", AdamUpdate,
+        "adam_update(w, grad, m, v, w_out, m_out, v_out, hyper, t, decay, has_state): one Adam step over "
+        "w_out.size elements; hyper = [lr, b1, 1-b1, b2, 1-b2, eps, wd, 1-lr*wd], t the step count; "
+        "decay 0 none, 1 L2, 2 decoupled (AdamW).", Release());
   m.def("batch_norm_forward", BatchNormForward,
         "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
         "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());

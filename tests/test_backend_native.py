@@ -174,26 +174,6 @@ def test_batch_norm_kernels(mod, rows, channels, inner):
         np.testing.assert_allclose(a[: c.size], c, rtol=1e-4, atol=2e-4, err_msg=name)
 
 
-@pytest.mark.parametrize("has_u", [False, True])
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
-def test_sgd_update(mod, has_u, weight_decay):
-    n = 100_003  # past the parallel threshold, odd
-    w, g, u = (RNG.standard_normal(n).astype(np.float32) for _ in range(3))
-    got = []
-    for m in (REF, mod):
-        w_out, u_out = garbage(m, n), garbage(m, n)
-        m.sgd_update(put(m, w), put(m, g), put(m, u), w_out, u_out, 0.9, 0.1, -0.05, weight_decay,
-                     has_u)
-        got.append((get(m, w_out), get(m, u_out)))
-    same(got[0][0], got[1][0])
-    same(got[0][1], got[1][1])
-    f = np.float32
-    grad = g + w * f(weight_decay) if weight_decay else g
-    want_u = u * f(0.9) + grad * f(0.1) if has_u else grad * f(0.1)
-    same(got[1][1], want_u)
-    same(got[1][0], w + want_u * f(-0.05))
-
-
 @pytest.mark.parametrize("rows,row_size", [(1, 1), (3, 7), (5, 33), (64, 1000), (2000, 10)])
 def test_softmax_rows_backward(mod, rows, row_size):
     z = RNG.standard_normal((rows, row_size))
@@ -575,10 +555,6 @@ BAD_CALLS = [
     (ValueError, "batch_norm_backward", lambda m: (_a(m, 12), _a(m, 12), _a(m, 3), _a(m, 3),
                                                    _a(m, 3), _a(m, 12), _a(m, 3), _a(m, 2), 2, 3,
                                                    2, 1e-5)),
-    (ValueError, "sgd_update", lambda m: (_a(m, 4), _a(m, 5), _a(m, 5), _a(m, 5), _a(m, 5), 0.9,
-                                          0.1, -0.1, 0.0, False)),
-    (ValueError, "sgd_update", lambda m: (_a(m, 5), _a(m, 5), _a(m, 4), _a(m, 5), _a(m, 5), 0.9,
-                                          0.1, -0.1, 0.0, True)),
     (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 6), _a(m, 6), 4)),
     (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 5), _a(m, 6), 3)),
     (ValueError, "softmax_rows_backward", lambda m: (_a(m, 6), _a(m, 6), _a(m, 5), 3)),

@@ -200,6 +200,10 @@ def test_load_state_dict_strict_and_non_strict_like_torch():
                                                       ((3, 3, 5, 8), (8, 5, 3, 3))])
 def test_inplace_init_fans_and_bounds_match_torch(needle_shape, torch_shape):
     """needle (.., in, out) layouts give the fans torch computes for (out, in, ..) weights."""
+    # seeded: the std checks below hold for most draws of 24 values, not all (torch's global
+    # generator otherwise depends on which tests ran before)
+    torch.manual_seed(0)
+    np.random.seed(0)
     w = nn.Parameter(ndl.init.zeros(*needle_shape))
     tw = torch.empty(torch_shape)
     fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(tw)

@@ -496,23 +496,13 @@ class NDArray:
         its buffers, which a captured step, ndl.jit, can replay):
         g = grad + weight_decay * self; v = momentum * velocity + (1 - momentum) * g (or
         (1 - momentum) * g when `velocity` is None); weights = self + neg_lr * v. Every product
-        and sum is rounded to float32 as the separate array ops would round it.
+        and sum is rounded to float32 as the separate array ops would round it. (The optimizer
+        keeps its numbers on the device instead: optim_update.sgd_update.)
         """
-        for what, arr in (("grad", grad), ("velocity", velocity)):
-            if arr is not None and arr.shape != self._shape:
-                raise ValueError(f"sgd_step: {what} of shape {arr.shape} for weights of shape "
-                                 f"{self._shape}")
-        w_out = self if in_place and self.is_compact() else NDArray.make(self._shape,
-                                                                          device=self.device)
-        v_out = (velocity if in_place and velocity is not None and velocity.is_compact()
-                 else NDArray.make(self._shape, device=self.device))
-        g = grad.compact()
-        v = g if velocity is None else velocity.compact()
-        self.device.sgd_update(self.compact()._handle, g._handle, v._handle, w_out._handle,
-                               v_out._handle, *(_as_scalar(v, "sgd_step") for v in
-                                                (momentum, 1 - momentum, neg_lr, weight_decay)),
-                               velocity is not None)
-        return w_out, v_out
+        from .optim_update import hyper_array, sgd_update  # it builds on NDArray
+        values = [_as_scalar(v, "sgd_step") for v in (momentum, 1 - momentum, neg_lr, weight_decay)]
+        return sgd_update(self, grad, velocity, hyper_array(values, self.device),
+                          weight_decay != 0, in_place)
 
     # ------------------------------------------------------------ batch norm
     def _norm_layout(self, weight, op):

@@ -8,6 +8,8 @@ Letters: N batch, H/W spatial, C channels, kh/kw kernel, sh/sw stride, ph/pw pad
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .ndarray_backend_numpy_optim import adam_update, sgd_update
+
 __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
     "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
@@ -16,7 +18,7 @@ __all__ = [
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
-    "sgd_update",
+    "sgd_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
     "winograd_input_transform", "winograd_input_transform_adjoint", "winograd_output_transform",
@@ -333,25 +335,6 @@ def reduce_sum(a, out, reduce_size):
         out.array[:] = 0
         return
     out.array[:] = _rows("reduce_sum", a, out, reduce_size).sum(axis=1)
-
-
-def sgd_update(w, g, u, w_out, u_out, momentum, dampening, neg_lr, weight_decay, has_u):
-    """One SGD step over n = w_out.size elements, each product and sum rounded to float32:
-    g' = g + w*wd (when wd != 0); u' = u*momentum + g'*dampening (g'*dampening without u);
-    w' = w + u'*neg_lr."""
-    n = w_out.size
-    _check_size("sgd_update", "w", w, n)
-    _check_size("sgd_update", "grad", g, n)
-    _check_size("sgd_update", "u_out", u_out, n)
-    if has_u:
-        _check_size("sgd_update", "u", u, n)
-    wa, grad = w.array[:n], g.array[:n]
-    if weight_decay:
-        grad = grad + wa * np.float32(weight_decay)
-    step = grad * np.float32(dampening)
-    u_new = u.array[:n] * np.float32(momentum) + step if has_u else step
-    u_out.array[:n] = u_new
-    w_out.array[:n] = wa + u_new * np.float32(neg_lr)
 
 
 def _norm_sizes(fn, rows, channels, inner, big, small):

@@ -8,6 +8,8 @@ from numbers import Real
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend_ndarray import optim_update
+from ..backend_ndarray.ndarray import NDArray
 from .optim_basic import Optimizer, _arrays, _check_nonneg, _hyper_property, _live, _store
 
 __all__ = ["SGD", "Adam", "AdamW"]
@@ -76,41 +78,47 @@ class SGD(Optimizer):
                 group["weight_decay"] != 0)
 
     def step(self):
-        for group in self.param_groups:
-            torch_mode = group["dampening"] is not None or group["nesterov"]
-            # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's momentum)
-            hyper = {k: _live(group, k) for k in ("lr", "momentum", "weight_decay")}
-            if group["dampening"] is not None:
-                hyper["dampening"] = _live(group, "dampening")
-            neg_lr = -hyper["lr"]
+        for index, group in enumerate(self.param_groups):
+            if group["dampening"] is not None or group["nesterov"]:
+                self._torch_group_step(group)
+                continue
+            hyper = {}  # device -> the group's [momentum, dampening, neg_lr, wd] there
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if torch_mode:
-                    self._torch_step(p, group, hyper, neg_lr)
-                else:
-                    self._dampened_step(p, neg_lr, hyper["momentum"], hyper["weight_decay"])
+                w, g = _arrays(p)
+                if not isinstance(w, NDArray):  # numpy mode: the formula as array arithmetic
+                    self._dampened_step_arrays(p, w, g, group)
+                    continue
+                if w.device not in hyper:
+                    hyper[w.device] = self._hyper_on_device(index, w.device, _sgd_values)
+                u_prev = self.u[p].realize_cached_data() if p in self.u else None
+                w_new, u = optim_update.sgd_update(w, g, u_prev, hyper[w.device],
+                                                   group["weight_decay"] != 0, in_place=True)
+                if u is not u_prev:
+                    self.u[p] = Tensor.make_const(u)
+                if w_new is not w:
+                    p.data = Tensor.make_const(w_new)
         self._guard_replay()
 
-    def _dampened_step(self, p, neg_lr, momentum, weight_decay):
-        w, g = _arrays(p)
-        u_prev = self.u[p].realize_cached_data() if p in self.u else None
-        if hasattr(w, "sgd_step"):  # NDArray: the lines below in one backend call
-            w_new, u = w.sgd_step(g, u_prev, momentum, neg_lr, weight_decay, in_place=True)
-            if u is not u_prev:
-                self.u[p] = Tensor.make_const(u)
-            if w_new is not w:
-                p.data = Tensor.make_const(w_new)
-            return
+    def _dampened_step_arrays(self, p, w, g, group):
+        momentum, weight_decay = group["momentum"], group["weight_decay"]
         if weight_decay:
             g = g + w * weight_decay
-        if u_prev is not None:
-            u = u_prev * momentum + g * (1 - momentum)
+        if p in self.u:
+            u = self.u[p].realize_cached_data() * momentum + g * (1 - momentum)
         else:
             u = g * (1 - momentum)
         self.u[p] = Tensor.make_const(u)
         # w + (-lr) * u is exactly w - lr * u
-        p.data = Tensor.make_const(w + u * neg_lr)
+        p.data = Tensor.make_const(w + u * (-group["lr"]))
+
+    def _torch_group_step(self, group):
+        # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's momentum)
+        hyper = {k: _live(group, k) for k in ("lr", "momentum", "weight_decay", "dampening")}
+        for p in group["params"]:
+            if p.grad is not None:
+                self._torch_step(p, group, hyper, -hyper["lr"])
 
     def _torch_step(self, p, group, hyper, neg_lr):
         w, g = _arrays(p)
@@ -120,13 +128,25 @@ class SGD(Optimizer):
         direction = g
         if momentum:
             if p in self.u:
-                dampening = hyper.get("dampening") or 0.0  # nesterov alone: torch's default 0
+                dampening = hyper["dampening"] or 0.0  # nesterov alone: torch's default 0
                 u = self.u[p].realize_cached_data() * momentum + g * (1 - dampening)
             else:  # torch starts the buffer at the first (undampened) gradient
                 u = _copy(g)
             _store(self.u, p, u)
             direction = g + u * momentum if group["nesterov"] else u
         w[()] = w + direction * neg_lr  # in place, as u
+
+
+def _sgd_values(group):
+    """What optim_update.sgd_update reads: [momentum, dampening, neg_lr, weight_decay]."""
+    momentum = group["momentum"]
+    return [momentum, 1 - momentum, -group["lr"], group["weight_decay"]]
+
+
+def _adam_values(group):
+    """What optim_update.adam_update reads (ADAM_HYPER), the differences taken exactly."""
+    lr, (b1, b2), wd = group["lr"], group["betas"], group["weight_decay"]
+    return [lr, b1, 1 - b1, b2, 1 - b2, group["eps"], wd, 1 - lr * wd]
 
 
 def _check_betas(owner, betas):
@@ -175,7 +195,6 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
         self._t = 0  # steps taken, as of the last reset (see the `t` property)
         self._counter = None  # t as a one-element device array, once stepping starts
-        self._beta_arrays = {}  # group index -> its (beta1, beta2) as one-element device arrays
         self.m = {}
         self.v = {}
 
@@ -239,49 +258,48 @@ class Adam(Optimizer):
     def _code_path(self, group):
         return (group["weight_decay"] != 0,)
 
-    def _betas_on_device(self, index, b1, b2):
-        """Group `index`'s betas as one-element device arrays, rewritten every step: a changed
-        beta (OneCycleLR cycles beta1) reaches a replayed step (ndl.jit) too."""
-        arrays = self._beta_arrays.get(index)
-        if arrays is None:
-            arrays = self._beta_arrays[index] = (self._device_scalar(b1), self._device_scalar(b2))
-        else:
-            arrays[0][()] = b1
-            arrays[1][()] = b2
-        return arrays
-
     def step(self):
         t = self._advance()
+        decay = (optim_update.ADAM_DECOUPLED_DECAY if self._decoupled
+                 else optim_update.ADAM_L2_DECAY)
         for index, group in enumerate(self.param_groups):
-            # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's beta1)
-            b1, b2 = _live(group, "betas", 0), _live(group, "betas", 1)
-            lr, wd, eps = (_live(group, k) for k in ("lr", "weight_decay", "eps"))
-            if t is not None:  # 1 / (1 - beta**t) from the device's t (beta**t in p's dtype)
-                c1, c2 = [(1 - b ** t) ** -1.0 for b in self._betas_on_device(index, b1, b2)]
+            hyper = {}  # device -> the group's ADAM_HYPER values there
+            group_decay = decay if group["weight_decay"] else optim_update.ADAM_NO_DECAY
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                w_param, g = _arrays(p)
-                w = w_param
-                if wd and self._decoupled:
-                    w = w * (1 - lr * wd)
-                elif wd:
-                    g = g + w * wd
-                if p in self.m:
-                    m = self.m[p].realize_cached_data() * b1 + g * (1 - b1)
-                    v = self.v[p].realize_cached_data() * b2 + (g * g) * (1 - b2)
-                else:
-                    m = g * (1 - b1)
-                    v = (g * g) * (1 - b2)
-                _store(self.m, p, m)
-                _store(self.v, p, v)
-                k1, k2 = c1, c2
-                if hasattr(k1, "broadcast_to"):  # NDArray ops do not broadcast implicitly
-                    k1, k2 = k1.broadcast_to(m.shape), k2.broadcast_to(m.shape)
-                m_hat = m * k1
-                v_hat = v * k2
-                w_param[()] = w - m_hat * lr / (v_hat ** 0.5 + eps)  # in place
+                w, g = _arrays(p)
+                if not isinstance(w, NDArray):  # numpy mode: the formula as array arithmetic
+                    self._step_arrays(p, w, g, group, t)
+                    continue
+                if w.device not in hyper:
+                    hyper[w.device] = self._hyper_on_device(index, w.device, _adam_values)
+                state = ((self.m[p].realize_cached_data(), self.v[p].realize_cached_data())
+                         if p in self.m else (None, None))
+                w_new, m, v = optim_update.adam_update(w, g, *state, hyper[w.device], t,
+                                                       group_decay, in_place=True)
+                for table, new_value, old_value in ((self.m, m, state[0]), (self.v, v, state[1])):
+                    if new_value is not old_value:
+                        table[p] = Tensor.make_const(new_value)
+                if w_new is not w:
+                    p.data = Tensor.make_const(w_new)
         self._guard_replay()
+
+    def _step_arrays(self, p, w, g, group, t):
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        w_new = w
+        if wd and self._decoupled:
+            w_new = w * (1 - lr * wd)
+        elif wd:
+            g = g + w * wd
+        if p in self.m:
+            m = self.m[p].realize_cached_data() * b1 + g * (1 - b1)
+            v = self.v[p].realize_cached_data() * b2 + (g * g) * (1 - b2)
+        else:
+            m, v = g * (1 - b1), (g * g) * (1 - b2)
+        self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        p.data = Tensor.make_const(w_new - m_hat * lr / (v_hat ** 0.5 + eps))
 
 
 class AdamW(Adam):

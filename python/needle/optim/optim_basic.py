@@ -15,6 +15,8 @@ from numbers import Real
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend_ndarray.optim_update import hyper_array
+from ..jit_capture import host_op
 from ..jit_live import capturing_live, guard, live
 
 __all__ = ["Optimizer"]
@@ -29,6 +31,25 @@ def _live(group, key, index=None):
     if index is None:
         return live(value, lambda: group[key])
     return live(value, lambda: group[key][index])
+
+
+class _GroupHyper:
+    """A host_op function: `values(group)`, one parameter group's hyper-parameters as the fused
+    kernels read them. ndl.jit runs it again at every replay, so an lr schedule or `opt.lr = x`
+    reaches a replayed step; two over the same group and `values` are equal (the jit compares
+    the host functions of its two captures)."""
+
+    def __init__(self, group, values):
+        self.group, self.values = group, values
+
+    def __eq__(self, other):
+        return (isinstance(other, _GroupHyper) and other.group is self.group
+                and other.values is self.values)
+
+    __hash__ = None
+
+    def __call__(self):
+        return [np.asarray(self.values(self.group), dtype=np.float64)]
 
 
 def _detached(value, like: Tensor) -> Tensor:
@@ -155,6 +176,18 @@ class Optimizer:
 
     def _check_group(self, group: dict) -> None:
         """Validate one group's hyper-parameters (subclasses raise ValueError naming themselves)."""
+
+    def _hyper_on_device(self, index, device, values):
+        """Group `index`'s `values(group)` written into its small array on `device` (kept
+        between steps), which the fused update kernels read. The write is a host_op: under
+        ndl.jit each replay writes the group's values as they are then."""
+        arrays = self.__dict__.setdefault("_hyper_arrays", {})
+        group = self.param_groups[index]
+        arr = arrays.get((index, device))
+        if arr is None:
+            arr = arrays[(index, device)] = hyper_array(values(group), device)
+        host_op(_GroupHyper(group, values), [], [arr])
+        return arr
 
     @property
     def params(self):

@@ -1,0 +1,70 @@
+"""The numpy reference backend's optimizer updates (part of ndarray_backend_numpy's table).
+
+Hyper-parameters arrive in a small device array, not as call arguments, so that a replayed
+step (ndl.jit, CUDA graphs) reads the values the optimizer wrote before it. Every product and
+sum is a float32 operation of its own, in the order below: the C++ and CUDA kernels do the same
+operations without fused multiply-adds, so all three agree bit for bit.
+"""
+import numpy as np
+
+_F = np.float32
+
+
+def _holds(fn, what, arr, need):
+    if arr.size < need:
+        raise ValueError(f"{fn}: {what} holds {arr.size} elements, needs {need}")
+
+
+def sgd_update(w, g, u, w_out, u_out, hyper, decay, has_u):
+    """One SGD step over n = w_out.size elements; hyper = [momentum, dampening, neg_lr,
+    weight_decay]: g' = g + w*wd (when `decay`); u' = u*momentum + g'*dampening (g'*dampening
+    without `has_u`; `u` is then not read); w' = w + u'*neg_lr."""
+    n = w_out.size
+    for what, arr in (("w", w), ("grad", g), ("u_out", u_out)) + ((("u", u),) if has_u else ()):
+        _holds("sgd_update", what, arr, n)
+    _holds("sgd_update", "hyper", hyper, 4)
+    momentum, dampening, neg_lr, wd = hyper.array[:4]
+    wa, grad = w.array[:n], g.array[:n]
+    if decay:
+        grad = grad + wa * wd
+    step = grad * dampening
+    u_new = u.array[:n] * momentum + step if has_u else step
+    u_out.array[:n] = u_new
+    w_out.array[:n] = wa + u_new * neg_lr
+
+
+def adam_update(w, g, m, v, w_out, m_out, v_out, hyper, t, decay, has_state):
+    """One Adam step over n = w_out.size elements.
+
+    hyper = [lr, b1, 1-b1, b2, 1-b2, eps, wd, 1-lr*wd] (the differences rounded once, from
+    the exact values); t[0] the step count (>= 1); decay 0: none, 1: L2 in the gradient (Adam),
+    2: decoupled (AdamW). With c1 = 1/(1 - b1**t), c2 = 1/(1 - b2**t):
+    w0 = w*(1-lr*wd) if decoupled else w; g' = g + w*wd if L2 else g;
+    m' = m*b1 + g'*(1-b1); v' = v*b2 + (g'*g')*(1-b2) (without `has_state` the second terms
+    alone, and m, v are not read); w' = w0 - ((m'*c1)*lr) / (sqrt(v'*c2) + eps).
+    """
+    n = w_out.size
+    for what, arr in (("w", w), ("grad", g), ("m_out", m_out), ("v_out", v_out)) + (
+            (("m", m), ("v", v)) if has_state else ()):
+        _holds("adam_update", what, arr, n)
+    _holds("adam_update", "hyper", hyper, 8)
+    _holds("adam_update", "t", t, 1)
+    if decay not in (0, 1, 2):
+        raise ValueError(f"adam_update: decay must be 0 (none), 1 (L2) or 2 (decoupled), got "
+                         f"{decay}")
+    lr, b1, omb1, b2, omb2, eps, wd, keep = hyper.array[:8]
+    step = t.array[0]
+    c1 = _F(1) / (_F(1) - b1 ** step)
+    c2 = _F(1) / (_F(1) - b2 ** step)
+    wa, grad = w.array[:n], g.array[:n]
+    w0 = wa * keep if decay == 2 else wa
+    if decay == 1:
+        grad = grad + wa * wd
+    m_new, v_new = grad * omb1, (grad * grad) * omb2
+    if has_state:
+        m_new = m.array[:n] * b1 + m_new
+        v_new = v.array[:n] * b2 + v_new
+    update = ((m_new * c1) * lr) / (np.sqrt(v_new * c2) + eps)
+    m_out.array[:n] = m_new
+    v_out.array[:n] = v_new
+    w_out.array[:n] = w0 - update
