@@ -198,6 +198,18 @@ void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b
   LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, rows, C, inner, eps);
 }
 
+void BatchNormRunningUpdate(const CudaArray& mean, const CudaArray& var, CudaArray& running_mean,
+                            CudaArray& running_var, double momentum, double keep) {
+  const char* fn = "batch_norm_running_update";
+  const int64_t C = running_mean.size;
+  CheckSize(fn, "mean", mean.size, C);
+  CheckSize(fn, "var", var.size, C);
+  CheckSize(fn, "running_var", running_var.size, C);
+  if (C == 0) return;
+  Launch<RunningUpdateKernel>(GridFor(C), kThreads, mean.data, var.data, running_mean.data, running_var.data, C,
+                              static_cast<float>(momentum), static_cast<float>(keep));
+}
+
 void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
                        const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db, int64_t rows, int64_t C,
                        int64_t inner, double eps) {
@@ -315,6 +327,8 @@ void BindRowsAndTraining(py::module_& m) {
         arg("v_out"), arg("hyper"), arg("t"), arg("decay"), arg("has_state"));
   m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),
         arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
+  m.def("batch_norm_running_update", &BatchNormRunningUpdate, arg("mean"), arg("var"), arg("running_mean"),
+        arg("running_var"), arg("momentum"), arg("keep"));
   m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),
         arg("dx"), arg("dw"), arg("db"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
 

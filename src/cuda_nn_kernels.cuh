@@ -156,6 +156,15 @@ __global__ void AdamUpdateKernel(const float* w, const float* g, const float* m,
   }
 }
 
+// running = running * keep + batch * momentum, for the mean and the variance of C channels.
+__global__ void RunningUpdateKernel(const float* mean, const float* var, float* running_mean, float* running_var,
+                                    int64_t C, float momentum, float keep) {
+  for (int64_t c = GlobalThread(); c < C; c += GridThreads()) {
+    running_mean[c] = __fadd_rn(__fmul_rn(running_mean[c], keep), __fmul_rn(mean[c], momentum));
+    running_var[c] = __fadd_rn(__fmul_rn(running_var[c], keep), __fmul_rn(var[c], momentum));
+  }
+}
+
 // Gradient of softmax at output y: out = y * (g - sum(g * y)), a warp per row.
 __global__ void SoftmaxBackwardWarpKernel(const float* y, const float* g, float* out, int64_t rows,
                                           int64_t row_len) {

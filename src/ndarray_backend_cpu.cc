@@ -817,6 +817,10 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("batch_norm_forward", BatchNormForward,
         "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
         "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());
+  m.def("batch_norm_running_update", BatchNormRunningUpdate,
+        "batch_norm_running_update(mean, var, running_mean, running_var, momentum, keep): running = "
+        "running * keep + batch * momentum for both statistics, in place (C = running_mean.size).",
+        Release());
   m.def("batch_norm_backward", BatchNormBackward,
         "batch_norm_backward(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, eps): the "
         "gradients of batch_norm_forward given its mean and var.", Release());

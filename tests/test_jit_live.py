@@ -132,6 +132,15 @@ def test_eval_after_capture_recaptures_and_train_replays_again():
     assert train_entry.program is not None and eval_entry.program is not None
 
 
+def test_batchnorm_momentum_change_recaptures():
+    """The running statistics' momentum is a scalar argument of their update kernel: a change
+    must recapture (a guard), not replay the old value."""
+    def slower(model, opt):
+        model[2].momentum = 0.01
+    fn = assert_jit_equals_eager(sgd, {9: slower})
+    assert fn.recaptures == 1
+
+
 def test_frozen_parameter_recaptures():
     def freeze(model, opt):
         model[1].weight.requires_grad = False

@@ -137,3 +137,51 @@ def test_ndarray_batch_norm_errors(device):
     out, mean, var = x.batch_norm(w, w)
     with pytest.raises(ValueError, match="batch_norm_backward: out_grad"):
         x.batch_norm_backward(out.reshape((6, 2)), w, mean, var)
+
+
+@pytest.mark.parametrize("channels", [1, 7, 300])
+def test_running_update_matches_array_ops(device, channels):
+    """One backend call updates both running statistics with the rounding of the array ops
+    running * (1 - momentum) + batch * momentum (what BatchNorm did before, four calls each)."""
+    import needle.backend_ndarray as nd
+    rng = np.random.default_rng(channels)
+    rm, rv, mean, var = (nd.array(rng.standard_normal(channels).astype(np.float32), device=device)
+                         for _ in range(4))
+    momentum = 0.37
+    want_m, want_v = rm * (1 - momentum) + mean * momentum, rv * (1 - momentum) + var * momentum
+    rm.batch_norm_running_update(rv, mean, var, momentum)
+    np.testing.assert_array_equal(rm.numpy(), want_m.numpy())
+    np.testing.assert_array_equal(rv.numpy(), want_v.numpy())
+    with pytest.raises(ValueError, match=r"batch_norm_running_update: var of shape \(2,\)"):
+        rm.batch_norm_running_update(rv, mean, nd.array(np.ones(2, np.float32), device=device),
+                                     momentum)
+    if channels > 1:
+        with pytest.raises(ValueError, match="running_var must be compact"):
+            every_other = nd.array(np.ones(2 * channels, np.float32), device=device)[::2]
+            rm.batch_norm_running_update(every_other, mean, var, momentum)
+
+
+def test_running_statistics_follow_torch(device):
+    """BatchNorm2d's running mean and variance after three training steps, against torch's
+    (needle keeps the biased batch variance, the contract's; torch the unbiased one)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    bn = ndl.nn.BatchNorm2d(4, momentum=0.2, device=device)
+    tbn = torch.nn.BatchNorm2d(4, momentum=0.2)
+    for _ in range(3):
+        x = rng.standard_normal((6, 4, 3, 3)).astype(np.float32) * 2 + 1
+        bn(ndl.Tensor(x, device=device))
+        tbn(torch.tensor(x))
+    n = 6 * 3 * 3
+    np.testing.assert_allclose(bn.running_mean.numpy(), tbn.running_mean.numpy(), rtol=1e-5,
+                               atol=1e-6)
+    # torch's running var mixes in var * n / (n - 1): undo that per step to compare
+    want = np.ones(4, np.float32)
+    torch_var = tbn.running_var.numpy()
+    assert not np.allclose(torch_var, bn.running_var.numpy(), rtol=1e-3)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = rng.standard_normal((6, 4, 3, 3)).astype(np.float32) * 2 + 1
+        want = want * 0.8 + x.var(axis=(0, 2, 3)) * 0.2
+    np.testing.assert_allclose(bn.running_var.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert n > 1

@@ -532,6 +532,22 @@ class NDArray:
                                        float(eps))
         return out, mean, var
 
+    def batch_norm_running_update(self, running_var, mean, var, momentum):
+        """In place, self being the running mean (C,): self = self * (1 - momentum) + mean *
+        momentum, and likewise running_var with var, in one backend call (the rounding of the
+        separate array ops)."""
+        c = self.size
+        for what, arr in (("running_var", running_var), ("mean", mean), ("var", var)):
+            if arr.size != c:
+                raise ValueError(f"batch_norm_running_update: {what} of shape {arr.shape} for a "
+                                 f"running mean of shape {self._shape}")
+        for what, arr in (("running mean", self), ("running_var", running_var)):
+            if not arr.is_compact():
+                raise ValueError(f"batch_norm_running_update: the {what} must be compact")
+        m = _as_scalar(momentum, "batch_norm_running_update")
+        self.device.batch_norm_running_update(mean.compact()._handle, var.compact()._handle,
+                                              self._handle, running_var._handle, m, 1 - m)
+
     def batch_norm_backward(self, out_grad, weight, mean, var, eps=1e-5):
         """Gradients of `batch_norm` at input self (N x C x ...) given its mean and var (C,).
 

@@ -18,6 +18,7 @@ __all__ = [
     "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
+    "batch_norm_running_update",
     "sgd_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
@@ -363,6 +364,17 @@ def batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps):
     scale = (w.array[:channels] / np.sqrt(v + eps)).astype(np.float32)[:, None]
     out.array[:n] = ((x.array[:n].reshape(rows, channels, inner) - mu32) * scale
                      + b.array[:channels, None]).reshape(-1)
+
+
+def batch_norm_running_update(mean, var, running_mean, running_var, momentum, keep):
+    """running = running * keep + batch * momentum (keep = 1 - momentum, rounded once) for both
+    statistics of C = running_mean.size channels, in place, each operation rounded to float32."""
+    c = running_mean.size
+    for what, arr in (("mean", mean), ("var", var), ("running_var", running_var)):
+        _check_size("batch_norm_running_update", what, arr, c)
+    m, k = np.float32(momentum), np.float32(keep)
+    for stat, running in ((mean, running_mean), (var, running_var)):
+        running.array[:c] = running.array[:c] * k + stat.array[:c] * m
 
 
 def batch_norm_backward(x, g, w, mean, var, dx, dw, db, rows, channels, inner, eps):

@@ -530,13 +530,21 @@ class BatchNorm1d(Module):
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
-    def _update_running(self, name: str, batch_stat) -> None:
-        """running = (1 - momentum) * running + momentum * batch_stat, on raw arrays (the
-        arithmetic of the equivalent Tensor ops, without making graph nodes)."""
-        old = getattr(self, name).realize_cached_data()
-        m = self.momentum
-        # in place (numpy mode casts to the buffer's dtype): a captured step (ndl.jit) replays it
-        old[()] = old * (1 - m) + batch_stat * m
+    def _update_running_stats(self, batch_mean, batch_var) -> None:
+        """running = (1 - momentum) * running + momentum * batch_stat for the mean and the
+        variance, in place (a captured step, ndl.jit, replays it), on raw arrays: the arithmetic
+        of the equivalent Tensor ops, in one backend call, without making graph nodes."""
+        guard_attr(self, "momentum")  # ndl.jit: a changed momentum or eps recaptures the step
+        guard_attr(self, "eps")
+        running_mean = self.running_mean.realize_cached_data()
+        running_var = self.running_var.realize_cached_data()
+        mean, var = batch_mean, batch_var  # raw (C,) arrays
+        if hasattr(running_mean, "batch_norm_running_update"):  # NDArray
+            running_mean.batch_norm_running_update(running_var, mean, var, self.momentum)
+            return
+        m = self.momentum  # numpy mode: in place, cast to the buffer's dtype
+        running_mean[()] = running_mean * (1 - m) + mean * m
+        running_var[()] = running_var * (1 - m) + var * m
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.dim:
@@ -553,8 +561,7 @@ class BatchNorm1d(Module):
                                  f"when training, got input of shape {tuple(x.shape)}")
             # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
             y, stats = ops.batch_norm(x, self.weight, self.bias, self.eps)
-            self._update_running("running_mean", stats.batch_mean)
-            self._update_running("running_var", stats.batch_var)
+            self._update_running_stats(stats.batch_mean, stats.batch_var)
             return y
         cshape = (1, self.dim) + (1,) * (len(x.shape) - 2)
 
