@@ -111,6 +111,20 @@ def test_softmax_cross_entropy(device):
     gradient_check(lambda a: ndl.softmax_cross_entropy(a, y), T(logits, device))
 
 
+def test_softmax_cross_entropy_constant_gradient_is_the_graph_one(device):
+    """Plain backward() computes the gradient on arrays, without graph nodes; it must give the
+    numbers of the differentiable path (create_graph=True) bit for bit, for any out_grad."""
+    logits, y = np.random.randn(7, 4).astype(np.float32) * 3, np.array([0, 3, 2, 2, 1, 3, 0])
+    grads = []
+    for create_graph in (False, True):
+        X = T(logits, device)
+        loss = ndl.softmax_cross_entropy(X, y) * 2.5
+        loss.backward(create_graph=create_graph)
+        grads.append(X.grad.numpy())
+        assert (X.grad.inputs == []) != create_graph  # a constant, or a node of the graph
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("call,exc,match", [
     (lambda X: ndl.softmax(X, 2), ValueError, "axis 2 out of range"),
     (lambda X: ndl.log_softmax(X, 5), ValueError, "out of range"),

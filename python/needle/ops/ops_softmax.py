@@ -10,7 +10,7 @@ Backward passes use the closed forms, differentiable again:
 """
 import numpy as np
 
-from ..autograd import Tensor, TensorOp
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_selection import BACKEND
 from .ops_mathematic import LogSoftmax, broadcast_to, reshape, summation
 
@@ -115,8 +115,20 @@ class SoftmaxCrossEntropy(TensorOp):
     def gradient(self, out_grad, node):
         logits = node.inputs[0]
         n = logits.shape[0]
+        if not is_grad_enabled():  # a constant gradient (plain backward): arrays, no graph nodes
+            return Tensor.make_const(self._gradient_arrays(out_grad, logits, n))
         scale = broadcast_to(reshape(out_grad, (1, 1)), logits.shape) / n
         return (softmax(logits, axis=1) - Tensor.make_const(self.onehot)) * scale
+
+    def _gradient_arrays(self, out_grad, logits, n):
+        """The lines above on raw arrays, with the same arithmetic (so the same numbers)."""
+        x = logits.realize_cached_data()
+        scale = out_grad.realize_cached_data().reshape((1, 1)) / n
+        if isinstance(x, np.ndarray):  # numpy mode
+            scale = np.broadcast_to(scale, x.shape)
+        else:
+            scale = scale.broadcast_to(x.shape)  # read in place: no copy of the N x K scale
+        return (_raw_softmax(x, 1, log=False) - self.onehot) * scale
 
 
 def softmax_cross_entropy(logits, labels):
