@@ -328,7 +328,6 @@ class NDArray:
             raise ValueError(f"{op}: arrays on different devices ({self.device} and {other.device})")
 
     # The operators live in ndarray_ewise.py (dense layouts kept; see its docstring).
-    _ewise_or_scalar = _ew.ewise_or_scalar
     __add__ = __radd__ = _ew.add
     __sub__, __rsub__ = _ew.sub, _ew.rsub
     __mul__ = __rmul__ = _ew.mul
@@ -336,7 +335,7 @@ class NDArray:
     __neg__, __pow__, maximum = _ew.neg, _ew.pow_, _ew.maximum
     __eq__, __ne__, __ge__, __gt__, __le__, __lt__ = _ew.eq, _ew.ne, _ew.ge, _ew.gt, _ew.le, _ew.lt
     __hash__ = None
-    _unary, log, exp, tanh = _ew.unary, _ew.log, _ew.exp, _ew.tanh
+    log, exp, tanh = _ew.log, _ew.exp, _ew.tanh
 
     # ------------------------------------------------------------ matmul
     def __matmul__(self, other):

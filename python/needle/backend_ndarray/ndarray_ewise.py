@@ -218,11 +218,6 @@ def lt(self, other):
     return (-self) > (-_as_scalar(other, "lt"))
 
 
-def unary(self, func):
-    """func(buffer, out) element-wise; a dense layout is kept."""
-    return _map(self, func)
-
-
 def log(self):
     return _map(self, self._device.ewise_log)
 
