@@ -19,6 +19,7 @@ struct PowOp { __device__ float operator()(float x, float y) const { return powf
 struct MaximumOp { __device__ float operator()(float x, float y) const { return NanMax(x, y); } };
 struct EqOp { __device__ float operator()(float x, float y) const { return x == y ? 1.0f : 0.0f; } };
 struct GeOp { __device__ float operator()(float x, float y) const { return x >= y ? 1.0f : 0.0f; } };
+struct GtOp { __device__ float operator()(float x, float y) const { return x > y ? 1.0f : 0.0f; } };
 
 struct LogOp { __device__ float operator()(float x) const { return logf(x); } };
 struct ExpOp { __device__ float operator()(float x) const { return expf(x); } };

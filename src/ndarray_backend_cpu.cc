@@ -192,6 +192,7 @@ struct DivOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return
 struct MaxOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return MaxNan(x, y); } };
 struct EqOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x == y ? Splat(1.0f) : Splat(0.0f); } };
 struct GeOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x >= y ? Splat(1.0f) : Splat(0.0f); } };
+struct GtOp { NEEDLE_INLINE V operator()(const V& x, const V& y) const { return x > y ? Splat(1.0f) : Splat(0.0f); } };
 struct ExpOp { NEEDLE_INLINE V operator()(const V& x) const { return Exp(x); } };
 struct LogOp { NEEDLE_INLINE V operator()(const V& x) const { return Log(x); } };
 struct TanhOp { NEEDLE_INLINE V operator()(const V& x) const { return Tanh(x); } };
@@ -225,10 +226,30 @@ void Unary(const char* fn, const Array& a, Array& out) {
 
 void EwiseAdd(const Array& a, const Array& b, Array& out) { Ewise<AddOp>("ewise_add", a, b, out); }
 void EwiseMul(const Array& a, const Array& b, Array& out) { Ewise<MulOp>("ewise_mul", a, b, out); }
-// out = a op b[view]: a, out compact; the view of b is walked in place (no compact copy).
+// out[i] = op(a[i], tile[i % L]) over chunks [c0, c1) of L elements, L a multiple of 8.
 template <class Op>
+struct TiledBinary {
+  const float* a;
+  const float* tile;
+  float* out;
+  int64_t L;
+  Op op;
+  NEEDLE_INLINE void operator()(int64_t c0, int64_t c1) const {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t j = 0; j < L; j += kLanes) {
+        const int64_t i = c * L + j;
+        Store(out + i, op(Load(a + i), Load(tile + j)));
+      }
+  }
+};
+
+// out = a op b[view]: a, out compact; the view of b is walked in place (no compact copy).
+// Op is the vector form of `op`, used when the view repeats one short contiguous block (a
+// per-channel vector broadcast over the other dims of a channels-last array): the block is
+// tiled to a run of >= 64 floats, so that the work is long vector loops, not C-float rows.
+template <class Op, class F>
 void EwiseWithView(const char* fn, const Array& a, const Array& b, Array& out, const Shape& shape,
-                   const Shape& strides, int64_t offset, Op op) {
+                   const Shape& strides, int64_t offset, F op) {
   const int64_t n = CheckView(fn, shape, strides, offset, b.size);
   CheckHolds(fn, "a", a.size, n);
   CheckHolds(fn, "out", out.size, n);
@@ -239,23 +260,42 @@ void EwiseWithView(const char* fn, const Array& a, const Array& b, Array& out, c
     copy.assign(b.ptr, b.ptr + b.size);
     src = copy.data();
   }
-  BinaryWithView(PlanRows(MakeDims(shape, strides)), a.ptr, const_cast<float*>(src) + offset, out.ptr, op);
+  const RowPlan plan = PlanRows(MakeDims(shape, strides));
+  bool repeats = plan.inner.vs == 1 && plan.inner.cs == 1 && plan.rows > 1 && plan.inner.n < 64;
+  for (const Dim& d : plan.outer) repeats = repeats && d.vs == 0;
+  if (repeats) {
+    const int64_t block = plan.inner.n;
+    int64_t L = block;
+    while (L % kLanes) L += block;
+    while (L < 64) L *= 2;
+    std::vector<float> tile(size_t(L + kLanes));  // + one vector: Load never reads past it
+    for (int64_t j = 0; j < L; ++j) tile[size_t(j)] = src[offset + j % block];
+    const int64_t chunks = n / L;
+    const TiledBinary<Op> k{a.ptr, tile.data(), out.ptr, L, Op()};
+    ParallelRange(chunks, n, kParallelMinCopy, 1, [&](int64_t c0, int64_t c1) { Dispatch(k, c0, c1); });
+    for (int64_t i = chunks * L; i < n; ++i) out.ptr[i] = op(a.ptr[i], tile[size_t(i % L)]);
+    return;
+  }
+  BinaryWithView(plan, a.ptr, const_cast<float*>(src) + offset, out.ptr, op);
 }
 
 void EwiseAddStrided(const Array& a, const Array& b, Array& out, const Shape& shape, const Shape& strides,
                      int64_t offset) {
-  EwiseWithView("ewise_add_strided", a, b, out, shape, strides, offset, [](float x, float y) { return x + y; });
+  EwiseWithView<AddOp>("ewise_add_strided", a, b, out, shape, strides, offset,
+                       [](float x, float y) { return x + y; });
 }
 
 void EwiseMulStrided(const Array& a, const Array& b, Array& out, const Shape& shape, const Shape& strides,
                      int64_t offset) {
-  EwiseWithView("ewise_mul_strided", a, b, out, shape, strides, offset, [](float x, float y) { return x * y; });
+  EwiseWithView<MulOp>("ewise_mul_strided", a, b, out, shape, strides, offset,
+                       [](float x, float y) { return x * y; });
 }
 
 void EwiseDiv(const Array& a, const Array& b, Array& out) { Ewise<DivOp>("ewise_div", a, b, out); }
 void EwiseMaximum(const Array& a, const Array& b, Array& out) { Ewise<MaxOp>("ewise_maximum", a, b, out); }
 void EwiseEq(const Array& a, const Array& b, Array& out) { Ewise<EqOp>("ewise_eq", a, b, out); }
 void EwiseGe(const Array& a, const Array& b, Array& out) { Ewise<GeOp>("ewise_ge", a, b, out); }
+void EwiseGt(const Array& a, const Array& b, Array& out) { Ewise<GtOp>("ewise_gt", a, b, out); }
 
 void EwisePow(const Array& a, const Array& b, Array& out) {
   CheckHolds("ewise_pow", "a", a.size, out.size);
@@ -269,6 +309,7 @@ void ScalarDiv(const Array& a, double val, Array& out) { Scalar<DivOp>("scalar_d
 void ScalarMaximum(const Array& a, double val, Array& out) { Scalar<MaxOp>("scalar_maximum", a, val, out); }
 void ScalarEq(const Array& a, double val, Array& out) { Scalar<EqOp>("scalar_eq", a, val, out); }
 void ScalarGe(const Array& a, double val, Array& out) { Scalar<GeOp>("scalar_ge", a, val, out); }
+void ScalarGt(const Array& a, double val, Array& out) { Scalar<GtOp>("scalar_gt", a, val, out); }
 
 void ScalarPower(const Array& a, double val, Array& out) {
   CheckHolds("scalar_power", "a", a.size, out.size);
@@ -779,6 +820,7 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("ewise_maximum", EwiseMaximum, "ewise_maximum(a, b, out): numpy.maximum (NaN wins).", Release());
   m.def("ewise_eq", EwiseEq, "ewise_eq(a, b, out): 1.0 where a == b, else 0.0.", Release());
   m.def("ewise_ge", EwiseGe, "ewise_ge(a, b, out): 1.0 where a >= b, else 0.0.", Release());
+  m.def("ewise_gt", EwiseGt, "ewise_gt(a, b, out): 1.0 where a > b, else 0.0 (NaN: 0.0).", Release());
   m.def("scalar_add", ScalarAdd, "scalar_add(a, val, out): out = a + float32(val).", Release());
   m.def("scalar_mul", ScalarMul, "scalar_mul(a, val, out): out = a * float32(val).", Release());
   m.def("scalar_div", ScalarDiv, "scalar_div(a, val, out): out = a / float32(val).", Release());
@@ -786,6 +828,7 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("scalar_maximum", ScalarMaximum, "scalar_maximum(a, val, out): numpy.maximum(a, val).", Release());
   m.def("scalar_eq", ScalarEq, "scalar_eq(a, val, out): 1.0 where a == val, else 0.0.", Release());
   m.def("scalar_ge", ScalarGe, "scalar_ge(a, val, out): 1.0 where a >= val, else 0.0.", Release());
+  m.def("scalar_gt", ScalarGt, "scalar_gt(a, val, out): 1.0 where a > val, else 0.0 (NaN: 0.0).", Release());
   m.def("ewise_log", EwiseLog, "ewise_log(a, out): natural log (vector Cephes logf, <= 3 ulp).", Release());
   m.def("ewise_exp", EwiseExp, "ewise_exp(a, out): exp (vector Cephes expf, <= 3 ulp).", Release());
   m.def("ewise_tanh", EwiseTanh, "ewise_tanh(a, out): tanh (vector Cephes tanhf, <= 2 ulp).", Release());

@@ -286,6 +286,7 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   BindEwise<MaximumOp>(m, "ewise_maximum");
   BindEwise<EqOp>(m, "ewise_eq");
   BindEwise<GeOp>(m, "ewise_ge");
+  BindEwise<GtOp>(m, "ewise_gt");
   BindScalar<AddOp>(m, "scalar_add");
   BindScalar<MulOp>(m, "scalar_mul");
   BindScalar<DivOp>(m, "scalar_div");
@@ -293,6 +294,7 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   BindScalar<MaximumOp>(m, "scalar_maximum");
   BindScalar<EqOp>(m, "scalar_eq");
   BindScalar<GeOp>(m, "scalar_ge");
+  BindScalar<GtOp>(m, "scalar_gt");
   BindUnary<LogOp>(m, "ewise_log");
   BindUnary<ExpOp>(m, "ewise_exp");
   BindUnary<TanhOp>(m, "ewise_tanh");

@@ -288,9 +288,9 @@ def test_scatter_add_counts_every_contribution(mod):
 # ---------------------------------------------------------------- element-wise
 SIZES = [0, 1, 7, 8, 9, 33, 140_001]
 EWISE = ["ewise_add", "ewise_mul", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq",
-         "ewise_ge"]
+         "ewise_ge", "ewise_gt"]
 SCALAR = ["scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
-          "scalar_ge"]
+          "scalar_ge", "scalar_gt"]
 
 
 def _operands(n):

@@ -1,6 +1,7 @@
 """needle.backend_ndarray: the strided NDArray and its devices (cpu, cuda, cpu_numpy).
 
 device.py: devices and their backend modules; ndarray.py: NDArray (all the stride logic);
+ndarray_ewise.py: its element-wise operators (dense layouts kept);
 linalg.py: matmul and flat_matmul; pool.py: pooling; depthwise.py: depthwise convolution; winograd.py: Winograd transforms."""
 from . import depthwise, device, linalg, ndarray, pool, winograd
 from .depthwise import *  # noqa: F401,F403

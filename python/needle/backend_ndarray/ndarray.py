@@ -11,6 +11,7 @@ from functools import reduce
 
 import numpy as np
 
+from . import ndarray_ewise as _ew
 from .checks import as_scalar as _as_scalar
 from .checks import as_shape, as_size, broadcast_shapes, overlaps
 from .checks import normalize_axes as _normalize_axes
@@ -39,19 +40,6 @@ def _compact_strides(shape):
         out.append(stride)
         stride *= n
     return tuple(reversed(out))
-
-
-def _dense_and_view(x, y):
-    """Operands of a commutative op, split into (one to read compact, one to read in place).
-
-    The in-place one is the broadcast operand (a stride 0: a per-channel vector) when there is
-    one, else whichever is not compact; the other is compacted if it has to be.
-    """
-    if x.is_compact():
-        return x, y
-    if y.is_compact() or (0 in x._strides and 0 not in y._strides):
-        return y, x
-    return x, y
 
 
 class NDArray:
@@ -339,98 +327,15 @@ class NDArray:
         if other._device is not self._device and other._device != self._device:
             raise ValueError(f"{op}: arrays on different devices ({self.device} and {other.device})")
 
-    def _ewise_or_scalar(self, other, ewise_func, scalar_func, op, strided_func=None):
-        out = NDArray.make(self._shape, device=self.device)
-        if isinstance(other, NDArray):
-            self._check_device(other, op)
-            if other._shape != self._shape:
-                raise ValueError(f"{op}: shapes {self._shape} and {other._shape} differ "
-                                 f"(NDArray ops do not broadcast; use broadcast_to)")
-            if self.is_compact() and other.is_compact():
-                ewise_func(self._handle, other._handle, out._handle)
-            elif strided_func is not None:
-                dense, view = _dense_and_view(self, other)
-                strided_func(dense.compact()._handle, view._handle, out._handle, view._shape,
-                             view._strides, view._offset)
-            else:
-                ewise_func(self.compact()._handle, other.compact()._handle, out._handle)
-        else:
-            scalar_func(self.compact()._handle, _as_scalar(other, op), out._handle)
-        return out
-
-    def __add__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_add, self.device.scalar_add, "add",
-                                     self.device.ewise_add_strided)
-
-    __radd__ = __add__
-
-    def __sub__(self, other):
-        return self + (-other)
-
-    def __rsub__(self, other):
-        return other + (-self)
-
-    def __mul__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_mul, self.device.scalar_mul, "mul",
-                                     self.device.ewise_mul_strided)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_div, self.device.scalar_div, "div")
-
-    def __rtruediv__(self, other):
-        return (self ** -1.0) * other
-
-    def __neg__(self):
-        return self * (-1.0)
-
-    def __pow__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_pow, self.device.scalar_power, "pow")
-
-    def maximum(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_maximum, self.device.scalar_maximum,
-                                     "maximum")
-
-    def __eq__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_eq, self.device.scalar_eq, "eq")
-
-    def __ge__(self, other):
-        return self._ewise_or_scalar(other, self.device.ewise_ge, self.device.scalar_ge, "ge")
-
-    # Only eq and ge are kernels. The others are built so that NaN compares false, as IEEE
-    # and numpy say (not 1 - (a >= b), which is true for NaN); a != NaN is true.
-    def __ne__(self, other):
-        return 1 - (self == other)
-
-    def __gt__(self, other):
-        return (self >= other) - (self == other)
-
-    def __le__(self, other):
-        if isinstance(other, NDArray):
-            return other >= self
-        return (-self) >= (-_as_scalar(other, "le"))  # negation is exact: a <= s iff -a >= -s
-
-    def __lt__(self, other):
-        if not isinstance(other, NDArray):
-            other = _as_scalar(other, "lt")
-        return (self <= other) - (self == other)
-
+    # The operators live in ndarray_ewise.py (dense layouts kept; see its docstring).
+    __add__ = __radd__ = _ew.add
+    __sub__, __rsub__ = _ew.sub, _ew.rsub
+    __mul__ = __rmul__ = _ew.mul
+    __truediv__, __rtruediv__ = _ew.truediv, _ew.rtruediv
+    __neg__, __pow__, maximum = _ew.neg, _ew.pow_, _ew.maximum
+    __eq__, __ne__, __ge__, __gt__, __le__, __lt__ = _ew.eq, _ew.ne, _ew.ge, _ew.gt, _ew.le, _ew.lt
     __hash__ = None
-
-    def _unary(self, func):
-        out = NDArray.make(self._shape, device=self.device)
-        func(self.compact()._handle, out._handle)
-        return out
-
-    def log(self):
-        return self._unary(self.device.ewise_log)
-
-    def exp(self):
-        return self._unary(self.device.ewise_exp)
-
-    def tanh(self):
-        return self._unary(self.device.ewise_tanh)
+    log, exp, tanh = _ew.log, _ew.exp, _ew.tanh
 
     # ------------------------------------------------------------ matmul
     def __matmul__(self, other):
@@ -463,9 +368,11 @@ class NDArray:
             tail = self.ndim
             while tail - 1 in axes:
                 tail -= 1
+            # A dense array in another layout (e.g. an element-wise result kept channels-last)
+            # is made row-major first, so that the sum's rounding order does not depend on it.
             if (self.ndim - tail < len(axes) and prod(self._shape[tail:]) > 1 and self.size
-                    and self.is_compact()):
-                inner = self._reduce(tuple(range(tail, self.ndim)), True, func, op)
+                    and (self.is_compact() or _ew.is_dense(self))):
+                inner = self.compact()._reduce(tuple(range(tail, self.ndim)), True, func, op)
                 return inner._reduce(axes, keepdims, func, op)
             keep = tuple(a for a in range(self.ndim) if a not in axes)
             view = self.permute(keep + axes)

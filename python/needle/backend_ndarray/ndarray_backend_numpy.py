@@ -14,8 +14,9 @@ __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
     "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
     "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
+    "ewise_gt",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
-    "scalar_ge", "ewise_log", "ewise_exp", "ewise_tanh",
+    "scalar_ge", "scalar_gt", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "batch_norm_running_update",
@@ -212,6 +213,10 @@ def ewise_ge(a, b, out):
     _ewise("ewise_ge", a, b, out, lambda x, y: x >= y)
 
 
+def ewise_gt(a, b, out):
+    _ewise("ewise_gt", a, b, out, lambda x, y: x > y)
+
+
 def scalar_add(a, val, out):
     _scalar("scalar_add", a, out, lambda x: x + np.float32(val))
 
@@ -240,6 +245,10 @@ def scalar_eq(a, val, out):
 
 def scalar_ge(a, val, out):
     _scalar("scalar_ge", a, out, lambda x: x >= np.float32(val))
+
+
+def scalar_gt(a, val, out):
+    _scalar("scalar_gt", a, out, lambda x: x > np.float32(val))
 
 
 def ewise_log(a, out):
