@@ -98,6 +98,7 @@ class Buffer {
 struct Workspace {
   Buffer a, b;  // one thread working alone
   Buffer team;  // every buffer of a team, owned by the thread that calls it
+  Buffer skinny;  // op(B)^T of gemm_skinny.h
 };
 
 inline Workspace& ThreadWorkspace() {
@@ -668,6 +669,7 @@ inline KernelChoice SelectKernel() {
 }  // namespace needle
 
 #include "gemm_skinny.h"
+#include "gemm_skinny_rows.h"
 
 namespace needle {
 
@@ -737,11 +739,15 @@ inline void sgemm_strided_a(bool trans_b, int64_t m, int64_t n, int64_t k, const
                             int64_t ldc) {
   using namespace gemm_detail;
 #if NEEDLE_GEMM_X86
-  // Few columns of C (small convolutions): dot products along k (gemm_skinny.h).
-  if (m > 0 && n > 0 && SkinnyApplies(view, n, k, SelectKernel() == KernelChoice::kAvx512)) {
-    const bool parallel = double(m) * double(n) * double(k) >= double(kParallelMinMacs);
-    return SkinnyDispatch(trans_b, m, n, k, A, view, B, ldb, C, ldc, parallel ? MaxThreads() : 1);
-  }
+  // Few columns of C (small convolutions): 16 rows per vector where rows are adjacent floats
+  // and k is short (gemm_skinny_rows.h), else dot products along k (gemm_skinny.h).
+  const bool avx512 = SelectKernel() == KernelChoice::kAvx512;
+  const int threads =
+      double(m) * double(n) * double(k) >= double(kParallelMinMacs) ? MaxThreads() : 1;
+  if (m > 0 && n > 0 && k > 0 && SkinnyRowsApplies(view, n, k, avx512))
+    return SkinnyRowsDispatch(trans_b, m, n, k, A, view, B, ldb, C, ldc, threads);
+  if (m > 0 && n > 0 && SkinnyApplies(view, n, k, avx512))
+    return SkinnyDispatch(trans_b, m, n, k, A, view, B, ldb, C, ldc, threads);
 #endif
   sgemm_batched(false, trans_b, 1, m, n, k, A, 0, 0, B, 0, ldb, C, 0, ldc, false, &view);
 }
