@@ -66,7 +66,7 @@ void Fill(Array& out, double val) {
   const float x = float(val);
   float* p = out.ptr;
   ParallelRange(out.size, out.size, kParallelMinCopy, 16,
-                [&](int64_t i0, int64_t i1) { std::fill(p + i0, p + i1, x); });
+                [&](int64_t i0, int64_t i1) { FillRow(p + i0, 1, x, i1 - i0); });
 }
 
 // When a kernel reads `a` while writing through a view of the same buffer, read a copy

@@ -60,6 +60,43 @@ NEEDLE_EMU_FN void MaskStoreu(float* p, __mmask16 mask, Vec v) {
     if ((mask >> j) & 1) p[j] = w[j];
 }
 
+struct IVec {  // 16 int32 lanes: lanes 0-7 in lo, 8-15 in hi
+  __m256i lo, hi;
+};
+NEEDLE_EMU_FN IVec LoaduSi(const void* p) {
+  const __m256i* q = static_cast<const __m256i*>(p);
+  return {_mm256_loadu_si256(q), _mm256_loadu_si256(q + 1)};
+}
+// Lane j takes p[j] when bit j of the mask is set, else src's lane j.
+NEEDLE_EMU_FN Vec MaskLoadu(Vec src, __mmask16 mask, const float* p) {
+  alignas(32) float v[16];
+  _mm256_store_ps(v, src.lo);
+  _mm256_store_ps(v + 8, src.hi);
+  for (int j = 0; j < 16; ++j)
+    if ((mask >> j) & 1) v[j] = p[j];
+  return {_mm256_load_ps(v), _mm256_load_ps(v + 8)};
+}
+// Lane j: y's lane j when bit j of the mask is set, else x's.
+NEEDLE_EMU_FN Vec MaskBlend(__mmask16 mask, Vec x, Vec y) {
+  alignas(32) float a[16], b[16];
+  _mm256_store_ps(a, x.lo), _mm256_store_ps(a + 8, x.hi);
+  _mm256_store_ps(b, y.lo), _mm256_store_ps(b + 8, y.hi);
+  for (int j = 0; j < 16; ++j)
+    if ((mask >> j) & 1) a[j] = b[j];
+  return {_mm256_load_ps(a), _mm256_load_ps(a + 8)};
+}
+// Lane j: lane idx[j] % 32 of the 32 lanes of x (0-15) then y (16-31).
+NEEDLE_EMU_FN Vec Permutex2var(Vec x, IVec idx, Vec y) {
+  alignas(32) float a[32], r[16];
+  alignas(32) int32_t ix[16];
+  _mm256_store_ps(a, x.lo), _mm256_store_ps(a + 8, x.hi);
+  _mm256_store_ps(a + 16, y.lo), _mm256_store_ps(a + 24, y.hi);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ix), idx.lo);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ix + 8), idx.hi);
+  for (int j = 0; j < 16; ++j) r[j] = a[ix[j] & 31];
+  return {_mm256_load_ps(r), _mm256_load_ps(r + 8)};
+}
+
 #undef NEEDLE_EMU_FN
 
 }  // namespace needle_avx512_emulation
@@ -74,3 +111,8 @@ NEEDLE_EMU_FN void MaskStoreu(float* p, __mmask16 mask, Vec v) {
 #define _mm512_fmadd_ps needle_avx512_emulation::Fmadd
 #define _mm512_maskz_loadu_ps needle_avx512_emulation::MaskzLoadu
 #define _mm512_mask_storeu_ps needle_avx512_emulation::MaskStoreu
+#define __m512i needle_avx512_emulation::IVec
+#define _mm512_loadu_si512 needle_avx512_emulation::LoaduSi
+#define _mm512_mask_loadu_ps needle_avx512_emulation::MaskLoadu
+#define _mm512_mask_blend_ps needle_avx512_emulation::MaskBlend
+#define _mm512_permutex2var_ps needle_avx512_emulation::Permutex2var

@@ -198,10 +198,16 @@ def test_ndarray_matmul_offset_views(device):
 # for a weight gradient, rows taps and columns pixels (runs of one image row when C = 1).
 # Runs of 13 / 29 (masked 16-lane chunks), 80 (whole chunks), 1 (the packed kernels), and
 # sizes that make the two threads split rows or k.
+# One-channel forward views (rows are pixels, adjacent along an image row: gemm_skinny_rows.h)
+# with output rows of 16 (whole 16-row chunks), 19 and 29 (chunks crossing rows), row counts
+# that end inside a tile, and weight gradients whose k spans several 2048-step blocks.
 SKINNY = [  # (N, H, C, kernel, weight_grad, output columns)
     (2, 9, 13, 3, False, 6), (3, 14, 16, 5, False, 1), (8, 18, 16, 5, False, 6),
     (4, 12, 29, 3, False, 8), (2, 9, 3, 3, False, 5), (64, 32, 1, 5, True, 6),
     (3, 20, 1, 3, True, 3), (2, 12, 2, 3, True, 7), (2, 9, 13, 3, False, 9),
+    (3, 20, 1, 5, False, 6), (3, 21, 1, 3, False, 3), (2, 33, 1, 5, False, 8),
+    (5, 31, 1, 3, False, 1), (1, 18, 1, 3, False, 7), (4, 20, 1, 3, True, 8),
+    (9, 30, 1, 2, True, 1), (2, 40, 1, 5, True, 5),
 ]
 
 
@@ -225,6 +231,68 @@ def test_flat_matmul_few_output_columns(device, n, h, c, k, weight_grad, p, tran
                                            [s * 8 for s in strides]).reshape(rows, cols) @ b
     got = nd.flat_matmul(view, bb, 3)
     np.testing.assert_allclose(got.numpy(), want, **tolerance(cols))
+
+
+def narrow_case(rng, device, n, h, w, c, k, stride, pad, weight_grad, p, transposed_b, lead):
+    """gemm_strided_a over the im2col view of an N x H x W x C image stored with `pad` spare
+    floats per row and `lead` before it (offsets, gaps between rows); returns (got, want, the
+    reduction length)."""
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    row = (w + pad) * c
+    pix_shape, pix_strides = (n, ho, wo), (h * row, stride * row, stride * c)
+    tap_shape, tap_strides = (k, k, c), (row, c, 1)
+    if weight_grad:
+        shape, strides = tap_shape + pix_shape, tap_strides + pix_strides
+    else:
+        shape, strides = pix_shape + tap_shape, pix_strides + tap_strides
+    flat = rng.uniform(-1, 1, lead + n * h * row).astype(np.float32)
+    m, kk = int(np.prod(shape[:3])), int(np.prod(shape[3:]))
+    b = rng.uniform(-1, 1, (kk, p)).astype(np.float32)
+    out = device.Array(m * p)
+    device.gemm_strided_a(to_buffer(device, flat), to_buffer(device, stored(b, transposed_b)), out,
+                          m, kk, p, shape, strides, lead, 3, 0, transposed_b)
+    view = np.lib.stride_tricks.as_strided(flat[lead:].astype(np.float64), shape,
+                                           [s * 8 for s in strides])
+    return device.to_numpy(out, (m, p), (p, 1), 0), view.reshape(m, kk) @ b, kk
+
+
+@pytest.mark.parametrize("transposed_b", [False, True], ids=["B", "BT"])
+@pytest.mark.parametrize("n,h,w,k,stride,pad,weight_grad,p", [
+    (2, 32, 32, 5, 1, 0, False, 6), (2, 32, 28, 5, 1, 4, False, 6),  # LeNet conv1, padded rows
+    (3, 23, 40, 3, 1, 3, False, 8), (1, 21, 17, 3, 1, 5, False, 2),  # 38 / 15 (<16) per row
+    (2, 24, 30, 3, 2, 1, False, 4),  # stride 2: the packed kernels
+    (4, 30, 30, 5, 1, 2, True, 6), (2, 25, 19, 2, 1, 1, True, 3),  # weight gradients
+])
+def test_backend_narrow_strided_views(device, n, h, w, k, stride, pad, weight_grad, p,
+                                      transposed_b):
+    """Few output columns over views with offsets and gaps between image rows."""
+    rng = np.random.default_rng(5)
+    got, want, kk = narrow_case(rng, device, n, h, w, 1, k, stride, pad, weight_grad, p,
+                                transposed_b, lead=7)
+    np.testing.assert_allclose(got, want, **tolerance(kk))
+
+
+NARROW_THREADS_CHECK = """
+import numpy as np, needle.backend_ndarray as nd, sys
+sys.path.insert(0, "tests")
+from test_gemm import narrow_case
+rng = np.random.default_rng(3)
+worst = 0.0
+for args in [(64, 32, 28, 1, 5, 1, 4, False, 6), (64, 32, 28, 1, 5, 1, 4, True, 6),
+             (5, 40, 40, 1, 3, 1, 0, True, 7), (3, 35, 35, 1, 5, 1, 0, False, 3)]:
+    got, want, k = narrow_case(rng, nd.cpu(), *args, transposed_b=False, lead=3)
+    worst = max(worst, float(np.abs(got - want).max() / (2e-6 * k + 1e-5)))
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_narrow_thread_counts(threads):
+    """The narrow paths' row splits and K splits (one to three shares of k, several blocks
+    each) for LeNet's conv1 shapes."""
+    res = run_python(NARROW_THREADS_CHECK, NEEDLE_NUM_THREADS=threads, NEEDLE_ADAPTIVE_THREADS="0")
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.split()[-1]) < 1.0, res.stdout
 
 
 def run_python(code, **env):
