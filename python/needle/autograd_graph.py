@@ -57,16 +57,20 @@ def _reverse_pass(output, out_grad, store):
     appear in reverse topological order.
     """
     node_to_output_grads = {output: [out_grad]}
+    pop = node_to_output_grads.pop
     for node in reversed(find_topo_sort([output])):
-        grads = node_to_output_grads.pop(node, None)
+        grads = pop(node, None)
         if grads is None:
             continue
-        grad = _sum_grads(grads)
+        grad = grads[0] if len(grads) == 1 else _sum_grads(grads)
         store(node, grad)
         if node.op is None:
             continue
         for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            node_to_output_grads.setdefault(inp, []).append(g)
+            if inp in node_to_output_grads:
+                node_to_output_grads[inp].append(g)
+            else:
+                node_to_output_grads[inp] = [g]
 
 
 def queue_backward_end_callback(fn):

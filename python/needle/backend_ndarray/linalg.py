@@ -1,6 +1,8 @@
 """Matrix products of NDArrays: batched, broadcast `matmul` and `flat_matmul` (a strided view
 read as a matrix: the implicit GEMM of convolutions). Operands stored row- or column-major are
 handed to the backend's GEMM in place; others are compacted first."""
+import functools
+
 import numpy as np
 
 from .ndarray import NDArray, broadcast_shapes, prod
@@ -93,6 +95,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return out
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of the layout, asked by every conv
 def _merged_dims(shape, strides):
     """(shape, strides) walking the same elements in the same row-major order with fewer dims:
     size-1 dims dropped, a dim merged into the one before it when the two are contiguous (the

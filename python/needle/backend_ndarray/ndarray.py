@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _FLOAT32_NAMES = ("float32",)
+_ALL = slice(None)
 
 
 def prod(x):
@@ -48,6 +49,10 @@ class NDArray:
     Construct from a numpy array (any dtype, copied as float32), another NDArray (copied, moved to
     `device` if given) or anything `np.array` accepts. `strides` and `_offset` are in elements.
     """
+
+    # slots: an array is made per op and per view, so creating one and reading its fields
+    # should be cheap (no per-instance dict)
+    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "_compact", "__weakref__")
 
     def __init__(self, other, device=None):
         if isinstance(other, NDArray):
@@ -87,6 +92,31 @@ class NDArray:
         arr._device = device = device if device is not None else default_device()
         arr._handle = device.Array(_size_of(shape)) if handle is None else handle
         arr._compact = True if handle is None and strides is None else None  # None: not known yet
+        return arr
+
+    @staticmethod
+    def _new(shape, device):
+        """A new compact array; `shape` is a tuple of ints the package derived from checked
+        shapes (internal: `make` without its conversions)."""
+        arr = NDArray.__new__(NDArray)
+        arr._shape = shape
+        arr._strides = _compact_strides(shape)
+        arr._offset = 0
+        arr._device = device
+        arr._handle = device.Array(_size_of(shape))
+        arr._compact = True
+        return arr
+
+    def _view(self, shape, strides, offset):
+        """A view of this array's buffer; `shape` and `strides` are tuples of ints derived from
+        checked values (internal: no re-validation)."""
+        arr = NDArray.__new__(NDArray)
+        arr._shape = shape
+        arr._strides = strides
+        arr._offset = offset
+        arr._device = self._device
+        arr._handle = self._handle
+        arr._compact = None
         return arr
 
     # ------------------------------------------------------------ attributes
@@ -164,8 +194,8 @@ class NDArray:
         return True
 
     def _copy(self):
-        out = NDArray.make(self._shape, device=self.device)
-        self.device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+        out = NDArray._new(self._shape, self._device)
+        self._device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
 
     def compact(self):
@@ -175,21 +205,23 @@ class NDArray:
     def as_strided(self, shape, strides, offset=None):
         """A view of the same buffer with the given layout (validated against the buffer)."""
         shape = as_shape(shape, "as_strided")
-        strides = tuple(as_size(s, "as_strided", f"every stride in {tuple(strides)}")
-                        for s in strides)
+        if type(strides) is not tuple or not all(type(s) is int for s in strides):
+            strides = tuple(as_size(s, "as_strided", f"every stride in {tuple(strides)}")
+                            for s in strides)
         offset = self._offset if offset is None else as_size(offset, "as_strided", "offset")
         if len(shape) != len(strides):
             raise ValueError(f"as_strided: shape {shape} and strides {strides} differ in length")
-        if any(n < 0 for n in shape):
-            raise ValueError(f"as_strided: negative dimension in shape {shape}")
-        if prod(shape):
-            lo = offset + builtins.sum(min(0, (n - 1) * s) for n, s in zip(shape, strides))
-            hi = offset + builtins.sum(builtins.max(0, (n - 1) * s) for n, s in zip(shape, strides))
+        if _size_of(shape):  # (as_shape rejected negative sizes)
+            lo = hi = offset
+            for n, s in zip(shape, strides):
+                if s < 0:
+                    lo += (n - 1) * s
+                else:
+                    hi += (n - 1) * s
             if lo < 0 or hi >= self._handle.size:
                 raise IndexError(f"as_strided: shape {shape} strides {strides} offset {offset} reaches "
                                  f"elements [{lo}, {hi}] of a buffer of {self._handle.size}")
-        return NDArray.make(shape, strides=strides, device=self.device, handle=self._handle,
-                            offset=offset)
+        return self._view(shape, strides, offset)
 
     @property
     def flat(self):
@@ -199,29 +231,27 @@ class NDArray:
     def reshape(self, new_shape):
         """Row-major reshape: a view when the layout allows (-1 infers one size), else a copy."""
         new_shape = as_shape(new_shape, "reshape", allow_minus_one=True)
-        if new_shape.count(-1) > 1:
-            raise ValueError(f"reshape: only one -1 allowed, got {new_shape}")
+        size = _size_of(self._shape)
         if -1 in new_shape:
+            if new_shape.count(-1) > 1:
+                raise ValueError(f"reshape: only one -1 allowed, got {new_shape}")
             known = prod(s for s in new_shape if s != -1)
-            if known == 0 or self.size % known:
+            if known == 0 or size % known:
                 raise ValueError(f"reshape: cannot reshape array of shape {self._shape} into {new_shape}")
-            new_shape = tuple(self.size // known if s == -1 else s for s in new_shape)
-        if prod(new_shape) != self.size or any(s < 0 for s in new_shape):
+            new_shape = tuple(size // known if s == -1 else s for s in new_shape)
+        if _size_of(new_shape) != size:  # (as_shape rejected other negative sizes)
             raise ValueError(f"reshape: cannot reshape array of shape {self._shape} into {new_shape}")
-        src = self if self._is_row_major() else self.compact()
-        return NDArray.make(new_shape, strides=_compact_strides(new_shape), device=self.device,
-                            handle=src._handle, offset=src._offset)
+        src = self if self.is_compact() or self._is_row_major() else self._copy()
+        return src._view(new_shape, _compact_strides(new_shape), src._offset)
 
     def permute(self, new_axes):
         """Reorder axes (a view): result axis i is input axis new_axes[i]."""
-        new_axes = tuple(new_axes)
-        axes = _normalize_axes(new_axes, self.ndim, "permute")  # in range, no repeats
-        if len(axes) != self.ndim:
-            raise ValueError(f"permute: {new_axes} is not a permutation of the axes of shape {self._shape}")
-        new_axes = axes
-        return NDArray.make(tuple(self._shape[a] for a in new_axes),
-                            strides=tuple(self._strides[a] for a in new_axes),
-                            device=self.device, handle=self._handle, offset=self._offset)
+        shape, strides = self._shape, self._strides
+        axes = _normalize_axes(tuple(new_axes), len(shape), "permute")  # in range, no repeats
+        if len(axes) != len(shape):
+            raise ValueError(f"permute: {tuple(new_axes)} is not a permutation of the axes of shape {shape}")
+        return self._view(tuple([shape[a] for a in axes]), tuple([strides[a] for a in axes]),
+                          self._offset)
 
     transpose = permute
 
@@ -240,8 +270,7 @@ class NDArray:
                 out_strides.append(0)
             else:
                 raise ValueError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}")
-        return NDArray.make(new_shape, strides=tuple(out_strides), device=self.device,
-                            handle=self._handle, offset=self._offset)
+        return self._view(new_shape, tuple(out_strides), self._offset)
 
     # ------------------------------------------------------------ indexing
     def process_slice(self, sl, dim, op="getitem"):
@@ -258,28 +287,41 @@ class NDArray:
     def _view_of(self, idxs, op="getitem"):
         if not isinstance(idxs, tuple):
             idxs = (idxs,)
-        if len(idxs) > self.ndim:
+        ndim = len(self._shape)
+        if len(idxs) > ndim:
             raise IndexError(f"{op}: {len(idxs)} indices for an array of shape {self._shape}")
-        idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
         shape, strides, offset = [], [], self._offset
-        for dim, idx in enumerate(idxs):
-            if isinstance(idx, (bool, np.bool_)):  # an int subclass, but numpy reads it as a mask
-                raise TypeError(f"{op}: boolean index {idx!r} is not supported (shape "
-                                f"{self._shape}); use ints and slices")
-            if isinstance(idx, (int, np.integer)):
-                n = self._shape[dim]
-                if not -n <= idx < n:
-                    raise IndexError(f"{op}: index {idx} out of range for axis {dim} of shape "
-                                     f"{self._shape}")
-                idx = slice(int(idx) % n, int(idx) % n + 1, 1)
-            if not isinstance(idx, slice):
-                raise TypeError(f"{op}: indices must be ints or slices, got {type(idx).__name__}")
-            sl = self.process_slice(idx, dim, op)
-            shape.append(builtins.max(0, -(-(sl.stop - sl.start) // sl.step)))
-            strides.append(self._strides[dim] * sl.step)
-            offset += sl.start * self._strides[dim] if shape[-1] else 0
-        return NDArray.make(tuple(shape), strides=tuple(strides), device=self.device,
-                            handle=self._handle, offset=offset)
+        for dim, stride in enumerate(self._strides):
+            idx = idxs[dim] if dim < len(idxs) else _ALL
+            n = self._shape[dim]
+            step = idx.step if type(idx) is slice else None
+            if step is None or (type(step) is int and step > 0):
+                if type(idx) is not slice:  # an int or something else: the general checks
+                    idx = self._index_slice(idx, dim, op)
+                start, stop, step = idx.indices(n)  # a positive step: what process_slice gives
+                stop = builtins.max(stop, start)
+            else:
+                sl = self.process_slice(idx, dim, op)
+                start, stop, step = sl.start, sl.stop, sl.step
+            size = builtins.max(0, -(-(stop - start) // step))
+            shape.append(size)
+            strides.append(stride * step)
+            if size:
+                offset += start * stride
+        return self._view(tuple(shape), tuple(strides), offset)
+
+    def _index_slice(self, idx, dim, op):
+        """An int index as the slice of its one position (rank never drops), else the errors."""
+        if isinstance(idx, (bool, np.bool_)):  # an int subclass, but numpy reads it as a mask
+            raise TypeError(f"{op}: boolean index {idx!r} is not supported (shape "
+                            f"{self._shape}); use ints and slices")
+        if isinstance(idx, (int, np.integer)):
+            n = self._shape[dim]
+            if not -n <= idx < n:
+                raise IndexError(f"{op}: index {idx} out of range for axis {dim} of shape "
+                                 f"{self._shape}")
+            return slice(int(idx) % n, int(idx) % n + 1, 1)
+        raise TypeError(f"{op}: indices must be ints or slices, got {type(idx).__name__}")
 
     def __getitem__(self, idxs):
         """Ints and positive-step slices, one per dim; ints keep their dim (rank never drops)."""
@@ -358,32 +400,25 @@ class NDArray:
 
     # ------------------------------------------------------------ reductions
     def _reduce(self, axis, keepdims, func, op):
+        shape = self._shape
         if axis is None:
-            view = self.compact().reshape((1, self.size))
-            out_shape = (1,) * self.ndim if keepdims else (1,)
+            view = self.compact().reshape((1, _size_of(shape)))
+            out_shape = (1,) * len(shape) if keepdims else (1,)
         else:
-            axes = _normalize_axes(axis, self.ndim, op)
-            # Reducing trailing axes of a compact array needs no copy: do those first, so the
-            # permuting copy below (e.g. NCHW summed over N, H, W) runs on the smaller result.
-            tail = self.ndim
-            while tail - 1 in axes:
-                tail -= 1
-            # A dense array in another layout (e.g. an element-wise result kept channels-last)
-            # is made row-major first, so that the sum's rounding order does not depend on it.
-            if (self.ndim - tail < len(axes) and prod(self._shape[tail:]) > 1 and self.size
-                    and (self.is_compact() or _ew.is_dense(self))):
-                inner = self.compact()._reduce(tuple(range(tail, self.ndim)), True, func, op)
+            axes = _normalize_axes(axis, len(shape), op)
+            tail, order, matrix, out_shape = _reduction_layout(shape, axes, bool(keepdims))
+            # trailing axes first: no copy for them, and the permuting copy below (NCHW summed
+            # over N, H, W) then runs on the smaller result. A dense array in another layout
+            # (an element-wise result kept channels-last) is made row-major first, so that the
+            # sum's rounding order does not depend on its layout.
+            if tail is not None and _size_of(shape) and (self.is_compact() or _ew.is_dense(self)):
+                inner = self.compact()._reduce(tuple(range(tail, len(shape))), True, func, op)
                 return inner._reduce(axes, keepdims, func, op)
-            keep = tuple(a for a in range(self.ndim) if a not in axes)
-            view = self.permute(keep + axes)
-            view = view.compact().reshape((prod(self._shape[a] for a in keep),
-                                           prod(self._shape[a] for a in axes)))
-            out_shape = (tuple(1 if a in axes else n for a, n in enumerate(self._shape)) if keepdims
-                         else tuple(self._shape[a] for a in keep))
-        if view.shape[1] == 0 and op == "max":
-            raise ValueError(f"max: zero-size reduction over axis {axis} of shape {self._shape}")
-        out = NDArray.make(out_shape, device=self.device)
-        func(view._handle, out._handle, view.shape[1])
+            view = self.permute(order).compact().reshape(matrix)
+        if view._shape[1] == 0 and op == "max":
+            raise ValueError(f"max: zero-size reduction over axis {axis} of shape {shape}")
+        out = NDArray._new(out_shape, self._device)
+        func(view._handle, out._handle, view._shape[1])
         return out
 
     def sum(self, axis=None, keepdims=False):
@@ -432,8 +467,8 @@ class NDArray:
         if bias.size != c:
             raise ValueError(f"batch_norm: bias of shape {bias.shape} for {c} channels")
         x = self.compact()
-        out = NDArray.make(self._shape, device=self.device)
-        mean, var = NDArray.make((c,), device=self.device), NDArray.make((c,), device=self.device)
+        out = NDArray._new(self._shape, self._device)
+        mean, var = NDArray._new((c,), self._device), NDArray._new((c,), self._device)
         self.device.batch_norm_forward(x._handle, weight.compact()._handle, bias.compact()._handle,
                                        out._handle, mean._handle, var._handle, rows, c, inner,
                                        float(eps))
@@ -464,8 +499,8 @@ class NDArray:
         if out_grad.shape != self._shape or mean.size != c or var.size != c:
             raise ValueError(f"batch_norm_backward: out_grad {out_grad.shape}, mean {mean.shape}, "
                              f"var {var.shape} do not match input {self._shape}")
-        dx = NDArray.make(self._shape, device=self.device)
-        dw, db = NDArray.make((c,), device=self.device), NDArray.make((c,), device=self.device)
+        dx = NDArray._new(self._shape, self._device)
+        dw, db = NDArray._new((c,), self._device), NDArray._new((c,), self._device)
         self.device.batch_norm_backward(
             self.compact()._handle, out_grad.compact()._handle, weight.compact()._handle,
             mean.compact()._handle, var.compact()._handle, dx._handle, dw._handle, db._handle,
@@ -479,10 +514,10 @@ class NDArray:
         (axis,) = _normalize_axes(axis, self.ndim, op)
         order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
         moved = [x.permute(order).compact() for x in (self,) + others]
-        out = NDArray.make(moved[0].shape, device=self.device)
+        out = NDArray._new(moved[0]._shape, self._device)
         if out.size:
             func(*[x._handle for x in moved], out._handle, self._shape[axis])
-        inverse = tuple(np.argsort(order))
+        inverse = tuple([order.index(a) for a in range(self.ndim)])
         return out.permute(inverse).compact()
 
     def softmax(self, axis=-1):
@@ -512,9 +547,8 @@ class NDArray:
             if self._shape[a] > 0:
                 offset += (self._shape[a] - 1) * strides[a]
             strides[a] = -strides[a]
-        view = NDArray.make(self._shape, strides=tuple(strides), device=self.device,
-                            handle=self._handle, offset=offset)
-        out = NDArray.make(self._shape, device=self.device)
+        view = self._view(self._shape, tuple(strides), offset)
+        out = NDArray._new(self._shape, self._device)
         self.device.compact(view._handle, out._handle, view._shape, view._strides, view._offset)
         return out
 
@@ -530,6 +564,24 @@ class NDArray:
 
 
 # ---------------------------------------------------------------- module-level helpers
+@functools.lru_cache(maxsize=1024)
+def _reduction_layout(shape, axes, keepdims):
+    """How `_reduce` walks `shape` summed over the normalized `axes` (a pure function of the
+    shapes, cached: every reduction asks it). Returns (tail, order, matrix, out_shape): the
+    kept axes then the reduced ones (`order`) as a rows x reduced `matrix`; `tail` is where a
+    run of reduced trailing axes starts when reducing those first is worth it, else None."""
+    ndim = len(shape)
+    tail = ndim
+    while tail - 1 in axes:
+        tail -= 1
+    split = ndim - tail < len(axes) and prod(shape[tail:]) > 1
+    keep = tuple(a for a in range(ndim) if a not in axes)
+    matrix = (prod(shape[a] for a in keep), prod(shape[a] for a in axes))
+    out_shape = (tuple(1 if a in axes else n for a, n in enumerate(shape)) if keepdims
+                 else tuple(shape[a] for a in keep))
+    return (tail if split else None), keep + axes, matrix, out_shape
+
+
 def array(a, dtype="float32", device=None):
     """An NDArray copy of `a` (float32 only)."""
     _check_dtype(dtype, "array")

@@ -4,6 +4,7 @@ Every module is built from `needle.ops` and `needle.init` only. Random draws fol
 RNG-order contract: Linear draws weight then bias; Dropout draws one `rand(*x.shape)` per
 training forward; nothing else here draws.
 """
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -361,7 +362,7 @@ class Flatten(Module):
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) < 2:
             raise ValueError(f"Flatten: expected input of rank >= 2 (B, ...), got {x.shape}")
-        return ops.reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))
+        return ops.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
 
 
 class Residual(Module):
@@ -456,7 +457,7 @@ class Linear(Module):
                 f"Linear: expected input (..., {self.in_features}), got {shape}"
             )
         lead = shape[:-1]
-        flat = X if len(shape) == 2 else ops.reshape(X, (int(np.prod(lead)), self.in_features))
+        flat = X if len(shape) == 2 else ops.reshape(X, (math.prod(lead), self.in_features))
         out = ops.matmul(flat, self.weight)
         if self.bias is not None:
             # The bias may have been replaced by a (out,) tensor; reshape covers both layouts.
@@ -556,7 +557,7 @@ class BatchNorm1d(Module):
     def _normalize(self, x: Tensor) -> Tensor:
         """Normalise x (N x dim x ...) per channel (axis 1)."""
         if self.training:
-            if x.shape[0] * int(np.prod(x.shape[2:])) <= 1:  # a variance of one value is 0
+            if x.shape[0] * math.prod(x.shape[2:]) <= 1:  # a variance of one value is 0
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
                                  f"when training, got input of shape {tuple(x.shape)}")
             # One fused op (ops.batch_norm); its closed-form gradient flows through mean and var.
@@ -598,7 +599,7 @@ class LayerNorm1d(Module):
         if len(shape) < 1 or shape[-1] != self.dim:
             raise ValueError(f"LayerNorm1d: expected input (..., {self.dim}), got {shape}")
         if len(shape) != 2:
-            x = ops.reshape(x, (int(np.prod(shape[:-1])), self.dim))
+            x = ops.reshape(x, (math.prod(shape[:-1]), self.dim))
         n = x.shape[0]
         col = (n, 1)
         mean = ops.summation(x, axes=(1,)) / self.dim

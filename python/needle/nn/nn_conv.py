@@ -7,6 +7,8 @@ channel axes first and swapped, e.g. permute(3, 2, 0, 1) in 2-D); ConvTranspose{
 K.. x Cin x Cout/groups (torch weight = ours with its channel axes first, permute(2, 3, 0, 1)).
 Draws (RNG contract §11): weight `rand(*weight_shape)` first, then bias `rand(out)` if bias=True.
 """
+import math
+
 import numpy as np
 
 from .. import init, ops
@@ -48,7 +50,7 @@ def _to_nhwc(x):
     """N x C x S.. -> N x S.. x C (NCL -> NLC, NCHW -> NHWC, NCDHW -> NDHWC): a view (one graph
     node); with every spatial size 1 a reshape, so that the result stays compact."""
     n, c, *sizes = x.shape
-    if int(np.prod(sizes)) == 1:
+    if math.prod(sizes) == 1:
         return ops.reshape(x, (n, *sizes, c))
     return permute(x, (0,) + tuple(range(2, len(sizes) + 2)) + (1,))
 
@@ -56,7 +58,7 @@ def _to_nhwc(x):
 def _to_nchw(x):
     """N x S.. x C -> N x C x S.. (as _to_nhwc)."""
     n, *sizes, c = x.shape
-    if int(np.prod(sizes)) == 1:
+    if math.prod(sizes) == 1:
         return ops.reshape(x, (n, c, *sizes))
     return permute(x, (0, len(sizes) + 1) + tuple(range(1, len(sizes) + 1)))
 

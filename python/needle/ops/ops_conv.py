@@ -26,6 +26,8 @@ the kept taps still need, often none); both gradients of a conv read one compact
 (a `Compact` node of the gradient graph); a data batch's input gradient is a deferred node
 (computed if read). See docs/conv.md for the derivation and worked strides.
 """
+import functools
+
 from ..autograd import Tensor, TensorOp
 from ..backend_selection import array_api
 from .ops_conv_geometry import (_axis_plan, _check_array_mode, _check_conv_shapes, _check_groups,
@@ -44,6 +46,9 @@ __all__ = ["Conv", "conv", "ConvTranspose", "conv_transpose", "ConvWeightGrad", 
 _ = (_axis_plan, _pair)
 
 
+_MINIMUM = dict(stride=1, padding=0, dilation=1, output_padding=0, kernel_size=1)
+
+
 class _Geometry:
     """Stride / padding / dilation (and output_padding, kernel_size) kept as given: an int or a
     tuple with one entry per spatial dim. `_resolved(nd)` expands them for an nd input."""
@@ -51,16 +56,46 @@ class _Geometry:
     op_name = "conv"
 
     def _init_geometry(self, **values):
-        minimum = dict(stride=1, padding=0, dilation=1, output_padding=0, kernel_size=1)
         for k, v in values.items():
-            setattr(self, k, _ints(v, k, self.op_name, minimum[k]))
+            setattr(self, k, _ints(v, k, self.op_name, _MINIMUM[k]))
 
     def _resolved(self, nd, *names):
         """The named fields as nd-tuples (ValueError when a tuple's length is not nd)."""
         return tuple(_expand(getattr(self, k), nd, k, self.op_name) for k in names)
 
     def _conv_geometry(self, nd):
-        return self._resolved(nd, "stride", "padding", "dilation")
+        """(stride, padding, dilation) as nd-tuples."""
+        return _expanded_geometry(self.stride, self.padding, self.dilation, nd, self.op_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _expanded_geometry(stride, padding, dilation, nd, op_name):
+    # cached: every conv op resolves its geometry several times per call (errors are not cached)
+    return tuple(_expand(v, nd, k, op_name) for k, v in (
+        ("stride", stride), ("padding", padding), ("dilation", dilation)))
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_output_shape(a_shape, b_shape, stride, padding, dilation, groups):
+    """Conv's output shape N x O.. x Cout from the shapes and the fields as given (cached: a pure
+    function of them, asked on every conv call; a ValueError is raised each time, not cached)."""
+    n, *sizes, cin = a_shape
+    *kernel, cg, cout = b_shape
+    stride, padding, dilation = _expanded_geometry(stride, padding, dilation,
+                                                   len(a_shape) - 2, "conv")
+    g = groups
+    if cin % g or cout % g or cg * g != cin:
+        raise ValueError(f"conv: input {a_shape} and weight {b_shape} with groups={g}: need "
+                         f"Cin ({cin}) = weight dim {len(kernel)} ({cg}) x groups and Cout "
+                         f"({cout}) divisible by groups")
+    out = tuple(conv_output_size(*args) for args in zip(sizes, kernel, stride, padding,
+                                                       dilation))
+    if min(out) < 1:
+        padded = tuple(s + 2 * p for s, p in zip(sizes, padding))
+        raise ValueError(f"conv: kernel {tuple(kernel)} with dilation {dilation} is "
+                         f"larger than the padded input {padded} (input {a_shape}, weight "
+                         f"{b_shape})")
+    return (n,) + out + (cout,)
 
 
 def _transpose_weight(w):
@@ -79,22 +114,8 @@ class Conv(_Geometry, TensorOp):
 
     def _check_sizes(self, a_shape, b_shape):
         """The output shape N x O.. x Cout, or the ValueError compute would raise."""
-        n, *sizes, cin = a_shape
-        *kernel, cg, cout = b_shape
-        stride, padding, dilation = self._conv_geometry(len(a_shape) - 2)
-        g = self.groups
-        if cin % g or cout % g or cg * g != cin:
-            raise ValueError(f"conv: input {a_shape} and weight {b_shape} with groups={g}: need "
-                             f"Cin ({cin}) = weight dim {len(kernel)} ({cg}) x groups and Cout "
-                             f"({cout}) divisible by groups")
-        out = tuple(conv_output_size(*args) for args in zip(sizes, kernel, stride, padding,
-                                                           dilation))
-        if min(out) < 1:
-            padded = tuple(s + 2 * p for s, p in zip(sizes, padding))
-            raise ValueError(f"conv: kernel {tuple(kernel)} with dilation {dilation} is "
-                             f"larger than the padded input {padded} (input {a_shape}, weight "
-                             f"{b_shape})")
-        return (n,) + out + (cout,)
+        return _conv_output_shape(tuple(a_shape), tuple(b_shape), self.stride, self.padding,
+                                  self.dilation, self.groups)
 
     def compute(self, a, b):
         _check_array_mode("conv", a, b)
@@ -221,30 +242,17 @@ class ConvTranspose(_Geometry, TensorOp):
                              f"smaller than stride {stride}")
 
     def _check_sizes(self, y_shape, w_shape):
-        """The output shape N x O.. x Cout, or the ValueError compute would raise."""
-        n, *sizes, cin = y_shape
-        *kernel, cin2, og = w_shape
-        nd = len(kernel)
-        stride, padding, dilation = self._conv_geometry(nd)
-        (output_padding,) = self._resolved(nd, "output_padding")
-        g = self.groups
-        if cin2 != cin or cin % g:
-            raise ValueError(f"conv_transpose: input {y_shape} and weight {w_shape} with "
-                             f"groups={g}: need weight dim {len(kernel)} = Cin ({cin}) divisible "
-                             f"by groups")
-        out = tuple(conv_transpose_output_size(*args) for args in zip(
-            sizes, kernel, stride, padding, dilation, output_padding))
-        if min(out) < 1:
-            raise ValueError(f"conv_transpose: padding {padding} leaves an empty output "
-                             f"{out} (input {y_shape}, weight {w_shape})")
-        return (n,) + out + (og * g,)
+        """The output shape N x O.. x Cout, or the ValueError compute would raise (the
+        output_padding check included)."""
+        return _transpose_output_shape(tuple(y_shape), tuple(w_shape), self.stride,
+                                       self.padding, self.dilation, self.output_padding,
+                                       self.groups)
 
     def compute(self, y, w):
         _check_array_mode("conv_transpose", y, w)
         _check_conv_shapes("conv_transpose", y, w, "K.. x Cin x Cout/groups")
         nd = y.ndim - 2
         stride, padding, dilation = self._conv_geometry(nd)
-        self._check_output_padding(nd)
         out_shape = self._check_sizes(y.shape, w.shape)
         n, *out_sizes, cout = out_shape
         in_sizes, cin = y.shape[1:-1], y.shape[-1]
@@ -304,6 +312,33 @@ class ConvTranspose(_Geometry, TensorOp):
         return dy, _transpose_weight(dwc)
 
 
+@functools.lru_cache(maxsize=256)
+def _transpose_output_shape(y_shape, w_shape, stride, padding, dilation, output_padding, groups):
+    """ConvTranspose's output shape from the shapes and the fields as given, after its
+    output_padding check (cached as _conv_output_shape)."""
+    n, *sizes, cin = y_shape
+    *kernel, cin2, og = w_shape
+    nd = len(kernel)
+    stride_nd, output_padding = (_expand(v, nd, k, "conv_transpose") for k, v in (
+        ("stride", stride), ("output_padding", output_padding)))
+    if any(o >= s for o, s in zip(output_padding, stride_nd)):
+        raise ValueError(f"conv_transpose: output_padding {output_padding} must be "
+                         f"smaller than stride {stride_nd}")
+    stride, padding, dilation = _expanded_geometry(stride, padding, dilation, nd,
+                                                   "conv_transpose")
+    g = groups
+    if cin2 != cin or cin % g:
+        raise ValueError(f"conv_transpose: input {y_shape} and weight {w_shape} with "
+                         f"groups={g}: need weight dim {len(kernel)} = Cin ({cin}) divisible "
+                         f"by groups")
+    out = tuple(conv_transpose_output_size(*args) for args in zip(
+        sizes, kernel, stride, padding, dilation, output_padding))
+    if min(out) < 1:
+        raise ValueError(f"conv_transpose: padding {padding} leaves an empty output "
+                         f"{out} (input {y_shape}, weight {w_shape})")
+    return (n,) + out + (og * g,)
+
+
 def _prod(xs):
     out = 1
     for x in xs:
@@ -358,24 +393,12 @@ class ConvWeightGrad(_Geometry, TensorOp):
 
     def compute(self, x, g):
         _check_array_mode("conv_weight_grad", x, g)
-        if x.ndim not in (3, 4, 5) or g.ndim != x.ndim:
-            raise ValueError(f"conv_weight_grad: input and out_grad must be channels-last arrays "
-                             f"of the same rank (3-D to 5-D), got shapes {x.shape} and {g.shape}")
-        nd = x.ndim - 2
-        stride, padding, dilation = self._conv_geometry(nd)
-        (kernel,) = self._resolved(nd, "kernel_size")
-        n, *sizes, cin = x.shape
-        grp = self.groups
-        steps = tuple(conv_output_size(*args) for args in zip(
-            sizes, kernel, stride, padding, dilation))
-        cout = g.shape[-1]
-        if g.shape[:-1] != (n,) + steps or cin % grp or cout % grp or min(steps) < 1:
-            raise ValueError(f"conv_weight_grad: out_grad {g.shape} does not match input {x.shape} "
-                             f"with kernel {kernel} stride {stride} padding "
-                             f"{padding} dilation {dilation} groups {grp} "
-                             f"(expected {(n,) + steps} x Cout divisible by groups)")
-        out_shape = tuple(kernel) + (cin // grp, cout)
-        plan = _plan(tuple(sizes), kernel, stride, padding, dilation, steps)
+        stride, padding, dilation, kernel, steps, plan = _weight_grad_geometry(
+            x.shape, g.shape, self.kernel_size, self.stride, self.padding, self.dilation,
+            self.groups)
+        nd = len(steps)
+        cin, cout, grp = x.shape[-1], g.shape[-1], self.groups
+        out_shape = kernel + (cin // grp, cout)
         if plan is None:  # every tap reads padding only
             return array_api.zeros(out_shape, device=x.device)
         if depthwise.is_depthwise(nd, grp, cin, cout, 1):
@@ -391,9 +414,10 @@ class ConvWeightGrad(_Geometry, TensorOp):
             dw = _merge_groups(array_api.matmul(cols, _split_groups(g2, grp), transpose_a=True))
         # rows of dw follow the columns' axis order; put the axes back to K'.. x Cg
         live_shape = _live_kernel(plan) + (cin // grp,)
-        dw = dw.reshape(tuple(live_shape[i] for i in order) + (cout,))
-        dw = dw.permute(tuple(order.index(i) for i in range(nd + 1)) + (nd + 1,))
+        dw = dw.reshape(tuple([live_shape[i] for i in order]) + (cout,))
+        dw = dw.permute(tuple([order.index(i) for i in range(nd + 1)]) + (nd + 1,))
         return _embed(dw, plan, kernel)
+
 
     def gradient(self, out_grad, node):
         # conv_weight_grad(x, g) is bilinear with <conv_weight_grad(x, g), G> = <conv(x, G), g>
@@ -405,6 +429,31 @@ class ConvWeightGrad(_Geometry, TensorOp):
                             self.dilation, self.groups, extra)
         dg = conv(x, out_grad, self.stride, self.padding, self.dilation, self.groups)
         return dx, dg
+
+
+@functools.lru_cache(maxsize=256)
+def _weight_grad_geometry(x_shape, g_shape, kernel_size, stride, padding, dilation, groups):
+    """ConvWeightGrad's checks and geometry from the shapes and the fields as given: (stride,
+    padding, dilation, kernel, steps, plan), nd-tuples but the plan. Cached: a pure function of
+    them, asked on every call (a ValueError is raised each time, not cached)."""
+    if len(x_shape) not in (3, 4, 5) or len(g_shape) != len(x_shape):
+        raise ValueError(f"conv_weight_grad: input and out_grad must be channels-last arrays "
+                         f"of the same rank (3-D to 5-D), got shapes {x_shape} and {g_shape}")
+    nd = len(x_shape) - 2
+    stride, padding, dilation = _expanded_geometry(stride, padding, dilation, nd,
+                                                   "conv_weight_grad")
+    kernel = tuple(_expand(kernel_size, nd, "kernel_size", "conv_weight_grad"))
+    n, *sizes, cin = x_shape
+    steps = tuple(conv_output_size(*args) for args in zip(
+        sizes, kernel, stride, padding, dilation))
+    cout = g_shape[-1]
+    if g_shape[:-1] != (n,) + steps or cin % groups or cout % groups or min(steps) < 1:
+        raise ValueError(f"conv_weight_grad: out_grad {g_shape} does not match input {x_shape} "
+                         f"with kernel {kernel} stride {stride} padding "
+                         f"{padding} dilation {dilation} groups {groups} "
+                         f"(expected {(n,) + steps} x Cout divisible by groups)")
+    plan = _plan(tuple(sizes), kernel, stride, padding, dilation, steps)
+    return stride, padding, dilation, kernel, steps, plan
 
 
 def conv_weight_grad(x, out_grad, kernel_size, stride=1, padding=0, dilation=1, groups=1):

@@ -21,6 +21,10 @@ _AXES = {1: "(l,)", 2: "(h, w)", 3: "(d, h, w)"}
 def _ints(v, name, op, minimum):
     """An int, or a tuple of 1 to 3 ints, each >= minimum: kept as given (an int is expanded to
     the rank once the input is seen, by _expand)."""
+    if type(v) is int and v >= minimum:  # the common cases first (ops are made per call)
+        return v
+    if type(v) is tuple and 1 <= len(v) <= 3 and all(type(x) is int and x >= minimum for x in v):
+        return v
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         v = int(v)
         if v < minimum:
@@ -127,8 +131,16 @@ def _plan(sizes, kernel, stride, padding, dilation, steps):
     return None if any(p is None for p in plans) else plans
 
 
+@functools.lru_cache(maxsize=256)
 def _live_kernel(plan):
     return tuple(p[1] - p[0] + 1 for p in plan)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_parts(plan):
+    """(live kernel, start, before, after) of a plan, each an nd-tuple (cached, as _plan)."""
+    return (_live_kernel(plan), tuple(p[4] for p in plan), tuple(p[2] for p in plan),
+            tuple(p[3] for p in plan))
 
 
 def _live(w, plan):
@@ -177,16 +189,25 @@ def _window_view(buf, start, kernel, stride, dilation, steps, groups):
     Shape G x N x O1..Ond x K1..Knd x Cg; entry [g, n, o.., t.., c] is
     buf[n, start_i + o_i*s_i + t_i*d_i .., g*Cg + c]. G is dropped when G == 1.
     """
-    if any(start):
-        buf = buf[(slice(None),) + tuple(slice(s, None) for s in start) + (slice(None),)]
-    n, c = buf.shape[0], buf.shape[-1]
-    s_n, *s_sp, s_c = buf.strides
+    shape, strides, offset = _window_layout(buf.shape, buf.strides, start, kernel, stride,
+                                            dilation, steps, groups)
+    return buf.as_strided(shape, strides, buf._offset + offset)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_layout(buf_shape, buf_strides, start, kernel, stride, dilation, steps, groups):
+    """(shape, strides, offset from buf's offset) of _window_view: a pure function of the
+    layouts, cached (asked by every conv call). `start` lies inside buf (the plan's windows
+    fit in it), so the offset is the one buf[.., start_i:, ..] would have."""
+    n, c = buf_shape[0], buf_shape[-1]
+    s_n, *s_sp, s_c = buf_strides
+    offset = sum(b * s for b, s in zip(start, s_sp))
     shape = (n,) + tuple(steps) + tuple(kernel) + (c // groups,)
     strides = ((s_n,) + tuple(s * st for s, st in zip(s_sp, stride))
                + tuple(s * d for s, d in zip(s_sp, dilation)) + (s_c,))
     if groups > 1:
         shape, strides = (groups,) + shape, ((c // groups) * s_c,) + strides
-    return buf.as_strided(shape, strides)
+    return shape, strides, offset
 
 
 def _im2col(a, plan, stride, dilation, steps, groups):
@@ -200,9 +221,7 @@ def _im2col(a, plan, stride, dilation, steps, groups):
     more views are plain matrices and the gathers read longer runs.
     """
     nd = len(plan)
-    kernel = _live_kernel(plan)
-    start = tuple(p[4] for p in plan)
-    before, after = tuple(p[2] for p in plan), tuple(p[3] for p in plan)
+    kernel, start, before, after = _plan_parts(plan)
     lead = (0 if groups == 1 else 1) + 1 + nd  # axes before the taps: (G,) N, O..
     if not any(before) and not any(after):
         view = _window_view(a, start, kernel, stride, dilation, steps, groups)

@@ -66,7 +66,13 @@ def _arrays(p: Tensor):
 
     The updates run on raw arrays: each line is the same array arithmetic the Tensor ops would
     run, without building ~5 graph nodes per parameter per step."""
-    return p.realize_cached_data(), _detached(p.grad, p).realize_cached_data()
+    w, grad = p.realize_cached_data(), p.grad
+    if isinstance(grad, Tensor):  # the usual case: the grad's own array, as _detached gives it
+        g = grad.realize_cached_data()
+        if (type(g) is type(w) and g.dtype == w.dtype
+                and getattr(g, "device", None) == getattr(w, "device", None)):
+            return w, g
+    return w, _detached(grad, p).realize_cached_data()
 
 
 def _store(state, p, value):
