@@ -112,8 +112,8 @@ class SyncBatchNorm(BatchNorm1d):
         centered = x - per_channel(mean)
         var = AllReduceSum(state.comm, state.mpi)(summation(centered * centered, axes=axes)) / count
         scale = reshape(self.weight, (self.dim,)) * power_scalar(var + self.eps, -0.5)
-        self._update_running("running_mean", mean.realize_cached_data())
-        self._update_running("running_var", var.realize_cached_data())
+        self._update_running_stats(mean.realize_cached_data().reshape((self.dim,)),
+                                   var.realize_cached_data().reshape((self.dim,)))
         return centered * per_channel(scale) + per_channel(reshape(self.bias, (self.dim,)))
 
 
