@@ -348,3 +348,18 @@ def test_lenet_parameter_grads_are_compact(device):
     nn.SoftmaxLoss()(model(x), y).backward()
     for p in model.parameters():
         assert p.grad.realize_cached_data().is_compact(), p.shape
+
+
+def test_compact_relabels_size_one_axes_without_a_copy(device):
+    """NCHW with C = 1 permuted to NHWC is already row-major memory: compact() relabels the
+    strides (no backend call, the same buffer) instead of copying."""
+    x = nd.array(np.arange(24, dtype=np.float32).reshape(2, 1, 3, 4), device=device)
+    nhwc = x.permute((0, 2, 3, 1))
+    assert not nhwc.is_compact()
+    out = nhwc.compact()
+    assert out.is_compact() and out._handle is x._handle
+    np.testing.assert_array_equal(out.numpy(), x.numpy().transpose(0, 2, 3, 1))
+    sliced = nd.array(np.arange(48, dtype=np.float32).reshape(2, 2, 3, 4), device=device)[:, :1]
+    copied = sliced.permute((0, 2, 3, 1)).compact()  # an offset view of a bigger buffer: copied
+    assert copied._handle is not sliced._handle
+    np.testing.assert_array_equal(copied.numpy(), sliced.numpy().transpose(0, 2, 3, 1))

@@ -199,8 +199,14 @@ class NDArray:
         return out
 
     def compact(self):
-        """`self` if compact, else a compact copy."""
-        return self if self.is_compact() else self._copy()
+        """`self` if compact, else a compact copy (or, when only the strides of size-1 dims
+        differ, e.g. NCHW with C = 1 viewed as NHWC, the same buffer relabelled: no copy)."""
+        if self.is_compact():
+            return self
+        if (self._offset == 0 and _size_of(self._shape) == self._handle.size
+                and self._is_row_major()):
+            return self._view(self._shape, _compact_strides(self._shape), 0)
+        return self._copy()
 
     def as_strided(self, shape, strides, offset=None):
         """A view of the same buffer with the given layout (validated against the buffer)."""
