@@ -244,6 +244,15 @@ struct MaxPoolBackward {
   }
 
  private:
+  template <class L, bool kAssign>
+  NEEDLE_INLINE void BackwardTail(const float* x, float* gx, int64_t gH, int64_t rows,
+                                  int64_t cols, const float* g) const {
+    if (rows == 2 && cols == 2)
+      MaxWindowBackward<L, kAssign, 2, 2>(x, gx, d.sH, d.sW, gH, d.C, 2, 2, L::Load(g));
+    else
+      MaxWindowBackward<L, kAssign>(x, gx, d.sH, d.sW, gH, d.C, rows, cols, L::Load(g));
+  }
+
   template <bool kAssign, int TW>
   NEEDLE_INLINE void Run(int64_t n0, int64_t n1) const {
     const int64_t C = d.C, gH = d.W * C;
@@ -269,13 +278,15 @@ struct MaxPoolBackward {
           const int64_t g_last = (gx - dinp) + c + (rows - 1) * gH + (cols - 1) * C;
           if (TW > 0 && last + kLanes <= in_size && (g - dout) + c + kLanes <= out_size &&
               (kAssign || g_last + kLanes <= in_size)) {
-            using L = OverreadLanes<TW>;
-            if (rows == 2 && cols == 2)
-              MaxWindowBackward<L, kAssign, 2, 2>(x + c, gx + c, d.sH, d.sW, gH, C, 2, 2,
-                                                  L::Load(g + c));
+            // Tiled windows with C < 8 may store all 8 lanes when at least 8 floats of their
+            // image row follow the window: the extra lanes land on taps to the right in the
+            // same row (this window's, or later windows'), which are written after them (with
+            // C >= 8 the vector part of those taps would already be written). Partial stores
+            // cost a third of the kernel.
+            if (kAssign && C < kLanes && (d.W - w0 - cols) * C >= kLanes)
+              BackwardTail<VectorLanes, kAssign>(x + c, gx + c, gH, rows, cols, g + c);
             else
-              MaxWindowBackward<L, kAssign>(x + c, gx + c, d.sH, d.sW, gH, C, rows, cols,
-                                            L::Load(g + c));
+              BackwardTail<OverreadLanes<TW>, kAssign>(x + c, gx + c, gH, rows, cols, g + c);
             continue;
           }
           if (rows == 2 && cols == 2)
