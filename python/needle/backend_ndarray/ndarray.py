@@ -12,6 +12,7 @@ from functools import reduce
 import numpy as np
 
 from . import ndarray_ewise as _ew
+from . import ndarray_fused as _fused
 from .checks import as_scalar as _as_scalar
 from .checks import as_shape, as_size, broadcast_shapes, overlaps
 from .checks import normalize_axes as _normalize_axes
@@ -452,95 +453,11 @@ class NDArray:
         return sgd_update(self, grad, velocity, hyper_array(values, self.device),
                           weight_decay != 0, in_place)
 
-    # ------------------------------------------------------------ batch norm
-    def _norm_layout(self, weight, op):
-        if self.ndim < 2 or self._shape[0] * prod(self._shape[2:]) == 0 or self._shape[1] == 0:
-            raise ValueError(f"{op}: input must be N x C x ... with N * H * W > 0, got shape "
-                             f"{self._shape}")
-        c = self._shape[1]
-        if weight.size != c:
-            raise ValueError(f"{op}: weight of shape {weight.shape} for {c} channels (input "
-                             f"{self._shape})")
-        return self._shape[0], c, prod(self._shape[2:])
-
-    def batch_norm(self, weight, bias, eps=1e-5):
-        """Training batch norm of N x C (x ...) over every axis but 1, in one kernel call.
-
-        Returns (out like self, mean (C,), var (C,)), var biased:
-        out = (self - mean) * weight / sqrt(var + eps) + bias.
-        """
-        rows, c, inner = self._norm_layout(weight, "batch_norm")
-        if bias.size != c:
-            raise ValueError(f"batch_norm: bias of shape {bias.shape} for {c} channels")
-        x = self.compact()
-        out = NDArray._new(self._shape, self._device)
-        mean, var = NDArray._new((c,), self._device), NDArray._new((c,), self._device)
-        self.device.batch_norm_forward(x._handle, weight.compact()._handle, bias.compact()._handle,
-                                       out._handle, mean._handle, var._handle, rows, c, inner,
-                                       float(eps))
-        return out, mean, var
-
-    def batch_norm_running_update(self, running_var, mean, var, momentum):
-        """In place, self being the running mean (C,): self = self * (1 - momentum) + mean *
-        momentum, and likewise running_var with var, in one backend call (the rounding of the
-        separate array ops)."""
-        c = self.size
-        for what, arr in (("running_var", running_var), ("mean", mean), ("var", var)):
-            if arr.size != c:
-                raise ValueError(f"batch_norm_running_update: {what} of shape {arr.shape} for a "
-                                 f"running mean of shape {self._shape}")
-        for what, arr in (("running mean", self), ("running_var", running_var)):
-            if not arr.is_compact():
-                raise ValueError(f"batch_norm_running_update: the {what} must be compact")
-        m = _as_scalar(momentum, "batch_norm_running_update")
-        self.device.batch_norm_running_update(mean.compact()._handle, var.compact()._handle,
-                                              self._handle, running_var._handle, m, 1 - m)
-
-    def batch_norm_backward(self, out_grad, weight, mean, var, eps=1e-5):
-        """Gradients of `batch_norm` at input self (N x C x ...) given its mean and var (C,).
-
-        Returns (d input like self, d weight (C,), d bias (C,)).
-        """
-        rows, c, inner = self._norm_layout(weight, "batch_norm_backward")
-        if out_grad.shape != self._shape or mean.size != c or var.size != c:
-            raise ValueError(f"batch_norm_backward: out_grad {out_grad.shape}, mean {mean.shape}, "
-                             f"var {var.shape} do not match input {self._shape}")
-        dx = NDArray._new(self._shape, self._device)
-        dw, db = NDArray._new((c,), self._device), NDArray._new((c,), self._device)
-        self.device.batch_norm_backward(
-            self.compact()._handle, out_grad.compact()._handle, weight.compact()._handle,
-            mean.compact()._handle, var.compact()._handle, dx._handle, dw._handle, db._handle,
-            rows, c, inner, float(eps))
-        return dx, dw, db
-
-    # ------------------------------------------------------------ softmax
-    def _rowwise(self, axis, func, op, *others):
-        """func(self rows, *other rows, out rows, row size) with `axis` moved last; `others`
-        are arrays of self's shape, moved the same way."""
-        (axis,) = _normalize_axes(axis, self.ndim, op)
-        order = tuple(a for a in range(self.ndim) if a != axis) + (axis,)
-        moved = [x.permute(order).compact() for x in (self,) + others]
-        out = NDArray._new(moved[0]._shape, self._device)
-        if out.size:
-            func(*[x._handle for x in moved], out._handle, self._shape[axis])
-        inverse = tuple([order.index(a) for a in range(self.ndim)])
-        return out.permute(inverse).compact()
-
-    def softmax(self, axis=-1):
-        """Numerically stable softmax along `axis`."""
-        return self._rowwise(axis, self.device.softmax_rows, "softmax")
-
-    def log_softmax(self, axis=-1):
-        """Numerically stable log-softmax along `axis`."""
-        return self._rowwise(axis, self.device.log_softmax_rows, "log_softmax")
-
-    def softmax_backward(self, out_grad, axis=-1):
-        """Gradient of softmax along `axis` at output self: self * (g - sum(g * self, axis)),
-        in one backend call. `out_grad` has self's shape."""
-        if not isinstance(out_grad, NDArray) or out_grad.shape != self._shape:
-            raise ValueError(f"softmax_backward: out_grad {getattr(out_grad, 'shape', out_grad)} "
-                             f"for an output of shape {self._shape}")
-        return self._rowwise(axis, self.device.softmax_rows_backward, "softmax_backward", out_grad)
+    # ------------------------------------------------------------ fused kernels (ndarray_fused.py)
+    batch_norm, batch_norm_backward = _fused.batch_norm, _fused.batch_norm_backward
+    batch_norm_running_update = _fused.batch_norm_running_update
+    softmax, log_softmax, softmax_backward = (_fused.softmax, _fused.log_softmax,
+                                              _fused.softmax_backward)
 
     # ------------------------------------------------------------ flip and pad
     def flip(self, axes):
