@@ -5,8 +5,9 @@ values of the others, and whether grad mode is on) a jitted function goes throug
   call 1      eager (lazily made state, such as momentum buffers, comes into being);
   calls 2, 3  captured while they run eagerly (jit_capture.Recorder), then compared: a
               different call sequence, scalar or constant raises JitError;
-  calls 4...  replayed: the new input data is copied into the capture's input buffers and the
-              tape of backend calls runs again, with its live scalars (learning rates) re-read.
+  calls 4...  replayed: the tape of backend calls runs again on the new inputs (a data batch
+              read in place, other inputs copied into the program's buffers; _InputSlots),
+              with its live scalars (learning rates) re-read.
 A capture also records guards (each module's `training`, the optimizer's parameter groups): a
 call whose guards no longer hold is captured again for the new state (jit_live.py).
 See docs/jit.md for what a replay assumes and which changes invalidate a capture.
@@ -202,7 +203,6 @@ class _Signature:
 
     def __init__(self):
         self.calls = 0
-        self.inputs = None   # the jit's own input arrays (NDArray), one per Tensor argument
         self.first = None    # capture 1: (Recorder, {alloc index: weak ref} of what it left)
         self.program = None
         self.guards = []     # [(getter, value)] recorded by the last call (jit_live.guard)
@@ -219,16 +219,14 @@ class _Signature:
                 result = fn(*args, **kwargs)
             self.keys, self.guards = tuple(guards), list(guards.values())
             return result
-        if self.inputs is None:
-            self.inputs = [NDArray.make(t.shape, device=t.device) for t in tensors]
-        _load_inputs(self.inputs, tensors)
+        arrays, in_place = _capture_arrays(tensors)
         prev = None
         if self.first is not None:
             prev = {id(ref()): (i, ref) for i, ref in self.first[1].items()
                     if ref() is not None}
-        rec = Recorder([a._handle for a in self.inputs], [a.shape for a in self.inputs], prev)
+        rec = Recorder([a._handle for a in arrays], [a.shape for a in arrays], prev)
         jit_tensors = []
-        for k, (t, arr) in enumerate(zip(tensors, self.inputs)):
+        for k, (t, arr) in enumerate(zip(tensors, arrays)):
             jt = Tensor.make_const(arr, requires_grad=t.requires_grad)
             host = _host_copy(t)
             if host is not None:  # Tensor.numpy() returns it, marked as input k's values
@@ -253,17 +251,85 @@ class _Signature:
         alive = rec.alive()
         results = [_copy_out(a.device, a._handle, a.shape, a.strides, a._offset) for a in outs]
         if self.first is None:
+            del arrays
             # weak references: what capture 1 leaves behind (its gradients, results) may be
             # freed during capture 2, as in eager mode
             self.first = (rec, {i: weakref.ref(h) for i, h in alive.items()})
             del alive, outs
         else:
             _verify(self.first[0], rec)
-            self.program = _Program(self.inputs, self.first[1], rec, alive, outs, tree)
+            self.program = _Program(arrays, in_place, self.first[1], rec, alive, outs, tree)
             self.first[0].release()
             rec.release()
             self.first = None
         return _unflatten(tree, iter(results))
+
+
+def _capture_arrays(tensors):
+    """The arrays a capture reads its inputs from: a data batch's own array (no gradient,
+    compact, not passed twice), so that capturing holds no copy of it and peaks no higher than
+    an eager step; else a copy. A replay copies every input into the program's own buffers."""
+    datas = [t.realize_cached_data() for t in tensors]
+    distinct = len({id(d._handle) for d in datas}) == len(datas)
+    arrays, in_place = [], []
+    for t, data in zip(tensors, datas):
+        in_place.append(distinct and not t.requires_grad and data.is_compact())
+        if in_place[-1]:
+            arrays.append(data)
+        else:
+            arr = NDArray.make(t.shape, device=t.device)
+            _load_inputs([arr], [t])
+            arrays.append(arr)
+    return arrays, in_place
+
+
+class _InputSlots:
+    """Where a replay tape reads its inputs. A data batch read in place by the captures (see
+    _capture_arrays) is read in place by every replay too: its buffer is written into the
+    tape's argument slots, no copy (an eager step's memory). Other inputs, and every input of
+    a program with CUDA graphs (a graph keeps the pointers it was captured with), are copied
+    into a buffer of the program's own at each replay."""
+
+    def __init__(self, tape, arrays, in_place, outs):
+        handles = [a._handle for a in arrays]
+        self.slots = [[(i, j) for i, (_, args) in enumerate(tape) for j, a in enumerate(args)
+                       if a is h] for h in handles]
+        self.current = handles  # the buffer each input's slots hold now
+        # an output that is an input buffer would be a copy of a stale batch: copy instead
+        self.in_place = [ok and not any(o[1] is h for o in outs)
+                         for ok, h in zip(in_place, handles)]
+        self.own = [None] * len(handles)
+        self.shapes = [(a.shape, a.device) for a in arrays]
+
+    def copy_always(self, tape):
+        """Own buffers for every input from now on (before CUDA graphs are planned)."""
+        self.in_place = [False] * len(self.in_place)
+        for k in range(len(self.shapes)):
+            self._point(tape, k, self._own(k)._handle)
+
+    def load(self, tape, tensors):
+        """Point the tape at this call's inputs (in place) or copy them into own buffers."""
+        for k, t in enumerate(tensors):
+            data = t.realize_cached_data()
+            if self.in_place[k] and data.is_compact():
+                handle = data._handle
+            else:
+                _load_inputs([self._own(k)], [t])
+                handle = self.own[k]._handle
+            if handle is not self.current[k]:
+                self._point(tape, k, handle)
+
+    def _own(self, k):
+        if self.own[k] is None:
+            shape, device = self.shapes[k]
+            self.own[k] = NDArray.make(shape, device=device)
+        return self.own[k]
+
+    def _point(self, tape, k, handle):
+        for i, j in self.slots[k]:
+            fn, args = tape[i]
+            tape[i] = (fn, args[:j] + (handle,) + args[j + 1:])
+        self.current[k] = handle
 
 
 def _load_inputs(inputs, tensors):
@@ -337,8 +403,7 @@ def _same_buffer(a, b, x, y):
 class _Program:
     """A replayable tape: backend calls with their buffers resolved and temporaries planned."""
 
-    def __init__(self, inputs, first_alive, rec, alive, outs, tree):
-        self.inputs = inputs
+    def __init__(self, inputs, in_place, first_alive, rec, alive, outs, tree):
         self.tree = tree
         self.host = {}
         temps = _plan_temporaries(rec, alive)
@@ -394,9 +459,14 @@ class _Program:
         self.live = LiveArgs([entry[3] for entry in rec.tape])
         self.outs = [(a.device, resolve(rec.token(a._handle)), a.shape, a.strides, a._offset)
                      for a in outs]
+        self.inputs = _InputSlots(self.tape, inputs, in_place, self.outs)
+        kinds = [entry[:2] for entry in rec.tape]
+        if jit_graphs.graphs_enabled() and any(getattr(dev, "supports_graphs", False)
+                                               for _, dev in kinds):
+            self.inputs.copy_always(self.tape)
         # CUDA graphs of the runs of calls (jit_graphs; None: plain replay, as on the CPU)
         # (calls taking a live scalar stay out of the graphs: a graph freezes its arguments)
-        self.graphs = jit_graphs.plan(self.tape, [entry[:2] for entry in rec.tape],
+        self.graphs = jit_graphs.plan(self.tape, kinds,
                                       {index for index, _ in self.live.entries})
         self.state_copies = [(dev, live, read, (live.size,)) for dev, live, read in
                              self.state_copies]
@@ -408,7 +478,7 @@ class _Program:
             self.state_copies[pos] = (dev, live, read, shape, held)
 
     def replay(self, tensors):
-        _load_inputs(self.inputs, tensors)
+        self.inputs.load(self.tape, tensors)
         for k in self.host:
             self.host[k] = _host_of(tensors[k])
         for dev, live, read, shape, held in self.state_copies:
