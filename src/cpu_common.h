@@ -22,6 +22,14 @@
 
 #include "cpu_threads.h"
 
+// Kernels that must round every product and sum to float32 on its own (to equal the numpy spec
+// or the separate array ops bit for bit) are compiled without fused multiply-adds.
+#if defined(__GNUC__) && !defined(__clang__)
+#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
+#else
+#define NEEDLE_NO_FMA  // clang contracts only within one expression: such kernels keep steps apart
+#endif
+
 namespace needle {
 namespace cpu {
 

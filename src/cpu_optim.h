@@ -14,12 +14,6 @@
 namespace needle {
 namespace cpu {
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define NEEDLE_NO_FMA __attribute__((optimize("fp-contract=off")))
-#else
-#define NEEDLE_NO_FMA  // clang contracts only within one expression: the steps below are separate
-#endif
-
 // hyper = [momentum, dampening, neg_lr, weight_decay]:
 // g' = g + w*wd (decay); u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
 NEEDLE_NO_FMA inline void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou,

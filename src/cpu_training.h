@@ -122,12 +122,6 @@ inline void BatchNormBackwardKernel(const float* x, const float* g, const float*
 // ------------------------------------------------------------------------ entry points
 using Buffer = AlignedArray;
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define NEEDLE_NO_FMA_TRAINING __attribute__((optimize("fp-contract=off")))
-#else
-#define NEEDLE_NO_FMA_TRAINING  // clang contracts only within one expression
-#endif
-
 // Sizes of a batch-norm call: x is rows x C x inner; rows * inner (the count per channel) > 0.
 inline int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
   if (rows < 1 || C < 1 || inner < 1)
@@ -150,8 +144,8 @@ inline void BatchNormForward(const Buffer& x, const Buffer& w, const Buffer& b, 
 
 // running = running * keep + batch * momentum for the mean and the variance (keep = 1 - momentum,
 // rounded once), each product and sum rounded on its own: the array ops' arithmetic, in one call.
-NEEDLE_NO_FMA_TRAINING inline void RunningUpdate(const float* stat, float* running, int64_t C, float momentum,
-                                                 float keep) {
+NEEDLE_NO_FMA inline void RunningUpdate(const float* stat, float* running, int64_t C, float momentum,
+                                        float keep) {
   for (int64_t c = 0; c < C; ++c) {
     const float old = running[c] * keep, add = stat[c] * momentum;
     running[c] = old + add;

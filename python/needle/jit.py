@@ -461,8 +461,7 @@ class _Program:
                      for a in outs]
         self.inputs = _InputSlots(self.tape, inputs, in_place, self.outs)
         kinds = [entry[:2] for entry in rec.tape]
-        if jit_graphs.graphs_enabled() and any(getattr(dev, "supports_graphs", False)
-                                               for _, dev in kinds):
+        if jit_graphs.applies(kinds):
             self.inputs.copy_always(self.tape)
         # CUDA graphs of the runs of calls (jit_graphs; None: plain replay, as on the CPU)
         # (calls taking a live scalar stay out of the graphs: a graph freezes its arguments)

@@ -10,7 +10,7 @@ as graphs of their own. NEEDLE_JIT_GRAPHS=0 turns graphs off (read when a progra
 """
 import os
 
-__all__ = ["GraphPlan", "graphs_enabled"]
+__all__ = ["GraphPlan", "applies", "graphs_enabled"]
 
 
 def graphs_enabled():
@@ -21,16 +21,19 @@ def graphs_enabled():
     return value in ("1", "on", "true")
 
 
+def applies(kinds):
+    """Whether a tape whose entries have `kinds` ([(kind, device)]) gets graphs: they are on,
+    and some call is on a device that supports them."""
+    return graphs_enabled() and any(kind == "call" and getattr(dev, "supports_graphs", False)
+                                    for kind, dev in kinds)
+
+
 def plan(tape, kinds, live=frozenset()):
     """A GraphPlan for `tape` ([(fn, args)]) whose entries have `kinds` ([(kind, device)]),
-    or None when graphs are off or no run of calls is on a device that supports them.
+    or None when graphs do not apply (see `applies`).
     `live`: indices of entries whose scalar arguments the replay rewrites (jit_live): they
     run as plain calls, read from `tape` at each replay."""
-    if not graphs_enabled():
-        return None
-    if not any(kind == "call" and getattr(dev, "supports_graphs", False) for kind, dev in kinds):
-        return None
-    return GraphPlan(tape, kinds, live)
+    return GraphPlan(tape, kinds, live) if applies(kinds) else None
 
 
 class GraphPlan:

@@ -7,12 +7,13 @@ operations without fused multiply-adds, so all three agree bit for bit.
 """
 import numpy as np
 
+from . import ndarray_backend_numpy as _spec  # its size check (read at call time: it imports us)
+
 _F = np.float32
 
 
 def _holds(fn, what, arr, need):
-    if arr.size < need:
-        raise ValueError(f"{fn}: {what} holds {arr.size} elements, needs {need}")
+    _spec._check_size(fn, what, arr, need)
 
 
 def sgd_update(w, g, u, w_out, u_out, hyper, decay, has_u):

@@ -142,6 +142,7 @@ class Optimizer:
     def __init__(self, params, defaults=None):
         self.defaults = dict(defaults or {})
         self.param_groups = []
+        self._hyper_arrays = {}  # (group index, device) -> the fused kernels' hyper-parameters
         name = type(self).__name__
         if isinstance(params, Tensor):
             raise TypeError(f"{name}: params must be an iterable of Tensors or dicts, got a Tensor")
@@ -187,11 +188,10 @@ class Optimizer:
         """Group `index`'s `values(group)` written into its small array on `device` (kept
         between steps), which the fused update kernels read. The write is a host_op: under
         ndl.jit each replay writes the group's values as they are then."""
-        arrays = self.__dict__.setdefault("_hyper_arrays", {})
         group = self.param_groups[index]
-        arr = arrays.get((index, device))
+        arr = self._hyper_arrays.get((index, device))
         if arr is None:
-            arr = arrays[(index, device)] = hyper_array(values(group), device)
+            arr = self._hyper_arrays[(index, device)] = hyper_array(values(group), device)
         host_op(_GroupHyper(group, values), [], [arr])
         return arr
 
