@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import needle as ndl
 import numpy as np
@@ -223,8 +224,20 @@ def test_ctrl_c_stops_main_and_workers():
     with pytest.raises(ProcessLookupError):  # nothing of the group survives
         for _ in range(50):
             os.killpg(proc.pid, 0)
-            import time
             time.sleep(0.1)
+
+
+def test_ctrl_c_during_worker_shutdown_is_held_until_the_workers_are_gone():
+    from needle.data.data_worker import _ctrl_c_deferred
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is handled here, and must not raise yet
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # ------------------------------------------------------------ torch keyword semantics

@@ -272,8 +272,12 @@ class _WorkerIterator:
             self.pool, self.owns_pool = loader._pool, False
         else:
             self.pool, self.owns_pool = loader._make_pool(), True
-        for _ in range(loader.prefetch_factor * loader.num_workers):
-            self._send()
+        try:
+            for _ in range(loader.prefetch_factor * loader.num_workers):
+                self._send()
+        except BaseException:
+            self.pool.shutdown()
+            raise
 
     def _send(self):
         if self.sent < len(self.batches):
@@ -287,18 +291,20 @@ class _WorkerIterator:
         if self.received >= len(self.batches):
             self.close()
             raise StopIteration
+        # Any error stops the workers here and now: the traceback keeps this frame, and so
+        # this iterator, alive, so __del__ would come too late for a Ctrl-C handler.
         try:
             while self.received not in self.ready:
                 epoch, index, batch = self.pool.get(self.loader.timeout)
                 if epoch == self.epoch:  # a persistent pool may still return an old epoch's
                     self.ready[index] = batch
-        except BaseException:  # worker error, dead worker, Ctrl-C: stop the workers first
+            batch = self.ready.pop(self.received)
+            self.received += 1
+            self._send()
+            return self.loader._to_tensors(batch)
+        except BaseException:  # worker error, dead worker, Ctrl-C
             self.pool.shutdown()
             raise
-        batch = self.ready.pop(self.received)
-        self.received += 1
-        self._send()
-        return self.loader._to_tensors(batch)
 
     def close(self):
         if self.owns_pool:

@@ -11,6 +11,7 @@ import pickle
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -24,6 +25,24 @@ __all__ = ["WorkerPool", "fetch_batch", "seeded_global_stream"]
 _POLL_S = 0.1
 # How long workers get to exit after the stop message before they are terminated (seconds).
 _EXIT_GRACE_S = 2.0
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Run the block with SIGINT held back; a Ctrl-C pressed meanwhile raises
+    KeyboardInterrupt when the block ends. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    pressed = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -173,7 +192,14 @@ class WorkerPool:
         if self.closed:
             return
         self.closed = True
+        with _ctrl_c_deferred():  # a second Ctrl-C must not leave workers behind
+            self._stop_workers()
+
+    def _stop_workers(self) -> None:
         for q in self.index_queues:
+            with contextlib.suppress(Exception):
+                while True:  # drop requests not yet taken: a worker exits at once
+                    q.get_nowait()
             with contextlib.suppress(Exception):
                 q.put(None)
         deadline = time.monotonic() + _EXIT_GRACE_S  # one grace period for all workers
