@@ -159,6 +159,7 @@ struct AlignedArray {
   int64_t size = 0;
   bool owned = true;
 };
+using Array = AlignedArray;  // the name the kernel entry points use
 
 // ------------------------------------------------------------------------ messages
 inline std::string Str(__int128 v) {
