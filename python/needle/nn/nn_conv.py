@@ -15,7 +15,8 @@ from .. import init, ops
 from ..autograd import Tensor
 from ..ops.ops_conv import _pair as _checked_pair, permute
 from ..ops.ops_conv_geometry import _expand, _ints
-from .nn_basic import BatchNorm1d, Module, Parameter
+from .nn_basic import Module, Parameter
+from .nn_norm import BatchNorm1d
 
 __all__ = ["Conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d",
