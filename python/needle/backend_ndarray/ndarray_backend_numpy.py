@@ -8,7 +8,7 @@ Letters: N batch, H/W spatial, C channels, kh/kw kernel, sh/sw stride, ph/pw pad
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .ndarray_backend_numpy_optim import adam_update, sgd_update
+from .ndarray_backend_numpy_optim import adam_update, sgd_torch_update, sgd_update
 
 __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
@@ -20,7 +20,7 @@ __all__ = [
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "batch_norm_running_update",
-    "sgd_update", "adam_update",
+    "sgd_update", "sgd_torch_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
     "winograd_input_transform", "winograd_input_transform_adjoint", "winograd_output_transform",
