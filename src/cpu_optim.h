@@ -14,17 +14,19 @@
 namespace needle {
 namespace cpu {
 
+// g + w*wd: L2 weight decay added to a gradient.
+NEEDLE_NO_FMA inline float PlusDecay(float g, float w, float wd) {
+  const float shrink = w * wd;
+  return g + shrink;
+}
+
 // hyper = [momentum, dampening, neg_lr, weight_decay]:
 // g' = g + w*wd (decay); u' = u*momentum + g'*dampening (g'*dampening when !has_u); w' = w + u'*neg_lr.
 NEEDLE_NO_FMA inline void SgdRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou,
                                    int64_t i0, int64_t i1, const float* hyper, bool decay, bool has_u) {
   const float m = hyper[0], d = hyper[1], lr = hyper[2], wd = hyper[3];
   for (int64_t i = i0; i < i1; ++i) {
-    float gi = pg[i];
-    if (decay) {
-      const float shrink = pw[i] * wd;
-      gi = gi + shrink;
-    }
+    const float gi = decay ? PlusDecay(pg[i], pw[i], wd) : pg[i];
     const float step = gi * d;
     float ui = step;
     if (has_u) {
@@ -33,6 +35,36 @@ NEEDLE_NO_FMA inline void SgdRange(const float* pw, const float* pg, const float
     }
     const float move = ui * lr;
     ou[i] = ui;
+    ow[i] = pw[i] + move;
+  }
+}
+
+enum SgdDirection { kGradient = 0, kMomentum = 1, kNesterov = 2 };
+
+// torch.optim.SGD; hyper = [momentum, 1-dampening, neg_lr, weight_decay]: g' = g + w*wd (decay);
+// kGradient: d = g' (u, u_out untouched); else u' = u*momentum + g'*(1-dampening) (g' when !has_u)
+// and d = u' (kMomentum) or g' + u'*momentum (kNesterov); w' = w + d*neg_lr.
+NEEDLE_NO_FMA inline void SgdTorchRange(const float* pw, const float* pg, const float* pu, float* ow, float* ou,
+                                        int64_t i0, int64_t i1, const float* hyper, bool decay, int direction,
+                                        bool has_u) {
+  const float m = hyper[0], keep = hyper[1], lr = hyper[2], wd = hyper[3];
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gi = decay ? PlusDecay(pg[i], pw[i], wd) : pg[i];
+    float di = gi;
+    if (direction != kGradient) {
+      float ui = gi;
+      if (has_u) {
+        const float old = pu[i] * m, step = gi * keep;
+        ui = old + step;
+      }
+      ou[i] = ui;
+      di = ui;
+      if (direction == kNesterov) {
+        const float ahead = ui * m;
+        di = gi + ahead;
+      }
+    }
+    const float move = di * lr;
     ow[i] = pw[i] + move;
   }
 }
@@ -50,10 +82,7 @@ NEEDLE_NO_FMA inline void AdamRange(const float* pw, const float* pg, const floa
   for (int64_t i = i0; i < i1; ++i) {
     float w0 = pw[i], gi = pg[i];
     if (decay == kDecoupledDecay) w0 = w0 * keep;
-    if (decay == kL2Decay) {
-      const float shrink = pw[i] * wd;
-      gi = gi + shrink;
-    }
+    if (decay == kL2Decay) gi = PlusDecay(gi, pw[i], wd);
     const float gm = gi * omb1, gg = gi * gi, gv = gg * omb2;
     float mi = gm, vi = gv;
     if (has_state) {
@@ -88,6 +117,26 @@ inline void SgdUpdate(const AlignedArray& w, const AlignedArray& g, const Aligne
   CheckHolds(fn, "hyper", hyper.size, 4);
   ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
     SgdRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, hyper.ptr, decay, has_u);
+  });
+}
+
+inline void SgdTorchUpdate(const AlignedArray& w, const AlignedArray& g, const AlignedArray& u,
+                           AlignedArray& w_out, AlignedArray& u_out, const AlignedArray& hyper, bool decay,
+                           int direction, bool has_u) {
+  const char* fn = "sgd_torch_update";
+  const int64_t n = w_out.size;
+  if (direction < kGradient || direction > kNesterov)
+    throw std::invalid_argument(std::string(fn) + ": direction must be 0 (gradient), 1 (momentum) or 2 "
+                                "(nesterov), got " + std::to_string(direction));
+  CheckHolds(fn, "w", w.size, n);
+  CheckHolds(fn, "grad", g.size, n);
+  if (direction != kGradient) {
+    CheckHolds(fn, "u_out", u_out.size, n);
+    if (has_u) CheckHolds(fn, "u", u.size, n);
+  }
+  CheckHolds(fn, "hyper", hyper.size, 4);
+  ParallelRange(n, n, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
+    SgdTorchRange(w.ptr, g.ptr, u.ptr, w_out.ptr, u_out.ptr, i0, i1, hyper.ptr, decay, direction, has_u);
   });
 }
 

@@ -153,6 +153,23 @@ void SgdUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaA
   LaunchSgdUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, hyper.data, decay, has_u);
 }
 
+void SgdTorchUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& u, CudaArray& w_out,
+                    CudaArray& u_out, const CudaArray& hyper, bool decay, int direction, bool has_u) {
+  const char* fn = "sgd_torch_update";
+  const int64_t n = w_out.size;
+  if (direction < 0 || direction > 2)
+    throw std::invalid_argument(std::string(fn) + ": direction must be 0 (gradient), 1 (momentum) or 2 "
+                                "(nesterov), got " + Str(direction));
+  CheckSize(fn, "w", w.size, n);
+  CheckSize(fn, "grad", g.size, n);
+  if (direction != 0) {
+    CheckSize(fn, "u_out", u_out.size, n);
+    if (has_u) CheckSize(fn, "u", u.size, n);
+  }
+  CheckSize(fn, "hyper", hyper.size, 4);
+  LaunchSgdTorchUpdate(w.data, g.data, u.data, w_out.data, u_out.data, n, hyper.data, decay, direction, has_u);
+}
+
 void AdamUpdate(const CudaArray& w, const CudaArray& g, const CudaArray& m, const CudaArray& v, CudaArray& w_out,
                 CudaArray& m_out, CudaArray& v_out, const CudaArray& hyper, const CudaArray& t, int decay,
                 bool has_state) {
@@ -323,6 +340,8 @@ void BindRowsAndTraining(py::module_& m) {
 
   m.def("sgd_update", &SgdUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"), arg("hyper"),
         arg("decay"), arg("has_u"));
+  m.def("sgd_torch_update", &SgdTorchUpdate, arg("w"), arg("grad"), arg("u"), arg("w_out"), arg("u_out"),
+        arg("hyper"), arg("decay"), arg("direction"), arg("has_u"));
   m.def("adam_update", &AdamUpdate, arg("w"), arg("grad"), arg("m"), arg("v"), arg("w_out"), arg("m_out"),
         arg("v_out"), arg("hyper"), arg("t"), arg("decay"), arg("has_state"));
   m.def("batch_norm_forward", &BatchNormForward, arg("x"), arg("w"), arg("b"), arg("out"), arg("mean"),

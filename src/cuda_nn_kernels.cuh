@@ -1,4 +1,4 @@
-// needle CUDA backend: pooling (NHWC), softmax-backward, SGD, Adam and batch-norm kernels, and the
+// needle CUDA backend: pooling (NHWC), softmax-backward, SGD (both modes), Adam and batch-norm kernels, and the
 // launchers of the training ones. These kernels are not templates, so only cuda_nn.cu may
 // include this header (a second translation unit would define them twice).
 #pragma once
@@ -131,6 +131,24 @@ __global__ void SgdUpdateKernel(const float* w, const float* g, const float* u, 
     const float ui = has_u ? __fadd_rn(__fmul_rn(u[i], m), step) : step;
     u_out[i] = ui;
     w_out[i] = __fadd_rn(w[i], __fmul_rn(ui, lr));
+  }
+}
+
+// torch.optim.SGD (cpu_optim.h gives the formula); direction 0: the gradient (no buffer),
+// 1: the momentum buffer, 2: Nesterov.
+__global__ void SgdTorchUpdateKernel(const float* w, const float* g, const float* u, float* w_out, float* u_out,
+                                     int64_t n, const float* hyper, bool decay, int direction, bool has_u) {
+  const float m = hyper[0], keep = hyper[1], lr = hyper[2], wd = hyper[3];  // read on the device, as above
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    float gi = g[i];
+    if (decay) gi = __fadd_rn(gi, __fmul_rn(w[i], wd));
+    float di = gi;
+    if (direction != 0) {
+      const float ui = has_u ? __fadd_rn(__fmul_rn(u[i], m), __fmul_rn(gi, keep)) : gi;
+      u_out[i] = ui;
+      di = direction == 2 ? __fadd_rn(gi, __fmul_rn(ui, m)) : ui;
+    }
+    w_out[i] = __fadd_rn(w[i], __fmul_rn(di, lr));
   }
 }
 
@@ -276,6 +294,12 @@ inline void LaunchSgdUpdate(const float* w, const float* g, const float* u, floa
                             const float* hyper, bool decay, bool has_u) {
   if (n == 0) return;
   Launch<SgdUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, hyper, decay, has_u);
+}
+
+inline void LaunchSgdTorchUpdate(const float* w, const float* g, const float* u, float* w_out, float* u_out,
+                                 int64_t n, const float* hyper, bool decay, int direction, bool has_u) {
+  if (n == 0) return;
+  Launch<SgdTorchUpdateKernel>(GridFor(n), kThreads, w, g, u, w_out, u_out, n, hyper, decay, direction, has_u);
 }
 
 inline void LaunchAdamUpdate(const float* w, const float* g, const float* m, const float* v, float* w_out,

@@ -249,6 +249,10 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("sgd_update", SgdUpdate,
         "sgd_update(w, grad, u, w_out, u_out, hyper, decay, has_u): one SGD step over w_out.size "
         "elements; hyper = [momentum, dampening, neg_lr, weight_decay].", Release());
+  m.def("sgd_torch_update", SgdTorchUpdate,
+        "sgd_torch_update(w, grad, u, w_out, u_out, hyper, decay, direction, has_u): one torch.optim.SGD "
+        "step over w_out.size elements; hyper = [momentum, 1-dampening, neg_lr, weight_decay]; direction "
+        "0 gradient (no buffer), 1 momentum, 2 nesterov.", Release());
   m.def("adam_update", AdamUpdate,
         "adam_update(w, grad, m, v, w_out, m_out, v_out, hyper, t, decay, has_state): one Adam step over "
         "w_out.size elements; hyper = [lr, b1, 1-b1, b2, 1-b2, eps, wd, 1-lr*wd], t the step count; "

@@ -86,7 +86,16 @@ def adam(params):
     return ndl.optim.Adam(params, lr=0.01, weight_decay=1e-4)
 
 
-@pytest.mark.parametrize("make_opt", [sgd, adam], ids=["sgd_momentum", "adam"])
+def sgd_torch_nesterov(params):
+    return ndl.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def sgd_torch_plain(params):  # torch mode without momentum: no buffer
+    return ndl.optim.SGD(params, lr=0.05, dampening=0.0, weight_decay=1e-4)
+
+
+@pytest.mark.parametrize("make_opt", [sgd, sgd_torch_nesterov, sgd_torch_plain, adam],
+                         ids=["sgd_momentum", "sgd_torch_nesterov", "sgd_torch_plain", "adam"])
 def test_mlp_with_dropout_bit_exact(make_opt):
     assert_same_run(mlp, make_opt, (8, 3, 4), 5, 50)
 

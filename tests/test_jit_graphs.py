@@ -12,7 +12,8 @@ import needle as ndl
 from needle import jit_graphs, nn
 from needle.autograd import BACKEND
 
-from test_jit import adam, assert_same_run, mlp, sgd
+from test_jit import adam, assert_same_run, mlp, sgd, sgd_torch_nesterov, sgd_torch_plain
+from test_jit_live import SCHEDULES, assert_jit_equals_eager, sgd_torch_dampening
 
 pytestmark = pytest.mark.skipif(BACKEND != "nd", reason="ndl.jit captures NDArray backend calls")
 
@@ -42,18 +43,44 @@ def run_and_inspect(make_model, make_opt, shape, steps=22):
     return seen["info"]
 
 
+SGD_MODES = {"momentum": sgd, "torch_nesterov": sgd_torch_nesterov,
+             "torch_dampening": sgd_torch_dampening, "torch_no_momentum": sgd_torch_plain}
+
+
 @needs_cuda
-def test_cuda_mlp_dropout_sgd_momentum_bit_exact(graphs):
-    info = run_and_inspect(mlp, sgd, (8, 3, 4))
+@pytest.mark.parametrize("make_opt", list(SGD_MODES.values()), ids=list(SGD_MODES))
+def test_cuda_mlp_dropout_sgd_bit_exact(graphs, make_opt):
+    info = run_and_inspect(mlp, make_opt, (8, 3, 4))
     if not graphs:
         assert info is None
         return
     # the dropout mask (a host draw), the loss's one_hot and the write of SGD's hyper-parameters
     # (a host_op, so that a replay reads the lr as it is then) split the step into 4 graphs; the
-    # fused update of each of the 4 parameters reads them on the device: inside the last graph
+    # fused update of each of the 4 parameters (sgd_update, or sgd_torch_update in torch mode)
+    # reads them on the device: inside the last graph, with no live scalars
     assert (info["captured"], info["graphs"], info["plain_calls"]) == (True, 4, 0)
     assert info["live_calls"] == 0
     assert info["nodes"] > 30
+
+
+@needs_cuda
+@pytest.mark.parametrize("make_opt", [sgd_torch_nesterov, sgd_torch_dampening],
+                         ids=["nesterov", "dampening"])
+def test_cuda_torch_mode_sgd_follows_onecycle_in_graphs_as_contract_sgd(graphs, make_opt):
+    """OneCycleLR changes lr and momentum at every step: 30 jitted steps equal the eager ones
+    bit for bit, and the step's graphs are those of the contract's SGD (one call per
+    parameter, no live scalars)."""
+    seen = {}
+    for name, make in (("torch", make_opt), ("contract", sgd)):
+        assert_jit_equals_eager(make, make_sched=SCHEDULES["onecycle"], device=CUDA, build=mlp,
+                                inspect=lambda fn, x, y, name=name: seen.update(
+                                    {name: fn.graph_info(x, y)}))
+    if not graphs:
+        assert seen == {"torch": None, "contract": None}
+        return
+    assert seen["torch"]["live_calls"] == 0
+    keys = ("captured", "graphs", "nodes", "plain_calls", "live_calls")
+    assert [seen["torch"][k] for k in keys] == [seen["contract"][k] for k in keys]
 
 
 @needs_cuda

@@ -17,17 +17,19 @@ DEVICE = ndl.cpu()
 STEPS = 30
 
 
-def make_model():
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16, device=DEVICE),
-                         nn.BatchNorm1d(16, device=DEVICE), nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(16, 5, device=DEVICE))
+def make_model(device=DEVICE):
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16, device=device),
+                         nn.BatchNorm1d(16, device=device), nn.ReLU(), nn.Dropout(0.2),
+                         nn.Linear(16, 5, device=device))
 
 
-def run(make_opt, use_jit, events=None, make_sched=None, steps=STEPS):
-    """Losses, logits and final state of `steps` training steps; `events[i](model, opt)` runs
-    before step i; the scheduler steps after every step. With jit: (results, jitted step)."""
+def run(make_opt, use_jit, events=None, make_sched=None, steps=STEPS, device=DEVICE,
+        inspect=None, build=make_model):
+    """Losses, logits and final state of `steps` training steps of the model build(device);
+    `events[i](model, opt)` runs before step i; the scheduler steps after every step;
+    inspect(jitted step, x, y) after the last one. With jit: (results, jitted step)."""
     np.random.seed(0)
-    model = make_model()
+    model = build(device)
     opt = make_opt(model.parameters())
     sched = make_sched(opt) if make_sched else None
     rng = np.random.default_rng(1)
@@ -45,20 +47,24 @@ def run(make_opt, use_jit, events=None, make_sched=None, steps=STEPS):
     for i in range(steps):
         if events and i in events:
             events[i](model, opt)
-        x = ndl.Tensor(rng.standard_normal((8, 3, 4)).astype(np.float32), device=DEVICE,
+        x = ndl.Tensor(rng.standard_normal((8, 3, 4)).astype(np.float32), device=device,
                        requires_grad=False)
-        y = ndl.Tensor.from_host(rng.integers(0, 5, 8).astype(np.float32), device=DEVICE)
+        y = ndl.Tensor.from_host(rng.integers(0, 5, 8).astype(np.float32), device=device)
         loss, logits = fn(x, y)
         out.append((loss.numpy(), logits.numpy()))
         if sched is not None:
             sched.step()
+    if use_jit and inspect is not None:
+        inspect(fn, x, y)
     state = model.state_dict()
     return (out, state, getattr(opt, "t", None)), fn
 
 
-def assert_jit_equals_eager(make_opt, events=None, make_sched=None, replays=True):
-    eager, _ = run(make_opt, False, events, make_sched)
-    jitted, fn = run(make_opt, True, events, make_sched)
+def assert_jit_equals_eager(make_opt, events=None, make_sched=None, replays=True, device=DEVICE,
+                            inspect=None, build=make_model):
+    eager, _ = run(make_opt, False, events, make_sched, device=device, build=build)
+    jitted, fn = run(make_opt, True, events, make_sched, device=device, inspect=inspect,
+                     build=build)
     for i, ((la, ga), (lb, gb)) in enumerate(zip(eager[0], jitted[0])):
         np.testing.assert_array_equal(lb, la, err_msg=f"loss of step {i}")
         np.testing.assert_array_equal(gb, ga, err_msg=f"logits of step {i}")
@@ -79,6 +85,10 @@ def sgd_torch(params):
                          weight_decay=1e-4)
 
 
+def sgd_torch_dampening(params):
+    return ndl.optim.SGD(params, lr=0.05, momentum=0.8, dampening=0.3, weight_decay=1e-3)
+
+
 def adam(params):
     return ndl.optim.Adam(params, lr=0.01, weight_decay=1e-4)
 
@@ -87,8 +97,8 @@ def adamw(params):
     return ndl.optim.AdamW(params, lr=0.01, weight_decay=0.05)
 
 
-OPTIMIZERS = {"sgd_momentum": sgd, "sgd_torch_nesterov": sgd_torch, "adam": adam,
-              "adamw": adamw}
+OPTIMIZERS = {"sgd_momentum": sgd, "sgd_torch_nesterov": sgd_torch,
+              "sgd_torch_dampening": sgd_torch_dampening, "adam": adam, "adamw": adamw}
 SCHEDULES = {
     "step": lambda opt: lr_scheduler.StepLR(opt, step_size=4, gamma=0.5),
     "cosine": lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=STEPS),

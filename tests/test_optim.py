@@ -231,6 +231,22 @@ NP_MODE_SCRIPT = textwrap.dedent("""
             assert p.dtype == np.float32, p.dtype
             assert isinstance(p.cached_data, np.ndarray)
     opt.clip_grad_norm()
+    for kw in (dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+               dict(momentum=0.8, dampening=0.3), dict(dampening=0.0, weight_decay=0.1)):
+        # torch-mode SGD against its formula in float64
+        p = ndl.Tensor(np.array([1.0, -2.0, 3.0], dtype=np.float32), requires_grad=True)
+        sgd = ndl.optim.SGD([p], lr=0.1, **kw)
+        m, wd, damp = kw.get("momentum", 0.0), kw.get("weight_decay", 0.0), kw.get("dampening")
+        w, u = p.numpy().astype(np.float64), None
+        for g in ([0.5, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 0.25, 0.5]):
+            p.grad = ndl.Tensor(np.array(g, dtype=np.float32))
+            sgd.step()
+            d = np.array(g) + wd * w
+            if m:
+                u = d if u is None else m * u + (1 - (damp or 0.0)) * d
+                d = d + m * u if kw.get("nesterov") else u
+            w = w - 0.1 * d
+            assert np.allclose(p.numpy(), w, rtol=1e-6, atol=1e-7), (kw, p.numpy(), w)
     print("np-mode optim OK")
 """)
 
@@ -257,3 +273,42 @@ def test_sgd_step_kernel_matches_separate_array_ops(device, momentum, weight_dec
         np.testing.assert_array_equal(got_w.numpy(), (w + want_u * (-lr)).numpy())
     with pytest.raises(ValueError, match=r"sgd_step: grad of shape \(7, 33\)"):
         w.sgd_step(g.permute((1, 0)), None, momentum, -lr)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+@pytest.mark.parametrize("direction", [0, 1, 2], ids=["gradient", "momentum", "nesterov"])
+def test_sgd_torch_update_matches_separate_array_ops(device, direction, weight_decay):
+    """optim_update.sgd_torch_update (one backend call, torch-mode SGD's step) rounds exactly
+    like torch's formula spelled out in array ops, with and without a buffer, in place too."""
+    import needle.backend_ndarray as nd
+    from needle.backend_ndarray import optim_update
+    rng = np.random.default_rng(12)
+    w, g, u = (nd.array(rng.standard_normal((33, 7)).astype(np.float32), device=device)
+               for _ in range(3))
+    momentum, dampening, lr = 0.8, 0.0 if direction == 2 else 0.25, 0.0123
+    hyper = optim_update.hyper_array([momentum, 1 - dampening, -lr, weight_decay], device)
+    for velocity in (None, u):
+        got_w, got_u = optim_update.sgd_torch_update(w, g, velocity, hyper, weight_decay != 0,
+                                                     direction)
+        grad = g + w * weight_decay if weight_decay else g
+        step, want_u = grad, None
+        if direction:
+            want_u = grad if velocity is None else u * momentum + grad * (1 - dampening)
+            step = grad + want_u * momentum if direction == 2 else want_u
+            np.testing.assert_array_equal(got_u.numpy(), want_u.numpy())
+        else:
+            assert got_u is None
+        want_w = (w + step * (-lr)).numpy()
+        np.testing.assert_array_equal(got_w.numpy(), want_w)
+    w_in, u_in = w + 0.0, u + 0.0  # copies overwritten in place
+    got_w, got_u = optim_update.sgd_torch_update(w_in, g, u_in, hyper, weight_decay != 0,
+                                                 direction, in_place=True)
+    assert got_w is w_in and (got_u is u_in if direction else got_u is None)
+    np.testing.assert_array_equal(w_in.numpy(), want_w)
+    with pytest.raises(ValueError, match=r"sgd_torch_step: grad of shape \(7, 33\) for weights "
+                                         r"of shape \(33, 7\)"):
+        optim_update.sgd_torch_update(w, g.permute((1, 0)), None, hyper, False, direction)
+    with pytest.raises(ValueError, match=r"sgd_torch_step: hyper must be a 4-element NDArray"):
+        optim_update.sgd_torch_update(w, g, None, w, False, direction)
+    with pytest.raises(ValueError, match=r"sgd_torch_step: direction must be 0, 1 or 2, got 5"):
+        optim_update.sgd_torch_update(w, g, None, hyper, False, 5)

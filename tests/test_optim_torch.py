@@ -64,6 +64,9 @@ SGD_CASES = {
     "nesterov_wd": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
     "dampening": dict(lr=0.1, momentum=0.5, dampening=0.3, weight_decay=0.05),
     "plain": dict(lr=0.1, dampening=0.0),
+    "plain_wd": dict(lr=0.1, dampening=0.5, weight_decay=0.1),  # momentum 0: no buffer
+    "dampening_no_wd": dict(lr=0.03, momentum=0.95, dampening=0.9),
+    "nesterov_no_wd": dict(lr=0.02, momentum=0.5, nesterov=True),
 }
 
 
@@ -138,6 +141,34 @@ def test_param_groups_match_torch_and_are_writable(device):
         lambda ps: torch.optim.SGD(_groups(ps, extra), lr=0.05, momentum=0.9, dampening=0.0),
         between=change_lr)
     print(f"SGD param groups: max rel diff {worst:.2e}")
+
+
+def test_torch_mode_param_groups_follow_hyper_parameter_changes(device):
+    """Three torch-mode groups (no momentum, dampened, Nesterov); lr, momentum (from 0 too),
+    dampening and weight decay changed mid-run in both optimizers (as schedulers do)."""
+    def groups(ps):
+        return [{"params": ps[:1], "momentum": 0.0, "weight_decay": 0.05},
+                {"params": ps[1:2], "dampening": 0.4, "lr": 0.2},
+                {"params": ps[2:], "nesterov": True, "weight_decay": 0.01}]
+
+    def change(step, opt, topt):
+        for o in (opt, topt):
+            if step == 5:
+                o.param_groups[1]["momentum"] = 0.6
+                o.param_groups[2]["lr"] = 0.01
+            if step == 9:
+                o.param_groups[1]["dampening"] = 0.1
+                o.param_groups[0]["lr"] = 0.3
+                o.param_groups[0]["momentum"] = 0.7  # its buffer starts now, at the gradient
+            if step == 13:
+                o.param_groups[2]["momentum"] = 0.95
+                o.param_groups[0]["weight_decay"] = 0.2
+
+    worst = run_side_by_side(
+        device, lambda ps: ndl.optim.SGD(groups(ps), lr=0.05, momentum=0.9, dampening=0.0),
+        lambda ps: torch.optim.SGD(groups(ps), lr=0.05, momentum=0.9, dampening=0.0),
+        between=change)
+    print(f"SGD torch-mode groups with changes: max rel diff {worst:.2e}")
 
 
 def test_param_groups_adamw_match_torch(device):

@@ -15,7 +15,7 @@ from .ndarray_backend_numpy_nhwc import (
     depthwise_conv2d_backward_weight, max_pool2d, max_pool2d_backward, winograd_input_transform,
     winograd_input_transform_adjoint, winograd_output_transform, winograd_output_transform_adjoint,
 )
-from .ndarray_backend_numpy_optim import adam_update, sgd_update
+from .ndarray_backend_numpy_optim import adam_update, sgd_torch_update, sgd_update
 
 __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
@@ -27,7 +27,7 @@ __all__ = [
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
     "batch_norm_running_update",
-    "sgd_update", "adam_update",
+    "sgd_update", "sgd_torch_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
     "winograd_input_transform", "winograd_input_transform_adjoint", "winograd_output_transform",

@@ -16,6 +16,14 @@ def _holds(fn, what, arr, need):
     _spec._check_size(fn, what, arr, need)
 
 
+def _sgd_gradient(fn, w, g, hyper, decay, n):
+    """Both SGD updates' start: hyper's 4 values, w, and g + w*weight_decay (when `decay`)."""
+    _holds(fn, "hyper", hyper, 4)
+    values = hyper.array[:4]
+    wa, grad = w.array[:n], g.array[:n]
+    return values, wa, (grad + wa * values[3] if decay else grad)
+
+
 def sgd_update(w, g, u, w_out, u_out, hyper, decay, has_u):
     """One SGD step over n = w_out.size elements; hyper = [momentum, dampening, neg_lr,
     weight_decay]: g' = g + w*wd (when `decay`); u' = u*momentum + g'*dampening (g'*dampening
@@ -23,15 +31,37 @@ def sgd_update(w, g, u, w_out, u_out, hyper, decay, has_u):
     n = w_out.size
     for what, arr in (("w", w), ("grad", g), ("u_out", u_out)) + ((("u", u),) if has_u else ()):
         _holds("sgd_update", what, arr, n)
-    _holds("sgd_update", "hyper", hyper, 4)
-    momentum, dampening, neg_lr, wd = hyper.array[:4]
-    wa, grad = w.array[:n], g.array[:n]
-    if decay:
-        grad = grad + wa * wd
+    values, wa, grad = _sgd_gradient("sgd_update", w, g, hyper, decay, n)
+    momentum, dampening, neg_lr, _ = values
     step = grad * dampening
     u_new = u.array[:n] * momentum + step if has_u else step
     u_out.array[:n] = u_new
     w_out.array[:n] = wa + u_new * neg_lr
+
+
+def sgd_torch_update(w, g, u, w_out, u_out, hyper, decay, direction, has_u):
+    """One step of torch.optim.SGD over n = w_out.size elements; hyper = [momentum,
+    1-dampening, neg_lr, weight_decay]: g' = g + w*wd (when `decay`); direction 0: d = g'
+    (no momentum: u and u_out are not touched); else u' = u*momentum + g'*(1-dampening)
+    (g' itself without `has_u`: torch starts the buffer at the undampened gradient; `u` is then
+    not read) and d = u' (direction 1) or g' + u'*momentum (2, Nesterov); w' = w + d*neg_lr."""
+    n = w_out.size
+    if direction not in (0, 1, 2):
+        raise ValueError(f"sgd_torch_update: direction must be 0 (gradient), 1 (momentum) or 2 "
+                         f"(nesterov), got {direction}")
+    needs = (("w", w), ("grad", g))
+    if direction:
+        needs += (("u_out", u_out),) + ((("u", u),) if has_u else ())
+    for what, arr in needs:
+        _holds("sgd_torch_update", what, arr, n)
+    values, wa, grad = _sgd_gradient("sgd_torch_update", w, g, hyper, decay, n)
+    momentum, keep, neg_lr, _ = values
+    step = grad
+    if direction:
+        u_new = u.array[:n] * momentum + grad * keep if has_u else grad
+        u_out.array[:n] = u_new
+        step = grad + u_new * momentum if direction == 2 else u_new
+    w_out.array[:n] = wa + step * neg_lr
 
 
 def adam_update(w, g, m, v, w_out, m_out, v_out, hyper, t, decay, has_state):

@@ -9,13 +9,17 @@ import numpy as np
 
 from .ndarray import NDArray
 
-__all__ = ["hyper_array", "sgd_update", "adam_update", "SGD_HYPER", "ADAM_HYPER",
-           "ADAM_NO_DECAY", "ADAM_L2_DECAY", "ADAM_DECOUPLED_DECAY"]
+__all__ = ["hyper_array", "sgd_update", "sgd_torch_update", "adam_update", "SGD_HYPER",
+           "ADAM_HYPER", "SGD_GRADIENT", "SGD_MOMENTUM", "SGD_NESTEROV", "ADAM_NO_DECAY",
+           "ADAM_L2_DECAY", "ADAM_DECOUPLED_DECAY"]
 
+# "dampening" is the gradient's factor in the buffer: 1 - momentum (contract), 1 - dampening (torch)
 SGD_HYPER = ("momentum", "dampening", "neg_lr", "weight_decay")
 ADAM_HYPER = ("lr", "beta1", "1-beta1", "beta2", "1-beta2", "eps", "weight_decay",
               "1-lr*weight_decay")
 ADAM_NO_DECAY, ADAM_L2_DECAY, ADAM_DECOUPLED_DECAY = 0, 1, 2
+# torch-mode SGD's step direction: the gradient (momentum 0), the momentum buffer, or Nesterov's
+SGD_GRADIENT, SGD_MOMENTUM, SGD_NESTEROV = 0, 1, 2
 
 
 def hyper_array(values, device):
@@ -68,6 +72,37 @@ def sgd_update(w, grad, velocity, hyper, decay, in_place=False):
     v = g if velocity is None else velocity.compact()
     w.device.sgd_update(w.compact()._handle, g._handle, v._handle, w_out._handle, v_out._handle,
                         hyper._handle, bool(decay), velocity is not None)
+    return w_out, v_out
+
+
+def sgd_torch_update(w, grad, velocity, hyper, decay, direction, in_place=False):
+    """One step of torch.optim.SGD for weights `w` (any shape), in one backend call.
+
+    Args:
+        w, grad: NDArrays of one shape; velocity: the momentum buffer (same shape), or None
+            (the first step, or SGD_GRADIENT, which keeps no buffer).
+        hyper: 4-element NDArray on w's device: [momentum, 1 - dampening, neg_lr, weight_decay].
+        decay: whether to add weight_decay * w to the gradient (False skips reading it).
+        direction: SGD_GRADIENT (momentum 0), SGD_MOMENTUM or SGD_NESTEROV.
+        in_place: overwrite w and velocity (when compact) instead of returning new arrays.
+
+    Returns (new w, new velocity; None with SGD_GRADIENT): g = grad + weight_decay * w (decay);
+    v = momentum * velocity + (1 - dampening) * g (g itself without a velocity: torch starts
+    the buffer at the undampened gradient); w' = w + neg_lr * d with d = g (SGD_GRADIENT), v
+    (SGD_MOMENTUM) or g + momentum * v (SGD_NESTEROV).
+    """
+    _check("sgd_torch_step", w, (("grad", grad), ("velocity", velocity)))
+    if direction not in (SGD_GRADIENT, SGD_MOMENTUM, SGD_NESTEROV):
+        raise ValueError(f"sgd_torch_step: direction must be 0, 1 or 2, got {direction!r}")
+    hyper = _small("sgd_torch_step", "hyper", hyper, len(SGD_HYPER), w.device)
+    w_out = _out(w, w, in_place)
+    # without a buffer (SGD_GRADIENT) the kernel neither reads u nor writes u_out
+    v_out = _out(velocity, w, in_place) if direction != SGD_GRADIENT else None
+    g = grad.compact()
+    v = g if velocity is None else velocity.compact()
+    w.device.sgd_torch_update(w.compact()._handle, g._handle, v._handle, w_out._handle,
+                              (w_out if v_out is None else v_out)._handle, hyper._handle,
+                              bool(decay), int(direction), velocity is not None)
     return w_out, v_out
 
 

@@ -10,14 +10,9 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend_ndarray import optim_update
 from ..backend_ndarray.ndarray import NDArray
-from .optim_basic import Optimizer, _arrays, _check_nonneg, _hyper_property, _live, _store
+from .optim_basic import Optimizer, _arrays, _check_nonneg, _hyper_property
 
 __all__ = ["SGD", "Adam", "AdamW"]
-
-
-def _copy(a):
-    """A new raw array equal to `a` (numpy or NDArray), so state never aliases a user's grad."""
-    return a * 1.0
 
 
 class SGD(Optimizer):
@@ -79,23 +74,29 @@ class SGD(Optimizer):
 
     def step(self):
         for index, group in enumerate(self.param_groups):
-            if group["dampening"] is not None or group["nesterov"]:
-                self._torch_group_step(group)
-                continue
+            torch_mode = group["dampening"] is not None or group["nesterov"]
             hyper = {}  # device -> the group's [momentum, dampening, neg_lr, wd] there
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 w, g = _arrays(p)
                 if not isinstance(w, NDArray):  # numpy mode: the formula as array arithmetic
-                    self._dampened_step_arrays(p, w, g, group)
+                    arrays_step = (self._torch_step_arrays if torch_mode
+                                   else self._dampened_step_arrays)
+                    arrays_step(p, w, g, group)
                     continue
                 if w.device not in hyper:
-                    hyper[w.device] = self._hyper_on_device(index, w.device, _sgd_values)
+                    values = _sgd_torch_values if torch_mode else _sgd_values
+                    hyper[w.device] = self._hyper_on_device(index, w.device, values)
                 u_prev = self.u[p].realize_cached_data() if p in self.u else None
-                w_new, u = optim_update.sgd_update(w, g, u_prev, hyper[w.device],
-                                                   group["weight_decay"] != 0, in_place=True)
-                if u is not u_prev:
+                if torch_mode:
+                    w_new, u = optim_update.sgd_torch_update(
+                        w, g, u_prev, hyper[w.device], group["weight_decay"] != 0,
+                        _direction(group), in_place=True)
+                else:
+                    w_new, u = optim_update.sgd_update(w, g, u_prev, hyper[w.device],
+                                                       group["weight_decay"] != 0, in_place=True)
+                if u is not None and u is not u_prev:
                     self.u[p] = Tensor.make_const(u)
                 if w_new is not w:
                     p.data = Tensor.make_const(w_new)
@@ -113,34 +114,39 @@ class SGD(Optimizer):
         # w + (-lr) * u is exactly w - lr * u
         p.data = Tensor.make_const(w + u * (-group["lr"]))
 
-    def _torch_group_step(self, group):
-        # live under ndl.jit: a replay re-reads them (lr schedules, OneCycleLR's momentum)
-        hyper = {k: _live(group, k) for k in ("lr", "momentum", "weight_decay", "dampening")}
-        for p in group["params"]:
-            if p.grad is not None:
-                self._torch_step(p, group, hyper, -hyper["lr"])
-
-    def _torch_step(self, p, group, hyper, neg_lr):
-        w, g = _arrays(p)
-        momentum = hyper["momentum"]
-        if group["weight_decay"]:
-            g = g + w * hyper["weight_decay"]
+    def _torch_step_arrays(self, p, w, g, group):
+        momentum, weight_decay = group["momentum"], group["weight_decay"]
+        if weight_decay:
+            g = g + w * weight_decay
         direction = g
         if momentum:
             if p in self.u:
-                dampening = hyper["dampening"] or 0.0  # nesterov alone: torch's default 0
-                u = self.u[p].realize_cached_data() * momentum + g * (1 - dampening)
-            else:  # torch starts the buffer at the first (undampened) gradient
-                u = _copy(g)
-            _store(self.u, p, u)
+                u = self.u[p].realize_cached_data() * momentum + g * (1 - (group["dampening"] or 0))
+            else:  # torch starts the buffer at the first (undampened) gradient; a copy, as
+                u = g * 1.0  # load_state_dict writes into the buffer, never into the user's grad
+            self.u[p] = Tensor.make_const(u)
             direction = g + u * momentum if group["nesterov"] else u
-        w[()] = w + direction * neg_lr  # in place, as u
+        p.data = Tensor.make_const(w + direction * (-group["lr"]))
 
 
 def _sgd_values(group):
     """What optim_update.sgd_update reads: [momentum, dampening, neg_lr, weight_decay]."""
     momentum = group["momentum"]
     return [momentum, 1 - momentum, -group["lr"], group["weight_decay"]]
+
+
+def _sgd_torch_values(group):
+    """What optim_update.sgd_torch_update reads: [momentum, 1 - dampening, neg_lr, weight_decay]
+    (nesterov without dampening: torch's default 0)."""
+    return [group["momentum"], 1 - (group["dampening"] or 0), -group["lr"],
+            group["weight_decay"]]
+
+
+def _direction(group):
+    """torch-mode SGD's step direction (the momentum != 0 test is part of _code_path)."""
+    if not group["momentum"]:
+        return optim_update.SGD_GRADIENT
+    return optim_update.SGD_NESTEROV if group["nesterov"] else optim_update.SGD_MOMENTUM
 
 
 def _adam_values(group):

@@ -17,20 +17,9 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend_ndarray.optim_update import hyper_array
 from ..jit_capture import host_op
-from ..jit_live import capturing_live, guard, live
+from ..jit_live import guard
 
 __all__ = ["Optimizer"]
-
-
-def _live(group, key, index=None):
-    """group[key] (or group[key][index]); inside an ndl.jit capture a live scalar that each
-    replay re-reads, so an lr schedule or `opt.lr = x` reaches a replayed step too."""
-    value = group[key] if index is None else group[key][index]
-    if not capturing_live():
-        return value
-    if index is None:
-        return live(value, lambda: group[key])
-    return live(value, lambda: group[key][index])
 
 
 class _GroupHyper:
@@ -73,15 +62,6 @@ def _arrays(p: Tensor):
                 and getattr(g, "device", None) == getattr(w, "device", None)):
             return w, g
     return w, _detached(grad, p).realize_cached_data()
-
-
-def _store(state, p, value):
-    """state[p] = value, written into state[p]'s existing buffer when there is one: state that
-    keeps its buffers is what a captured step (ndl.jit) can replay."""
-    if p in state:
-        state[p].realize_cached_data()[()] = value
-    else:
-        state[p] = Tensor.make_const(value)
 
 
 def _handle(p: Tensor):
