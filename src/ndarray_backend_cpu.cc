@@ -860,6 +860,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("batch_norm_forward", BatchNormForward,
         "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
         "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());
+  m.def("batch_norm_forward_strided", BatchNormForwardStrided,
+        "batch_norm_forward_strided(x, w, b, out, mean, var, rows, channels, inner, strides, eps): "
+        "batch_norm_forward with x and out laid out by the dense (row, channel, inner) strides.", Release());
   m.def("batch_norm_running_update", BatchNormRunningUpdate,
         "batch_norm_running_update(mean, var, running_mean, running_var, momentum, keep): running = "
         "running * keep + batch * momentum for both statistics, in place (C = running_mean.size).",
@@ -867,6 +870,10 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("batch_norm_backward", BatchNormBackward,
         "batch_norm_backward(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, eps): the "
         "gradients of batch_norm_forward given its mean and var.", Release());
+  m.def("batch_norm_backward_strided", BatchNormBackwardStrided,
+        "batch_norm_backward_strided(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, strides, eps): "
+        "batch_norm_backward with x, out_grad and dx laid out by the dense (row, channel, inner) strides.",
+        Release());
 
   m.def("softmax_rows_backward", SoftmaxRowsBackward,
         "softmax_rows_backward(y, out_grad, out, row_size): out = y * (g - sum(g * y)) per row.", Release());

@@ -8,6 +8,7 @@ Letters: N batch, H/W spatial, C channels, kh/kw kernel, sh/sw stride, ph/pw pad
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .ndarray_backend_numpy_norm import batch_norm_backward_strided, batch_norm_forward_strided
 from .ndarray_backend_numpy_optim import adam_update, sgd_update
 
 __all__ = [
@@ -19,7 +20,7 @@ __all__ = [
     "scalar_ge", "scalar_gt", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
-    "batch_norm_running_update",
+    "batch_norm_running_update", "batch_norm_forward_strided", "batch_norm_backward_strided",
     "sgd_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
