@@ -1,4 +1,4 @@
-"""Where a training step's data-movement calls come from: every `compact`, `fill`,
+"""Where a training step's data-movement calls come from: every `compact`, `pad`, `fill`,
 `ewise_setitem` and `scalar_setitem` of the device's backend table is wrapped with a recorder of
 the Python stack, then one step's calls are tallied by call site.
 
@@ -22,7 +22,7 @@ import needle as ndl
 
 from profile_step import training_step  # (this folder is on sys.path when run as a script)
 
-TRACED = ("compact", "fill", "ewise_setitem", "scalar_setitem")
+TRACED = ("compact", "pad", "fill", "ewise_setitem", "scalar_setitem")
 _PACKAGE = os.path.dirname(ndl.__file__)
 _PLUMBING = ("autograd.py", "autograd_graph.py", "tensor_methods.py", "nn_containers.py")
 
@@ -45,7 +45,7 @@ def wrap(dev, log, depth):
         fn = dev.__dict__[name]
 
         def traced(*args, fn=fn, name=name):
-            shape = args[2] if name in ("compact", "ewise_setitem") else \
+            shape = args[2] if name in ("compact", "pad", "ewise_setitem") else \
                 args[3] if name == "scalar_setitem" else (args[0].size,)
             site = site_of(traceback.extract_stack()[:-1], depth)
             start = time.perf_counter()

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_conv_pad.h"
 #include "cpu_depthwise.h"
 #include "cpu_optim.h"
 #include "cpu_pool.h"
@@ -801,6 +802,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("from_numpy", FromNumpy, "from_numpy(np_array, out): copy in as float32; sizes must match.");
   m.def("fill", Fill, "fill(out, val): out[:] = val.", Release());
   m.def("compact", Compact, "compact(a, out, shape, strides, offset): out[i] = a[view index i].", Release());
+  m.def("pad", Pad,
+        "pad(a, out, shape, strides, offset, before, after): out (compact, dims shape[i] + before[i] + "
+        "after[i]) = the view of a with before[i] / after[i] zeros around dim i.", Release());
   m.def("ewise_setitem", EwiseSetitem,
         "ewise_setitem(a, out, shape, strides, offset): out[view index i] = a[i].", Release());
   m.def("scalar_setitem", ScalarSetitem,

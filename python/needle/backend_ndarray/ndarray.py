@@ -476,13 +476,17 @@ class NDArray:
         return out
 
     def pad(self, axes):
-        """Zero padding, `axes` = one (left, right) pair per dimension, like np.pad."""
+        """Zero padding, `axes` = one (left, right) pair per dimension, like np.pad (one backend
+        call: the border zeroed and this array's view gathered into the interior)."""
         axes = tuple(tuple(p) for p in axes)
         if len(axes) != self.ndim or any(len(p) != 2 or min(p) < 0 for p in axes):
             raise ValueError(f"pad: need one non-negative (left, right) pair per dim of shape "
                              f"{self._shape}, got {axes}")
-        out = full(tuple(n + l + r for n, (l, r) in zip(self._shape, axes)), 0.0, device=self.device)
-        out[tuple(slice(l, l + n) for n, (l, _) in zip(self._shape, axes))] = self
+        before, after = tuple(int(p[0]) for p in axes), tuple(int(p[1]) for p in axes)
+        out = NDArray._new(tuple(n + l + r for n, l, r in zip(self._shape, before, after)),
+                           self._device)
+        self.device.pad(self._handle, out._handle, self._shape, self._strides, self._offset,
+                        before, after)
         return out
 
 

@@ -10,10 +10,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from .ndarray_backend_numpy_norm import batch_norm_backward_strided, batch_norm_forward_strided
 from .ndarray_backend_numpy_optim import adam_update, sgd_update
+from .ndarray_backend_numpy_pad import pad
 
 __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
-    "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
+    "to_numpy", "from_numpy", "fill", "compact", "pad", "ewise_setitem", "scalar_setitem", "scatter_add",
     "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
     "ewise_gt",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
