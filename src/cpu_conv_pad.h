@@ -22,9 +22,10 @@
 namespace needle {
 namespace cpu {
 
-// Zeros every element of the compact `padded` array outside the box [before, before + inner).
-// Dims behind the innermost padded dim j form contiguous blocks; each run along dim j is
-// zeroed whole (its row lies in another dim's border) or at its two ends.
+// Zeros every element of the compact `padded` array outside the box [before, before + inner)
+// (or all of them, where the runs below are short). Dims behind the innermost padded dim j form
+// contiguous blocks; each run along dim j is zeroed whole (its row lies in another dim's border)
+// or at its two ends.
 inline void ZeroBorder(float* out, const Shape& padded, const Shape& before, const Shape& inner) {
   const size_t nd = padded.size();
   int j = -1;
@@ -35,6 +36,12 @@ inline void ZeroBorder(float* out, const Shape& padded, const Shape& before, con
   for (size_t i = size_t(j) + 1; i < nd; ++i) block *= padded[i];
   for (size_t i = 0; i < size_t(j); ++i) runs *= padded[i];
   const int64_t len = padded[size_t(j)] * block, head = before[size_t(j)] * block;
+  if (len <= 32) {  // short runs (an image of one channel): one memset of everything is faster
+    ParallelRange(runs * len, runs * len, kParallelMinCopy, 16, [&](int64_t i0, int64_t i1) {
+      std::memset(out + i0, 0, size_t(i1 - i0) * sizeof(float));
+    });
+    return;
+  }
   const int64_t tail = (padded[size_t(j)] - before[size_t(j)] - inner[size_t(j)]) * block;
   auto zero = [](float* p, int64_t count) {  // short runs (a few channels): no call
     if (count < 16)
