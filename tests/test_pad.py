@@ -170,3 +170,29 @@ def torch_grads(x, w, groups):
     tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
     torch.nn.functional.conv2d(tx, tw, stride=2, padding=1, groups=groups).sum().backward()
     return tx.grad.numpy().transpose(0, 2, 3, 1), tw.grad.numpy().transpose(2, 3, 1, 0)
+
+
+def test_input_gradient_copies_only_the_live_taps_of_the_flipped_weight(device):
+    """The stride-1 input gradient (a conv with the flipped kernel) of a 3x3 conv on a 1x1
+    image reads only the kernel's centre: the flipped weight is a view, and the one copy the
+    GEMM needs holds the live tap (8 x 8 values), not all nine; the gradient is torch's."""
+    torch = pytest.importorskip("torch")
+    x_np = np.random.randn(4, 1, 1, 8).astype(np.float32)
+    w_np = np.random.randn(3, 3, 8, 8).astype(np.float32)
+    x = ndl.Tensor(x_np, device=device)
+    w = ndl.Tensor(w_np, device=device)
+    y = ops.conv(x * 1.0, w, padding=1)
+    sizes = []
+    saved = device.__dict__["compact"]
+    device.__dict__["compact"] = lambda *args: (sizes.append(int(np.prod(args[2]))),
+                                                saved(*args))[1]
+    try:
+        y.backward(ndl.Tensor(np.ones(y.shape, np.float32), device=device))
+    finally:
+        device.__dict__["compact"] = saved
+    assert 3 * 3 * 8 * 8 not in sizes and 8 * 8 in sizes
+    tx = torch.tensor(x_np.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(w_np.transpose(3, 2, 0, 1))
+    torch.nn.functional.conv2d(tx, tw, padding=1).sum().backward()
+    assert_close(x.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4,
+                 what="grad x")

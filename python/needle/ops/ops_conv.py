@@ -365,9 +365,10 @@ def _flipped_conv_weight(w, groups):
     same map at stride 1: taps reversed, each group's in and out channels swapped in."""
     nd = w.ndim - 2
     *kernel, cin, og = w.shape
+    if groups == 1:  # a view (taps' strides negated): the GEMM's operand copies the live taps only
+        offset = w._offset + sum((k - 1) * st for k, st in zip(kernel, w.strides[:nd]))
+        return w.as_strided(w.shape, tuple(-st for st in w.strides[:nd]) + w.strides[nd:], offset)
     flipped = w.flip(tuple(range(nd)))
-    if groups == 1:
-        return flipped
     per_group = flipped.reshape(tuple(kernel) + (groups, cin // groups, og))
     axes = tuple(range(nd)) + (nd + 1, nd, nd + 2)
     return per_group.permute(axes).reshape(tuple(kernel) + (cin // groups, groups * og))
