@@ -291,8 +291,10 @@ class ConvTranspose(_Geometry, TensorOp):
         y2 = _rows(y)
         w_live = _live(w, plan)
         if g == 1:
-            cols = y2 @ w_live.permute((nd,) + tuple(range(nd)) + (nd + 1,)).reshape(
-                (cin, kk * og))
+            # W^T is read column-major: (taps, Cout, Cin) rows, a conv weight's own layout, so
+            # the reshape is a view (no copy) when the live taps are contiguous in it
+            w_cols = w_live.permute(tuple(range(nd)) + (nd + 1, nd)).reshape((kk * og, cin))
+            cols = array_api.matmul(y2, w_cols, transpose_b=True)
         else:
             w_rows = w_live.reshape((kk, g, cin // g, og)).permute((1, 2, 0, 3))
             cols = array_api.matmul(_split_groups(y2, g), w_rows.reshape((g, cin // g,
