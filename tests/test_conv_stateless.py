@@ -1,7 +1,6 @@
-"""The conv ops keep no state once backward has run: an op object holds its constructor
-arguments only (a conv's padded input, cached for its weight gradient, is dropped when read), no
-array outlives the graph that uses it, and gradients (of gradients too) come from node.inputs
-alone. Values are checked against torch's first and second derivatives."""
+"""The conv ops keep no state: an op object holds its constructor arguments only, no array
+outlives the graph that uses it, and gradients (of gradients too) come from node.inputs alone.
+Values are checked against torch's first and second derivatives."""
 import gc
 import inspect
 import weakref

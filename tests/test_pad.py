@@ -118,60 +118,6 @@ def test_padded_conv_of_channels_first_input(device, channels):
     w = ndl.Tensor(rng.standard_normal((3, 3, channels, 2)).astype(np.float32), device=device)
     gradient_check(lambda x, w: ops.conv(ops.ops_conv.permute(x, (0, 2, 3, 1)), w, stride=2,
                                          padding=1), x, w)
-
-
-def _count_pads(device, fn):
-    calls = []
-    saved = device.__dict__["pad"]
-    device.__dict__["pad"] = lambda *args: (calls.append(args[2]), saved(*args))[1]
-    try:
-        return fn(), calls
-    finally:
-        device.__dict__["pad"] = saved
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_weight_gradient_reads_the_forwards_padded_input(device, groups):
-    """A padded conv's weight gradient reuses the padded input of its forward (one pad per
-    step, not two), with torch's gradients; a replaced input is padded again; nothing is held
-    once backward has run."""
-    x_np = np.random.randn(2, 5, 6, 4).astype(np.float32)
-    w_np = np.random.randn(3, 3, 4 // groups, 6).astype(np.float32)
-
-    def grads(replace=False, weight_requires_grad=True):
-        x = ndl.Tensor(x_np, device=device)
-        w = ndl.Tensor(w_np, device=device, requires_grad=weight_requires_grad)
-        h = x * 1.0  # not a data batch: its input gradient is computed eagerly
-        y = ops.conv(h, w, stride=2, padding=1, groups=groups)
-        if replace:
-            h.data = ndl.Tensor(x_np * 0.5, device=device)
-        y.backward(ndl.Tensor(np.ones(y.shape, np.float32), device=device))
-        conv_op = y.op
-        assert "_padded" not in vars(conv_op)  # dropped once the weight gradient read it
-        return [t.grad.numpy() for t in (x, w) if t.grad is not None]
-
-    got, pads = _count_pads(device, grads)
-    assert len(pads) == 1  # the forward's; the weight gradient read it again
-    x64, w64 = x_np.astype(np.float64), w_np.astype(np.float64)
-    tx = torch_grads(x64, w64, groups)
-    for what, a, e in zip(("grad x", "grad w"), got, tx):
-        assert_close(a, e, rtol=1e-4, atol=1e-4, what=what)
-    got_replaced, pads = _count_pads(device, lambda: grads(replace=True))
-    assert len(pads) == 2  # the replaced input is padded again
-    assert_close(got_replaced[1], torch_grads(x64 * 0.5, w64, groups)[1], rtol=1e-4, atol=1e-4,
-                 what="grad w of the replaced input")
-    _, pads = _count_pads(device, lambda: grads(weight_requires_grad=False))
-    assert len(pads) == 1  # a frozen weight: its (discarded) gradient reads the same copy
-
-
-def torch_grads(x, w, groups):
-    torch = pytest.importorskip("torch")
-    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
-    tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
-    torch.nn.functional.conv2d(tx, tw, stride=2, padding=1, groups=groups).sum().backward()
-    return tx.grad.numpy().transpose(0, 2, 3, 1), tw.grad.numpy().transpose(2, 3, 1, 0)
-
-
 def test_input_gradient_copies_only_the_live_taps_of_the_flipped_weight(device):
     """The stride-1 input gradient (a conv with the flipped kernel) of a 3x3 conv on a 1x1
     image reads only the kernel's centre: the flipped weight is a view, and the one copy the

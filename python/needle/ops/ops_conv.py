@@ -19,20 +19,16 @@ GEMM again), otherwise a GEMM into columns and col2im with `scatter_add_`. Weigh
 im2col^T @ out_grad, the view read transposed. The three ops' gradients are written with each
 other, so gradients of gradients work.
 
-The ops keep no state but one cache: an op object holds its constructor arguments, and each
-gradient is built from node.inputs and those with ordinary ops; a conv whose input needed a
-padded copy keeps it for its weight gradient, which reads it instead of padding the same input
-again (checked to be the same array and geometry; dropped once read). Shortcuts, none of which
-changes a value:
+The ops keep no state: an op object holds its constructor arguments only, and each gradient is
+built from node.inputs and those with ordinary ops. Shortcuts, none of which changes a value:
 kernel taps that read only padding are left out of im2col and the GEMMs (with as much padding as
 the kept taps still need, often none); both gradients of a conv read one compact copy of out_grad
 (a `Compact` node of the gradient graph); a data batch's input gradient is a deferred node
 (computed if read). See docs/conv.md for the derivation and worked strides.
 """
 import functools
-import weakref
 
-from ..autograd import Tensor, TensorOp, is_grad_enabled
+from ..autograd import Tensor, TensorOp
 from ..backend_selection import array_api
 from .ops_conv_geometry import (_axis_plan, _check_array_mode, _check_conv_shapes, _check_groups,
                                 _embed, _expand, _group_cols, _im2col, _ints, _leftover, _live,
@@ -121,13 +117,6 @@ class Conv(_Geometry, TensorOp):
         return _conv_output_shape(tuple(a_shape), tuple(b_shape), self.stride, self.padding,
                                   self.dilation, self.groups)
 
-    def __call__(self, a, b):
-        # A padded copy of the input is kept for the weight gradient of a leaf weight (a layer's
-        # parameter) in grad mode: backward reads it next. (Not in the graph of a gradient,
-        # whose weights are computed: it may never be differentiated.)
-        self._keep_padded = is_grad_enabled() and b.op is None
-        return super().__call__(a, b)
-
     def compute(self, a, b):
         _check_array_mode("conv", a, b)
         _check_conv_shapes("conv", a, b)
@@ -142,8 +131,6 @@ class Conv(_Geometry, TensorOp):
         if depthwise.is_depthwise(nd, g, a.shape[-1], cout, b.shape[-2]):
             return depthwise.forward(a, b, stride, padding, dilation)
         cols, order = _im2col(a, plan, stride, dilation, steps, g)
-        if self.__dict__.pop("_keep_padded", False) and cols._handle is not a._handle:
-            self._padded = (weakref.ref(a), plan, cols, order)  # for the weight gradient
         w_rows = _weight_rows(_live(b, plan), order)
         if g == 1:
             out = array_api.flat_matmul(cols, w_rows, nd + 1)  # implicit GEMM: no im2col matrix
@@ -166,10 +153,9 @@ class Conv(_Geometry, TensorOp):
             da = Tensor.make_deferred(da_op, [g, _transpose_weight(b)])
         else:
             da = da_op(g, _transpose_weight(b))
-        db_op = ConvWeightGrad(b.shape[:nd], self.stride, self.padding, self.dilation,
-                               self.groups)
-        db_op._padded = self.__dict__.pop("_padded", None)  # read by its compute, then dropped
-        return da, db_op(a, g)
+        db = conv_weight_grad(a, g, b.shape[:nd], self.stride, self.padding, self.dilation,
+                              self.groups)
+        return da, db
 
 
 class Compact(TensorOp):
@@ -420,11 +406,7 @@ class ConvWeightGrad(_Geometry, TensorOp):
             return array_api.zeros(out_shape, device=x.device)
         if depthwise.is_depthwise(nd, grp, cin, cout, 1):
             return depthwise.weight_grad(x, g, kernel, stride, padding, dilation)
-        padded = self.__dict__.pop("_padded", None)  # (x, plan, cols, order) of its conv
-        if padded is not None and padded[0]() is x and padded[1] == plan:
-            cols, order = padded[2:]  # the forward's padded input, not padded again
-        else:
-            cols, order = _im2col(x, plan, stride, dilation, steps, grp)
+        cols, order = _im2col(x, plan, stride, dilation, steps, grp)
         if grp > 1:
             cols = _group_cols(cols)
         g2 = _rows(g)
