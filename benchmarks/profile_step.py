@@ -48,6 +48,28 @@ def wrap_backend(dev, seconds, calls, flops):
         dev.__dict__[name] = timed
 
 
+def training_step(model_name, batch, dev):
+    """(train_step, x, y): one SGD-with-momentum step of ResNet9 or LeNet on a random batch,
+    as in apps/train.py (forward, loss, backward(create_graph=False), step)."""
+    np.random.seed(0)
+    model = ResNet9(device=dev) if model_name == "resnet9" else LeNet(device=dev)
+    c, h = (3, 32) if model_name == "resnet9" else (1, 28)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    x = ndl.Tensor(np.random.randn(batch, c, h, h).astype(np.float32), device=dev,
+                   requires_grad=False)
+    y = ndl.Tensor.from_host(np.random.randint(0, 10, batch).astype(np.float32), device=dev)
+
+    def train_step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward(create_graph=False)
+        opt.step()
+        return loss
+
+    return train_step, x, y
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -59,21 +81,7 @@ def main():
     dev = getattr(ndl, args.device)()
     if not dev.enabled():
         raise SystemExit(f"device {args.device} is not enabled")
-    np.random.seed(0)
-    model = ResNet9(device=dev) if args.model == "resnet9" else LeNet(device=dev)
-    c, h = (3, 32) if args.model == "resnet9" else (1, 28)
-    opt = ndl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = ndl.nn.SoftmaxLoss()
-    x = ndl.Tensor(np.random.randn(args.batch, c, h, h).astype(np.float32), device=dev,
-                   requires_grad=False)
-    y = ndl.Tensor.from_host(np.random.randint(0, 10, args.batch).astype(np.float32), device=dev)
-
-    def train_step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward(create_graph=False)
-        opt.step()
-        return loss
+    train_step, x, y = training_step(args.model, args.batch, dev)
 
     seconds, calls, flops = (collections.defaultdict(float), collections.defaultdict(int),
                              collections.defaultdict(float))

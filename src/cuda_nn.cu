@@ -202,17 +202,38 @@ int64_t CheckNormSizes(const char* fn, int64_t rows, int64_t C, int64_t inner) {
   return CheckedMul(fn, CheckedMul(fn, rows, C), inner);
 }
 
+NormLayout RowMajorLayout(const char* fn, int64_t rows, int64_t C, int64_t inner) {
+  CheckNormSizes(fn, rows, C, inner);
+  return RowMajorNorm(rows, C, inner);
+}
+
+NormLayout StridedLayout(const char* fn, int64_t rows, int64_t C, int64_t inner, const std::vector<int64_t>& strides) {
+  CheckNormSizes(fn, rows, C, inner);
+  return CheckNormLayout(fn, rows, C, inner, strides);
+}
+
+void CheckedBatchNormForward(const char* fn, const CudaArray& x, const CudaArray& w, const CudaArray& b,
+                             CudaArray& out, CudaArray& mean, CudaArray& var, const NormLayout& d, double eps) {
+  CheckSize(fn, "x", x.size, d.size());
+  CheckSize(fn, "out", out.size, d.size());
+  CheckSize(fn, "weight", w.size, d.C);
+  CheckSize(fn, "bias", b.size, d.C);
+  CheckSize(fn, "mean", mean.size, d.C);
+  CheckSize(fn, "var", var.size, d.C);
+  LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, d, eps);
+}
+
 void BatchNormForward(const CudaArray& x, const CudaArray& w, const CudaArray& b, CudaArray& out,
                       CudaArray& mean, CudaArray& var, int64_t rows, int64_t C, int64_t inner, double eps) {
   const char* fn = "batch_norm_forward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  CheckSize(fn, "x", x.size, n);
-  CheckSize(fn, "out", out.size, n);
-  CheckSize(fn, "weight", w.size, C);
-  CheckSize(fn, "bias", b.size, C);
-  CheckSize(fn, "mean", mean.size, C);
-  CheckSize(fn, "var", var.size, C);
-  LaunchBatchNormForward(x.data, w.data, b.data, out.data, mean.data, var.data, rows, C, inner, eps);
+  CheckedBatchNormForward(fn, x, w, b, out, mean, var, RowMajorLayout(fn, rows, C, inner), eps);
+}
+
+void BatchNormForwardStrided(const CudaArray& x, const CudaArray& w, const CudaArray& b, CudaArray& out,
+                             CudaArray& mean, CudaArray& var, int64_t rows, int64_t C, int64_t inner,
+                             const std::vector<int64_t>& strides, double eps) {
+  const char* fn = "batch_norm_forward_strided";
+  CheckedBatchNormForward(fn, x, w, b, out, mean, var, StridedLayout(fn, rows, C, inner, strides), eps);
 }
 
 void BatchNormRunningUpdate(const CudaArray& mean, const CudaArray& var, CudaArray& running_mean,
@@ -227,21 +248,32 @@ void BatchNormRunningUpdate(const CudaArray& mean, const CudaArray& var, CudaArr
                               static_cast<float>(momentum), static_cast<float>(keep));
 }
 
+void CheckedBatchNormBackward(const char* fn, const CudaArray& x, const CudaArray& g, const CudaArray& w,
+                              const CudaArray& mean, const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db,
+                              const NormLayout& d, double eps) {
+  CheckSize(fn, "x", x.size, d.size());
+  CheckSize(fn, "out_grad", g.size, d.size());
+  CheckSize(fn, "dx", dx.size, d.size());
+  CheckSize(fn, "weight", w.size, d.C);
+  CheckSize(fn, "mean", mean.size, d.C);
+  CheckSize(fn, "var", var.size, d.C);
+  CheckSize(fn, "dw", dw.size, d.C);
+  CheckSize(fn, "db", db.size, d.C);
+  LaunchBatchNormBackward(x.data, g.data, w.data, mean.data, var.data, dx.data, dw.data, db.data, d, eps);
+}
+
 void BatchNormBackward(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
                        const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db, int64_t rows, int64_t C,
                        int64_t inner, double eps) {
   const char* fn = "batch_norm_backward";
-  const int64_t n = CheckNormSizes(fn, rows, C, inner);
-  CheckSize(fn, "x", x.size, n);
-  CheckSize(fn, "out_grad", g.size, n);
-  CheckSize(fn, "dx", dx.size, n);
-  CheckSize(fn, "weight", w.size, C);
-  CheckSize(fn, "mean", mean.size, C);
-  CheckSize(fn, "var", var.size, C);
-  CheckSize(fn, "dw", dw.size, C);
-  CheckSize(fn, "db", db.size, C);
-  LaunchBatchNormBackward(x.data, g.data, w.data, mean.data, var.data, dx.data, dw.data, db.data, rows, C, inner,
-                          eps);
+  CheckedBatchNormBackward(fn, x, g, w, mean, var, dx, dw, db, RowMajorLayout(fn, rows, C, inner), eps);
+}
+
+void BatchNormBackwardStrided(const CudaArray& x, const CudaArray& g, const CudaArray& w, const CudaArray& mean,
+                              const CudaArray& var, CudaArray& dx, CudaArray& dw, CudaArray& db, int64_t rows,
+                              int64_t C, int64_t inner, const std::vector<int64_t>& strides, double eps) {
+  const char* fn = "batch_norm_backward_strided";
+  CheckedBatchNormBackward(fn, x, g, w, mean, var, dx, dw, db, StridedLayout(fn, rows, C, inner, strides), eps);
 }
 
 // ------------------------------------------------------------------------------------ depthwise conv
@@ -350,6 +382,11 @@ void BindRowsAndTraining(py::module_& m) {
         arg("running_var"), arg("momentum"), arg("keep"));
   m.def("batch_norm_backward", &BatchNormBackward, arg("x"), arg("out_grad"), arg("w"), arg("mean"), arg("var"),
         arg("dx"), arg("dw"), arg("db"), arg("rows"), arg("channels"), arg("inner"), arg("eps"));
+  m.def("batch_norm_forward_strided", &BatchNormForwardStrided, arg("x"), arg("w"), arg("b"), arg("out"),
+        arg("mean"), arg("var"), arg("rows"), arg("channels"), arg("inner"), arg("strides"), arg("eps"));
+  m.def("batch_norm_backward_strided", &BatchNormBackwardStrided, arg("x"), arg("out_grad"), arg("w"), arg("mean"),
+        arg("var"), arg("dx"), arg("dw"), arg("db"), arg("rows"), arg("channels"), arg("inner"), arg("strides"),
+        arg("eps"));
 
   m.def("max_pool2d", &MaxPool2d, arg("a"), arg("out"), arg("N"), arg("H"), arg("W"), arg("C"), arg("kh"),
         arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"));

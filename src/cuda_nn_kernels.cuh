@@ -7,6 +7,7 @@
 #include "cuda_kernels.cuh"
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
+#include "norm_layout.h"
 
 namespace needle {
 namespace cuda {
@@ -199,8 +200,12 @@ __global__ void SoftmaxBackwardWarpKernel(const float* y, const float* g, float*
 }
 
 // ------------------------------------------------------------------------------------ batch norm
-// x viewed rows x C x inner. One block per channel sums that channel's rows*inner values (in
-// double); a grid-stride kernel then applies the per-channel affine map.
+// Operands viewed rows x C x inner: x's element (r, c, k) at r*sr + c*sc + k*sk of its buffer, a
+// dense layout (row-major NCHW: (C*inner, inner, 1); an NCHW view of an NHWC buffer:
+// (inner*C, 1, C)); out, out_grad and dx row-major. One block per channel sums that channel's
+// rows*inner values (in double), thread t taking the values t, t + blockDim, ... of the channel
+// in (r, k) order whatever x's layout, so the sums do not depend on it; a grid-stride kernel then
+// applies the per-channel affine map.
 
 // Block sum in double (blockDim.x a multiple of 32); every thread gets the result.
 __device__ __forceinline__ double BlockSumDouble(double v, double* scratch) {
@@ -217,23 +222,36 @@ __device__ __forceinline__ double BlockSumDouble(double v, double* scratch) {
   return r;
 }
 
-__device__ __forceinline__ int64_t ChannelElement(int64_t i, int64_t c, int64_t C, int64_t inner) {
-  const int64_t r = i / inner;
-  return (r * C + c) * inner + (i - r * inner);
+// Index in x of the i-th value (in (r, k) order) of channel c.
+__device__ __forceinline__ int64_t ChannelElement(int64_t i, int64_t c, const NormLayout& d) {
+  const int64_t r = i / d.inner;
+  return r * d.sr + c * d.sc + (i - r * d.inner) * d.sk;
+}
+
+// Index in a row-major operand of the i-th value of channel c.
+__device__ __forceinline__ int64_t RowMajorElement(int64_t i, int64_t c, const NormLayout& d) {
+  const int64_t r = i / d.inner;
+  return (r * d.C + c) * d.inner + (i - r * d.inner);
+}
+
+// Index in x of element i of a row-major operand.
+__device__ __forceinline__ int64_t XOfRowMajor(int64_t i, const NormLayout& d) {
+  const int64_t k = i % d.inner, rc = i / d.inner;
+  return (rc / d.C) * d.sr + (rc % d.C) * d.sc + k * d.sk;
 }
 
 // mean[c], var[c] (biased, two-pass) and scale[c] = w[c] / sqrt(var + eps).
 __global__ void BatchNormStatsKernel(const float* x, const float* w, float* mean, float* var, float* scale,
-                                     int64_t rows, int64_t C, int64_t inner, double eps) {
+                                     NormLayout d, double eps) {
   __shared__ double scratch[kWarp];
-  const int64_t c = blockIdx.x, m = rows * inner;
+  const int64_t c = blockIdx.x, m = d.rows * d.inner;
   double s = 0.0;
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += x[ChannelElement(i, c, C, inner)];
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += x[ChannelElement(i, c, d)];
   const double mu = BlockSumDouble(s, scratch) / static_cast<double>(m);
   double q = 0.0;
   for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const double d = x[ChannelElement(i, c, C, inner)] - mu;
-    q += d * d;
+    const double e = x[ChannelElement(i, c, d)] - mu;
+    q += e * e;
   }
   const double v = BlockSumDouble(q, scratch) / static_cast<double>(m);
   if (threadIdx.x == 0) {
@@ -243,27 +261,28 @@ __global__ void BatchNormStatsKernel(const float* x, const float* w, float* mean
   }
 }
 
-// out[i] = (x[i] - mean[c]) * scale[c] + b[c], c = (i / inner) % C.
+// out[i] = (x[i] - mean[c]) * scale[c] + b[c], c = (i / inner) % C (out row-major).
 __global__ void BatchNormApplyKernel(const float* x, const float* mean, const float* scale, const float* b,
-                                     float* out, int64_t n, int64_t C, int64_t inner) {
+                                     float* out, NormLayout d) {
+  const int64_t n = d.size();
   for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
-    const int64_t c = (i / inner) % C;
-    out[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mean[c]), scale[c]), b[c]);
+    const int64_t c = (i / d.inner) % d.C;
+    out[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[XOfRowMajor(i, d)], mean[c]), scale[c]), b[c]);
   }
 }
 
 // db[c] = sum g, dw[c] = sum g * xhat; k[3c..3c+2] = the coefficients of dx (see below).
 __global__ void BatchNormGradSumsKernel(const float* x, const float* g, const float* w, const float* mean,
-                                        const float* var, float* dw, float* db, float* k, int64_t rows,
-                                        int64_t C, int64_t inner, double eps) {
+                                        const float* var, float* dw, float* db, float* k, NormLayout d,
+                                        double eps) {
   __shared__ double scratch[kWarp];
-  const int64_t c = blockIdx.x, m = rows * inner;
+  const int64_t c = blockIdx.x, m = d.rows * d.inner;
   const double mu = mean[c];
   double sg = 0.0, sgx = 0.0;
   for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const int64_t at = ChannelElement(i, c, C, inner);
-    sg += g[at];
-    sgx += static_cast<double>(g[at]) * (x[at] - mu);
+    const float gi = g[RowMajorElement(i, c, d)];
+    sg += gi;
+    sgx += static_cast<double>(gi) * (x[ChannelElement(i, c, d)] - mu);
   }
   sg = BlockSumDouble(sg, scratch);
   sgx = BlockSumDouble(sgx, scratch);
@@ -278,13 +297,16 @@ __global__ void BatchNormGradSumsKernel(const float* x, const float* g, const fl
   }
 }
 
-// dx[i] = g[i] * k0 + (x[i] - mean[c]) * k1 + k2, the k of channel c.
+// dx[i] = g[i] * k0 + (x[i] - mean[c]) * k1 + k2, the k of channel c = (i / inner) % C (g, dx
+// row-major).
 __global__ void BatchNormGradApplyKernel(const float* x, const float* g, const float* mean, const float* k,
-                                         float* dx, int64_t n, int64_t C, int64_t inner) {
+                                         float* dx, NormLayout d) {
+  const int64_t n = d.size();
   for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
-    const int64_t c = (i / inner) % C;
+    const int64_t c = (i / d.inner) % d.C;
     const float* kc = k + 3 * c;
-    dx[i] = __fadd_rn(__fadd_rn(__fmul_rn(g[i], kc[0]), __fmul_rn(__fsub_rn(x[i], mean[c]), kc[1])), kc[2]);
+    const float xc = __fsub_rn(x[XOfRowMajor(i, d)], mean[c]);
+    dx[i] = __fadd_rn(__fadd_rn(__fmul_rn(g[i], kc[0]), __fmul_rn(xc, kc[1])), kc[2]);
   }
 }
 
@@ -309,26 +331,23 @@ inline void LaunchAdamUpdate(const float* w, const float* g, const float* m, con
   Launch<AdamUpdateKernel>(GridFor(n), kThreads, w, g, m, v, w_out, m_out, v_out, n, hyper, t, decay, has_state);
 }
 
-// x viewed rows x C x inner (C <= INT_MAX): a block per channel for the statistics, then the
+// x viewed through the layout d (C <= INT_MAX): a block per channel for the statistics, then the
 // element-wise affine map with the per-channel scale w / sqrt(var + eps) from a scratch buffer.
 inline void LaunchBatchNormForward(const float* x, const float* w, const float* b, float* out, float* mean,
-                                   float* var, int64_t rows, int64_t C, int64_t inner, double eps) {
-  DeviceBuffer scale(static_cast<size_t>(C) * sizeof(float));
-  Launch<BatchNormStatsKernel>(static_cast<unsigned>(C), kThreads, x, w, mean, var, scale.as<float>(), rows, C, inner,
-                                                               eps);
-  Launch<BatchNormApplyKernel>(GridFor(rows * C * inner), kThreads, x, mean, scale.as<float>(), b, out,
-                                                                rows * C * inner, C, inner);
+                                   float* var, const NormLayout& d, double eps) {
+  DeviceBuffer scale(static_cast<size_t>(d.C) * sizeof(float));
+  Launch<BatchNormStatsKernel>(static_cast<unsigned>(d.C), kThreads, x, w, mean, var, scale.as<float>(), d, eps);
+  Launch<BatchNormApplyKernel>(GridFor(d.size()), kThreads, x, mean, scale.as<float>(), b, out, d);
 }
 
 // The per-channel sums (db, dw and the three coefficients of dx), then dx element-wise.
 inline void LaunchBatchNormBackward(const float* x, const float* g, const float* w, const float* mean,
-                                    const float* var, float* dx, float* dw, float* db, int64_t rows, int64_t C,
-                                    int64_t inner, double eps) {
-  DeviceBuffer k(static_cast<size_t>(C) * 3 * sizeof(float));
-  Launch<BatchNormGradSumsKernel>(static_cast<unsigned>(C), kThreads, x, g, w, mean, var, dw, db, k.as<float>(), rows,
-                                                                  C, inner, eps);
-  Launch<BatchNormGradApplyKernel>(GridFor(rows * C * inner), kThreads, x, g, mean, k.as<float>(), dx,
-                                                                    rows * C * inner, C, inner);
+                                    const float* var, float* dx, float* dw, float* db, const NormLayout& d,
+                                    double eps) {
+  DeviceBuffer k(static_cast<size_t>(d.C) * 3 * sizeof(float));
+  Launch<BatchNormGradSumsKernel>(static_cast<unsigned>(d.C), kThreads, x, g, w, mean, var, dw, db, k.as<float>(), d,
+                                  eps);
+  Launch<BatchNormGradApplyKernel>(GridFor(d.size()), kThreads, x, g, mean, k.as<float>(), dx, d);
 }
 }  // namespace cuda
 }  // namespace needle

@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "cpu_common.h"
+#include "cpu_conv_pad.h"
 #include "cpu_copy.h"
 #include "cpu_depthwise.h"
 #include "cpu_ewise.h"
@@ -197,6 +198,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("from_numpy", FromNumpy, "from_numpy(np_array, out): copy in as float32; sizes must match.");
   m.def("fill", Fill, "fill(out, val): out[:] = val.", Release());
   m.def("compact", Compact, "compact(a, out, shape, strides, offset): out[i] = a[view index i].", Release());
+  m.def("pad", Pad,
+        "pad(a, out, shape, strides, offset, before, after): out (compact, dims shape[i] + before[i] + "
+        "after[i]) = the view of a with before[i] / after[i] zeros around dim i.", Release());
   m.def("ewise_setitem", EwiseSetitem,
         "ewise_setitem(a, out, shape, strides, offset): out[view index i] = a[i].", Release());
   m.def("scalar_setitem", ScalarSetitem,
@@ -260,6 +264,9 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("batch_norm_forward", BatchNormForward,
         "batch_norm_forward(x, w, b, out, mean, var, rows, channels, inner, eps): x rows x C x inner; "
         "per-channel mean and biased var; out = (x - mean) * w / sqrt(var + eps) + b.", Release());
+  m.def("batch_norm_forward_strided", BatchNormForwardStrided,
+        "batch_norm_forward_strided(x, w, b, out, mean, var, rows, channels, inner, strides, eps): "
+        "batch_norm_forward with x and out laid out by the dense (row, channel, inner) strides.", Release());
   m.def("batch_norm_running_update", BatchNormRunningUpdate,
         "batch_norm_running_update(mean, var, running_mean, running_var, momentum, keep): running = "
         "running * keep + batch * momentum for both statistics, in place (C = running_mean.size).",
@@ -267,6 +274,10 @@ PYBIND11_MODULE(ndarray_backend_cpu, m) {
   m.def("batch_norm_backward", BatchNormBackward,
         "batch_norm_backward(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, eps): the "
         "gradients of batch_norm_forward given its mean and var.", Release());
+  m.def("batch_norm_backward_strided", BatchNormBackwardStrided,
+        "batch_norm_backward_strided(x, out_grad, w, mean, var, dx, dw, db, rows, channels, inner, strides, eps): "
+        "batch_norm_backward with x, out_grad and dx laid out by the dense (row, channel, inner) strides.",
+        Release());
 
   m.def("softmax_rows_backward", SoftmaxRowsBackward,
         "softmax_rows_backward(y, out_grad, out, row_size): out = y * (g - sum(g * y)) per row.", Release());

@@ -37,6 +37,7 @@
 #include "cuda_launch.cuh"
 #include "cuda_memory.cuh"
 #include "cuda_ops.cuh"
+#include "cuda_pad.cuh"
 
 namespace needle {
 namespace cuda {
@@ -119,6 +120,14 @@ void EwiseSetitem(const CudaArray& a, CudaArray& out, const std::vector<int64_t>
   } else {
     LaunchView(ViewOp::kSetitem, src, 0.0f, out.data, v);
   }
+}
+
+void Pad(const CudaArray& a, CudaArray& out, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
+         int64_t offset, const std::vector<int64_t>& before, const std::vector<int64_t>& after) {
+  CheckView("pad", a.size, shape, strides, offset);
+  DeviceBuffer keep;
+  const float* src = Unaliased(a, out, a.size, &keep);
+  LaunchPad("pad", src, out.data, out.size, shape, strides, offset, before, after);
 }
 
 void ScalarSetitem(int64_t size, float val, CudaArray& out, const std::vector<int64_t>& shape,
@@ -273,6 +282,8 @@ PYBIND11_MODULE(NEEDLE_CUDA_MODULE, m) {
   m.def("fill", &Fill, arg("out"), arg("val"));
   m.def("compact", &Compact, arg("a"), arg("out"), arg("shape"), arg("strides"), arg("offset"));
   m.def("ewise_setitem", &EwiseSetitem, arg("a"), arg("out"), arg("shape"), arg("strides"), arg("offset"));
+  m.def("pad", &Pad, arg("a"), arg("out"), arg("shape"), arg("strides"), arg("offset"), arg("before"),
+        arg("after"));
   m.def("scalar_setitem", &ScalarSetitem, arg("size"), arg("val"), arg("out"), arg("shape"), arg("strides"),
         arg("offset"));
   m.def("scatter_add", &ScatterAdd, arg("a"), arg("out"), arg("shape"), arg("strides"), arg("offset"));

@@ -1,7 +1,8 @@
 """needle.backend_ndarray: the strided NDArray and its devices (cpu, cuda, cpu_numpy).
 
 device.py: devices and their backend modules; ndarray.py: NDArray (all the stride logic);
-ndarray_ewise.py: its element-wise operators (dense layouts kept);
+ndarray_ewise.py: its element-wise operators (dense layouts kept); ndarray_fused.py: its fused
+batch-norm and softmax kernels; ndarray_functions.py: the numpy-style functions (array, full, stack...);
 linalg.py: matmul and flat_matmul; pool.py: pooling; depthwise.py: depthwise convolution; winograd.py: Winograd transforms."""
 from . import depthwise, device, linalg, ndarray, pool, winograd
 from .depthwise import *  # noqa: F401,F403

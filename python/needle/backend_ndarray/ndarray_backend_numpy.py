@@ -15,18 +15,20 @@ from .ndarray_backend_numpy_nhwc import (
     depthwise_conv2d_backward_weight, max_pool2d, max_pool2d_backward, winograd_input_transform,
     winograd_input_transform_adjoint, winograd_output_transform, winograd_output_transform_adjoint,
 )
+from .ndarray_backend_numpy_norm import batch_norm_backward_strided, batch_norm_forward_strided
 from .ndarray_backend_numpy_optim import adam_update, sgd_torch_update, sgd_update
+from .ndarray_backend_numpy_pad import pad
 
 __all__ = [
     "Array", "wrap_pointer", "is_available", "synchronize", "__tile_size__",
-    "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem", "scatter_add",
+    "to_numpy", "from_numpy", "fill", "compact", "pad", "ewise_setitem", "scalar_setitem", "scatter_add",
     "ewise_add", "ewise_mul", "ewise_add_strided", "ewise_mul_strided", "ewise_div", "ewise_pow", "ewise_maximum", "ewise_eq", "ewise_ge",
     "ewise_gt",
     "scalar_add", "scalar_mul", "scalar_div", "scalar_power", "scalar_maximum", "scalar_eq",
     "scalar_ge", "scalar_gt", "ewise_log", "ewise_exp", "ewise_tanh",
     "matmul", "matmul_tiled", "gemm", "gemm_strided_a", "reduce_sum", "reduce_max",
     "softmax_rows", "log_softmax_rows", "softmax_rows_backward", "batch_norm_forward", "batch_norm_backward",
-    "batch_norm_running_update",
+    "batch_norm_running_update", "batch_norm_forward_strided", "batch_norm_backward_strided",
     "sgd_update", "sgd_torch_update", "adam_update",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "depthwise_conv2d", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",

@@ -3,6 +3,7 @@ family along any axis, one backend call each. NDArray binds these functions as i
 (`x.batch_norm(w, b)`), as it binds the element-wise ones of ndarray_ewise.py.
 """
 from . import ndarray as _nd
+from . import ndarray_ewise as _ew
 from .checks import as_scalar as _as_scalar
 
 __all__ = ["batch_norm", "batch_norm_backward", "batch_norm_running_update", "softmax",
@@ -20,21 +21,35 @@ def _norm_layout(a, weight, op):
     return a._shape[0], c, _nd.prod(a._shape[2:])
 
 
+def _norm_operand(a):
+    """(x, strides): `a` itself when it is dense (e.g. an N x C x H x W view of an NHWC buffer,
+    a conv's output) and its spatial dims lie row-major among themselves, else its row-major
+    copy; `strides` the (row, channel, inner) strides of x viewed N x C x (H*W), which the
+    `_strided` kernels read it through."""
+    spatial = [(n, s) for n, s in zip(a._shape[2:], a._strides[2:]) if n != 1]
+    if not _ew.is_dense(a) or any(s != s_in * n_in for (_, s), (n_in, s_in) in zip(spatial,
+                                                                                   spatial[1:])):
+        a = a.compact()
+        spatial = [(n, s) for n, s in zip(a._shape[2:], a._strides[2:]) if n != 1]
+    return a, (a._strides[0], a._strides[1], spatial[-1][1] if spatial else 1)
+
+
 def batch_norm(a, weight, bias, eps=1e-5):
     """Training batch norm of N x C (x ...) over every axis but 1, in one kernel call.
 
-    Returns (out like a, mean (C,), var (C,)), var biased:
-    out = (a - mean) * weight / sqrt(var + eps) + bias.
+    Returns (out, mean (C,), var (C,)), var biased: out (a's shape, row-major) =
+    (a - mean) * weight / sqrt(var + eps) + bias. A dense `a` in another
+    layout (a conv's channels-last output) is read in place, not copied row-major first.
     """
     rows, c, inner = _norm_layout(a, weight, "batch_norm")
     if bias.size != c:
         raise ValueError(f"batch_norm: bias of shape {bias.shape} for {c} channels")
-    x = a.compact()
+    x, strides = _norm_operand(a)
     out = _nd.NDArray._new(a._shape, a._device)
     mean, var = _nd.NDArray._new((c,), a._device), _nd.NDArray._new((c,), a._device)
-    a.device.batch_norm_forward(x._handle, weight.compact()._handle, bias.compact()._handle,
-                                out._handle, mean._handle, var._handle, rows, c, inner,
-                                float(eps))
+    a.device.batch_norm_forward_strided(x._handle, weight.compact()._handle,
+                                        bias.compact()._handle, out._handle, mean._handle,
+                                        var._handle, rows, c, inner, strides, float(eps))
     return out, mean, var
 
 
@@ -58,18 +73,20 @@ def batch_norm_running_update(a, running_var, mean, var, momentum):
 def batch_norm_backward(a, out_grad, weight, mean, var, eps=1e-5):
     """Gradients of `batch_norm` at input a (N x C x ...) given its mean and var (C,).
 
-    Returns (d input like a, d weight (C,), d bias (C,)).
+    Returns (d input (row-major, a's shape), d weight (C,), d bias (C,)); `a` is read in place
+    as `batch_norm` reads it.
     """
     rows, c, inner = _norm_layout(a, weight, "batch_norm_backward")
     if out_grad.shape != a._shape or mean.size != c or var.size != c:
         raise ValueError(f"batch_norm_backward: out_grad {out_grad.shape}, mean {mean.shape}, "
                          f"var {var.shape} do not match input {a._shape}")
+    x, strides = _norm_operand(a)
     dx = _nd.NDArray._new(a._shape, a._device)
     dw, db = _nd.NDArray._new((c,), a._device), _nd.NDArray._new((c,), a._device)
-    a.device.batch_norm_backward(
-        a.compact()._handle, out_grad.compact()._handle, weight.compact()._handle,
-        mean.compact()._handle, var.compact()._handle, dx._handle, dw._handle, db._handle,
-        rows, c, inner, float(eps))
+    a.device.batch_norm_backward_strided(
+        x._handle, out_grad.compact()._handle, weight.compact()._handle, mean.compact()._handle,
+        var.compact()._handle, dx._handle, dw._handle, db._handle, rows, c, inner, strides,
+        float(eps))
     return dx, dw, db
 
 

@@ -1,5 +1,6 @@
 """needle.ops: autograd operators and their functional wrappers."""
 from .ops_mathematic import *  # noqa: F401,F403
+from .ops_dilate import *  # noqa: F401,F403
 from .ops_tuple import *  # noqa: F401,F403
 from .ops_concat import *  # noqa: F401,F403
 from .ops_conv import *  # noqa: F401,F403

@@ -277,8 +277,10 @@ class ConvTranspose(_Geometry, TensorOp):
         y2 = _rows(y)
         w_live = _live(w, plan)
         if g == 1:
-            cols = y2 @ w_live.permute((nd,) + tuple(range(nd)) + (nd + 1,)).reshape(
-                (cin, kk * og))
+            # W^T is read column-major: (taps, Cout, Cin) rows, a conv weight's own layout, so
+            # the reshape is a view (no copy) when the live taps are contiguous in it
+            w_cols = w_live.permute(tuple(range(nd)) + (nd + 1, nd)).reshape((kk * og, cin))
+            cols = array_api.matmul(y2, w_cols, transpose_b=True)
         else:
             w_rows = w_live.reshape((kk, g, cin // g, og)).permute((1, 2, 0, 3))
             cols = array_api.matmul(_split_groups(y2, g), w_rows.reshape((g, cin // g,
@@ -351,9 +353,10 @@ def _flipped_conv_weight(w, groups):
     same map at stride 1: taps reversed, each group's in and out channels swapped in."""
     nd = w.ndim - 2
     *kernel, cin, og = w.shape
+    if groups == 1:  # a view (taps' strides negated): the GEMM's operand copies the live taps only
+        offset = w._offset + sum((k - 1) * st for k, st in zip(kernel, w.strides[:nd]))
+        return w.as_strided(w.shape, tuple(-st for st in w.strides[:nd]) + w.strides[nd:], offset)
     flipped = w.flip(tuple(range(nd)))
-    if groups == 1:
-        return flipped
     per_group = flipped.reshape(tuple(kernel) + (groups, cin // groups, og))
     axes = tuple(range(nd)) + (nd + 1, nd, nd + 2)
     return per_group.permute(axes).reshape(tuple(kernel) + (cin // groups, groups * og))

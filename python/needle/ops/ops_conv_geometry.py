@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from ..backend_selection import BACKEND, array_api
+from ..backend_selection import BACKEND
 
 __all__ = []
 
@@ -154,33 +154,18 @@ def _embed(live, plan, kernel):
     """K1' x .. x C x O weight gradient of the live taps -> K1 x .. x C x O (dead taps: 0)."""
     if tuple(live.shape[:len(plan)]) == tuple(kernel):
         return live.compact()
-    full = array_api.zeros(tuple(kernel) + tuple(live.shape[len(plan):]), device=live.device)
-    full[tuple(slice(p[0], p[1] + 1) for p in plan)] = live
-    return full
+    rest = ((0, 0),) * (live.ndim - len(plan))
+    return live.pad(tuple((p[0], k - 1 - p[1]) for p, k in zip(plan, kernel)) + rest)
 
 
 # ---------------------------------------------------------------- im2col / col2im on NDArrays
 def _pad(a, before, after):
     """Compact channels-last copy of `a` zero-padded along its spatial axes by before[i] /
-    after[i] (`a` itself, compacted, when nothing is padded)."""
+    after[i] (`a` itself, compacted, when nothing is padded): one backend call, which reads `a`
+    in place whatever its strides (an NCHW tensor seen as NHWC)."""
     if not any(before) and not any(after):
         return a.compact()
-    n, *sizes, c = a.shape
-    out = array_api.zeros((n,) + tuple(s + b + e for s, b, e in zip(sizes, before, after)) + (c,),
-                          device=a.device)
-    inner = ((slice(None),) + tuple(slice(b, b + s) for b, s in zip(before, sizes))
-             + (slice(None),))
-    if c < 8 and a.strides[-1] != 1:
-        # few channels, not innermost in memory (an NCHW tensor seen as NHWC): writing a's
-        # memory-order rows through a permuted view of `out` beats the transposing copy, whose
-        # rows would be only C floats long
-        order = tuple(sorted(range(a.ndim), key=lambda i: -a.strides[i]))
-        base = a.permute(order)
-        if base.is_compact():
-            out.permute(order)[tuple(inner[i] for i in order)] = base
-            return out
-    out[inner] = a
-    return out
+    return a.pad(((0, 0),) + tuple(zip(before, after)) + ((0, 0),))
 
 
 def _window_view(buf, start, kernel, stride, dilation, steps, groups):

@@ -1,4 +1,4 @@
-"""Element-wise, scalar, matmul, reduction and shape ops.
+"""Element-wise, scalar, matmul, reduction and shape ops (flip and dilation: ops_dilate.py).
 
 Each op is one class (`compute` on raw arrays, `gradient` built from needle ops so that it is
 differentiable again) followed by its lowercase functional wrapper. One code path serves both
@@ -17,8 +17,7 @@ __all__ = [
     "DivScalar", "divide_scalar", "Negate", "negate", "Log", "log", "Exp", "exp", "ReLU", "relu",
     "Tanh", "tanh", "Sigmoid", "sigmoid", "MatMul", "matmul", "Summation", "summation",
     "BroadcastTo", "broadcast_to", "Reshape", "reshape", "Transpose", "transpose", "LogSumExp",
-    "logsumexp", "LogSoftmax", "logsoftmax", "Flip", "flip", "Dilate", "dilate", "Undilate",
-    "undilate",
+    "logsumexp", "LogSoftmax", "logsoftmax",
 ]
 
 _NUMPY_MODE = BACKEND == "np"
@@ -526,85 +525,3 @@ class Transpose(TensorOp):
 def transpose(a, axes=None):
     """Swap two axes: `axes=(i, j)`; None swaps the last two (M x N -> N x M)."""
     return Transpose(axes)(a)
-
-
-class Flip(TensorOp):
-    """Reverse the order of elements along `axes`; shape unchanged."""
-    def __init__(self, axes=None):
-        self.axes = _as_axes_arg(axes, "Flip")
-
-    def compute(self, a):
-        if _NUMPY_MODE:
-            return numpy.flip(a, self.axes).copy()
-        return a.flip(self.axes)
-
-    def gradient(self, out_grad, node):
-        return flip(out_grad, self.axes)
-
-
-def flip(a, axes):
-    """Reverse `a` along each axis in `axes` (a tuple); the input is unchanged."""
-    return Flip(axes)(a)
-
-
-def _dilation_slices(shape, axes, dilation):
-    return tuple(slice(None, None, dilation + 1) if i in axes else slice(None)
-                 for i in range(len(shape)))
-
-
-class Dilate(TensorOp):
-    """Insert `dilation` zeros after every element along `axes` (trailing zeros included)."""
-
-    def __init__(self, axes, dilation):
-        self.axes = _as_axes_arg(axes, "Dilate")
-        self.dilation = as_size(dilation, "Dilate", "dilation")
-        if self.dilation < 0:
-            raise ValueError(f"Dilate: dilation must be >= 0, got {dilation}")
-
-    def _axes(self, ndim):
-        return tuple(a % ndim for a in self.axes if -ndim <= a < ndim)
-
-    def compute(self, a):
-        axes = self._axes(a.ndim)
-        if self.dilation == 0 or not axes:
-            return a
-        shape = tuple(n * (self.dilation + 1) if i in axes else n for i, n in enumerate(a.shape))
-        out = _zeros(shape, a)
-        out[_dilation_slices(shape, axes, self.dilation)] = a
-        return out
-
-    def gradient(self, out_grad, node):
-        return undilate(out_grad, self.axes, self.dilation)
-
-
-def dilate(a, axes, dilation):
-    """Dilate along `axes`: size n -> n * (dilation + 1), element k at k * (dilation + 1).
-
-    Example: [1, 2] with dilation 1 -> [1, 0, 2, 0]. Axes >= a.ndim are ignored.
-    """
-    return Dilate(axes, dilation)(a)
-
-
-class Undilate(TensorOp):
-    """Keep every (dilation + 1)-th entry along `axes`, starting at 0 (inverse of Dilate)."""
-
-    def __init__(self, axes, dilation):
-        self.axes = _as_axes_arg(axes, "Undilate")
-        self.dilation = as_size(dilation, "Undilate", "dilation")
-        if self.dilation < 0:
-            raise ValueError(f"Undilate: dilation must be >= 0, got {dilation}")
-
-    def compute(self, a):
-        axes = tuple(x % a.ndim for x in self.axes if -a.ndim <= x < a.ndim)
-        if self.dilation == 0 or not axes:
-            return a
-        out = a[_dilation_slices(a.shape, axes, self.dilation)]
-        return out if _NUMPY_MODE else out.compact()
-
-    def gradient(self, out_grad, node):
-        return dilate(out_grad, self.axes, self.dilation)
-
-
-def undilate(a, axes, dilation):
-    """Inverse of `dilate`: every (dilation + 1)-th entry along `axes`."""
-    return Undilate(axes, dilation)(a)

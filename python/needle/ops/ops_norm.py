@@ -51,10 +51,9 @@ class BatchNormTrain(TensorOp):
             raise ValueError(f"batch_norm: weight {w.shape} and bias {b.shape} must hold "
                              f"{x.shape[1]} values for input {x.shape}")
         if hasattr(x, "batch_norm"):  # NDArray: one fused backend call
-            # an x kept channels-last (conv + bias) is made row-major once, for both passes
-            xc = x.compact()
-            out, self.batch_mean, self.batch_var = xc.batch_norm(w, b, self.eps)
-            self._saved = (x, None, xc)  # (x, centered, var) below; here var's slot: xc
+            # an x kept channels-last (conv + bias) is read in place; out keeps its layout
+            out, self.batch_mean, self.batch_var = x.batch_norm(w, b, self.eps)
+            self._saved = (x, None, None)  # (x, centered, var) below
             return out
         mean = x.sum(axis=axes, keepdims=True) / m
         # a + (-b) is exactly a - b; negating the (C,) side saves a full-size pass
@@ -91,8 +90,8 @@ class BatchNormTrain(TensorOp):
         """The same gradient as constants, from the forward's statistics."""
         x_arr, centered, var = saved
         x, w, b = node.inputs
-        if centered is None:  # NDArray: one fused backend call on x compact (`var`)
-            dx, dw, db = var.batch_norm_backward(
+        if centered is None:  # NDArray: one fused backend call
+            dx, dw, db = x_arr.batch_norm_backward(
                 out_grad.realize_cached_data(), w.realize_cached_data(), self.batch_mean,
                 self.batch_var, self.eps)
             return (Tensor.make_const(dx), Tensor.make_const(dw.reshape(w.shape)),
