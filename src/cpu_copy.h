@@ -76,15 +76,22 @@ inline void Compact(const Array& a, Array& out, const Shape& shape, const Shape&
   });
 }
 
-// out[view index i] = a[i]
-inline void EwiseSetitem(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
-  const int64_t n = CheckView("ewise_setitem", shape, strides, offset, out.size);
-  CheckHolds("ewise_setitem", "a", a.size, n);
+// Compact a's elements written through the view (shape, strides, offset) of out by row_op.
+template <typename RowOp>
+void WriteThroughView(const char* fn, const Array& a, Array& out, const Shape& shape, const Shape& strides,
+                      int64_t offset, RowOp row_op) {
+  const int64_t n = CheckView(fn, shape, strides, offset, out.size);
+  CheckHolds(fn, "a", a.size, n);
   if (n == 0) return;
   std::vector<float> keep;
   float* src = Unaliased(a, out, n, &keep);
-  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, src,
-                    [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(c, cs, v, vs, len); });
+  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, src, row_op);
+}
+
+// out[view index i] = a[i]
+inline void EwiseSetitem(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
+  WriteThroughView("ewise_setitem", a, out, shape, strides, offset,
+                   [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { CopyRow(c, cs, v, vs, len); });
 }
 
 // out[view index i] = val, i < size
@@ -101,13 +108,8 @@ inline void ScalarSetitem(int64_t size, double val, Array& out, const Shape& sha
 
 // out[view index i] += a[i]; the view may map several i to one element (col2im)
 inline void ScatterAdd(const Array& a, Array& out, const Shape& shape, const Shape& strides, int64_t offset) {
-  const int64_t n = CheckView("scatter_add", shape, strides, offset, out.size);
-  CheckHolds("scatter_add", "a", a.size, n);
-  if (n == 0) return;
-  std::vector<float> keep;
-  float* src = Unaliased(a, out, n, &keep);
-  ForEachRowScatter(MakeDims(shape, strides), out.ptr + offset, src,
-                    [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { AddRow(c, cs, v, vs, len); });
+  WriteThroughView("scatter_add", a, out, shape, strides, offset,
+                   [](float* v, int64_t vs, float* c, int64_t cs, int64_t len) { AddRow(c, cs, v, vs, len); });
 }
 
 }  // namespace cpu
