@@ -51,7 +51,7 @@ class BatchNormTrain(TensorOp):
             raise ValueError(f"batch_norm: weight {w.shape} and bias {b.shape} must hold "
                              f"{x.shape[1]} values for input {x.shape}")
         if hasattr(x, "batch_norm"):  # NDArray: one fused backend call
-            # an x kept channels-last (conv + bias) is read in place; out keeps its layout
+            # an x kept channels-last (conv + bias) is read in place; out is row-major
             out, self.batch_mean, self.batch_var = x.batch_norm(w, b, self.eps)
             self._saved = (x, None, None)  # (x, centered, var) below
             return out
